@@ -1,0 +1,140 @@
+"""Decoded data sets held in memory (decoded once per run, never re-parsed per epoch) and their windows."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data import layouts
+from data.signals import fit_length, read_csv_signal, read_wav
+from data.synthetic import make_synthetic_set
+from errors import UserError
+
+
+@dataclass
+class ClipSet:
+    """Clips cut or padded to one length: names [N], signals [N, L] float32, labels [N] (or None)."""
+
+    names: list[str]
+    signals: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def windows(self, segment_length: int, segment_hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """All windows as [N * W, 1, segment_length] and the clip index of each window [N * W].
+
+        ``segment_length`` 0 means one window per clip: the whole signal.
+        """
+        signals = torch.from_numpy(self.signals)
+        if segment_length:
+            signals = signals.unfold(1, segment_length, segment_hop)  # [N, W, segment_length]
+        else:
+            signals = signals.unsqueeze(1)  # [N, 1, L]
+        clips, per_clip, length = signals.shape
+        clip_index = torch.arange(clips).repeat_interleave(per_clip)
+        return signals.reshape(clips * per_clip, 1, length).contiguous(), clip_index
+
+    def binary_labels(self) -> np.ndarray:
+        """0 normal, 1 abnormal (the release's intensity labels 2 and 3 count as abnormal)."""
+        return (self.labels > 0).astype(np.int64)
+
+
+def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str) -> ClipSet:
+    """Decode every file once, check it, and bring it to ``mess_length``."""
+    signals, rates = [], {}
+    for path, _ in tqdm(items, desc=f"reading {what}", unit="file", disable=opt.quiet or len(items) < 50,
+                        leave=False):
+        if path.suffix.lower() == ".csv":
+            signal = read_csv_signal(path)
+        else:
+            signal, rate = read_wav(path, opt.sample_rate)
+            rates.setdefault(rate, path)
+            if len(rates) > 1:
+                (first_rate, first_path), = [(r, p) for r, p in rates.items() if r != rate]
+                raise UserError(f"{path}: sample rate {rate} Hz differs from {first_rate} Hz of "
+                                f"{first_path}; give --sample_rate to resample all files")
+        signals.append(fit_length(signal, opt.mess_length))
+    opt.detected_sample_rate = next(iter(rates), opt.sample_rate)
+    labels = np.array([label for _, label in items], dtype=np.int64)
+    return ClipSet([str(path) for path, _ in items], np.stack(signals).astype(np.float32), labels)
+
+
+def _require_normal(items: list[layouts.Item]) -> None:
+    abnormal = [path for path, label in items if label != 0]
+    if abnormal:
+        raise UserError(f"{abnormal[0]}: the training set holds {len(abnormal)} abnormal file(s); "
+                        "GRLNet trains on normal recordings only")
+
+
+def _require_both_classes(clips: ClipSet, where: str) -> None:
+    present = set(clips.binary_labels().tolist())
+    if present != {0, 1}:
+        missing = "abnormal" if 0 in present else "normal"
+        raise UserError(f"{where}: the test set has no {missing} items; AUC needs both classes")
+
+
+def _synthetic(opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
+    train_signals, train_labels = make_synthetic_set(opt.seed, opt.mess_length,
+                                                     opt.synthetic_train_clips, 0)
+    half = opt.synthetic_test_clips // 2
+    test_signals, test_labels = make_synthetic_set(opt.seed + 1_000_003, opt.mess_length,
+                                                   opt.synthetic_test_clips - half, half)
+    name = "synthetic/{}_{:04d}".format
+    train = ClipSet([name("normal", i) for i in range(len(train_labels))], train_signals, train_labels)
+    test = ClipSet([name("normal" if y == 0 else "cavitation", i) for i, y in enumerate(test_labels)],
+                   test_signals, test_labels)
+    return train, test
+
+
+def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[ClipSet | None, ClipSet]:
+    """The training set (normal clips only) and the labelled test set that ``opt`` names."""
+    if opt.data_kind == "synthetic":
+        return _synthetic(opt)
+    if opt.data_root:
+        train_items, test_items = layouts.split_data_root(opt.data_root, opt.train_normal_files)
+        where = opt.data_root
+    elif opt.data_kind == "csv":
+        train_items = layouts.csv_items(opt.train_root, opt.train_label_path) \
+            if need_train and opt.train_root else None
+        test_items = layouts.csv_items(opt.test_root, opt.test_label_path) if opt.test_root else None
+        where = opt.test_root
+    else:
+        train_items = layouts.labelled_wav_items(opt.train_root) if need_train and opt.train_root else None
+        test_items = layouts.labelled_wav_items(opt.test_root) if opt.test_root else None
+        where = opt.test_root
+    if test_items is None:
+        raise UserError("no test data: give --test_root (or --data_root)")
+    if need_train and train_items is None:
+        raise UserError("no training data: give --train_root (or --data_root)")
+    train = None
+    if need_train:
+        _require_normal(train_items)
+        train = _decode(train_items, opt, "training files")
+    test = _decode(test_items, opt, "test files")
+    _require_both_classes(test, where)
+    return train, test
+
+
+def _unlabelled_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".wav", ".csv"))
+        if not files:
+            raise UserError(f"{path}: no .wav or .csv files")
+        return files
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    return [path]
+
+
+def load_unlabelled(paths: list[str], opt: argparse.Namespace) -> ClipSet:
+    """WAV or CSV files (or folders of them) to score without labels."""
+    files = [f for p in paths for f in _unlabelled_files(Path(p))]
+    clips = _decode([(f, -1) for f in files], opt, "files to score")
+    clips.labels = None
+    return clips

@@ -1,0 +1,119 @@
+"""Which files belong to a data set and what their labels are, for each supported layout.
+
+An item is ``(path, label)`` with label 0 = normal, 1 = abnormal (the release's 2 and 3,
+cavitation intensities, are kept and count as abnormal in the metrics).
+"""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from errors import UserError
+
+Item = tuple[Path, int]
+RELEASE_LABELS = (0, 1, 2, 3)
+DCASE_NAME = re.compile(r"^(normal|anomaly)_", re.IGNORECASE)
+MIMII_FOLDERS = {"normal": 0, "abnormal": 1}
+
+
+def _existing_folder(root: str | Path) -> Path:
+    folder = Path(root)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: data folder not found")
+    if not any(folder.iterdir()):
+        raise UserError(f"{folder}: data folder is empty")
+    return folder
+
+
+def read_labels(label_path: str | Path) -> list[int]:
+    """The release's label file: a CSV with a ``label`` column, row i labels ``<i>.csv``."""
+    path = Path(label_path)
+    if not path.is_file():
+        raise UserError(f"{path}: label file not found")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "label" not in reader.fieldnames:
+            raise UserError(f"{path}: the label file has no 'label' column "
+                            f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
+        labels = []
+        for row_number, row in enumerate(reader, start=2):
+            text = (row["label"] or "").strip()
+            try:
+                value = int(float(text))
+            except ValueError:
+                raise UserError(f"{path}, line {row_number}: label {text!r} is not a number") from None
+            if value not in RELEASE_LABELS or float(text) != value:
+                raise UserError(f"{path}, line {row_number}: label {text!r} is not one of "
+                                f"{', '.join(map(str, RELEASE_LABELS))}")
+            labels.append(value)
+    if not labels:
+        raise UserError(f"{path}: the label file holds no labels")
+    return labels
+
+
+def csv_items(root: str | Path, label_path: str | Path | None) -> list[Item]:
+    """The release's layout: ``<root>/0.csv, 1.csv, ...`` labelled by the rows of a label file."""
+    folder = _existing_folder(root)
+    files = {int(p.stem): p for p in folder.glob("*.csv") if p.stem.isdigit()}
+    if not files:
+        raise UserError(f"{folder}: no <index>.csv files (the release's layout: 0.csv, 1.csv, ...)")
+    indices = sorted(files)
+    if indices != list(range(len(indices))):
+        missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+        raise UserError(f"{folder}: the files must be numbered 0..{len(indices) - 1}; "
+                        f"missing {', '.join(f'{i}.csv' for i in missing[:5])}")
+    if label_path is None:
+        raise UserError(f"{folder}: the release's CSV layout needs a label file "
+                        "(--train_label_path / --test_label_path)")
+    labels = read_labels(label_path)
+    if len(labels) < len(indices):
+        raise UserError(f"{label_path}: {len(labels)} labels for {len(indices)} files in {folder}")
+    return [(files[i], labels[i]) for i in indices]
+
+
+def _wav_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav")
+    if not files:
+        hint = " (it holds CSV files: give a label file for the release's layout)" \
+            if any(folder.glob("*.csv")) else ""
+        raise UserError(f"{folder}: no .wav files{hint}")
+    return files
+
+
+def labelled_wav_items(root: str | Path) -> list[Item]:
+    """A WAV folder labelled by MIMII subfolders (normal/, abnormal/) or DCASE names (anomaly_*)."""
+    folder = _existing_folder(root)
+    subfolders = [folder / name for name in MIMII_FOLDERS if (folder / name).is_dir()]
+    if subfolders:
+        return [(p, MIMII_FOLDERS[sub.name]) for sub in subfolders for p in _wav_files(sub)]
+    items = []
+    for path in _wav_files(folder):
+        match = DCASE_NAME.match(path.name)
+        if match is None:
+            raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or "
+                            "anomaly_*.wav (DCASE), or put them in normal/ and abnormal/ (MIMII)")
+        items.append((path, 0 if match.group(1).lower() == "normal" else 1))
+    return items
+
+
+def split_data_root(root: str | Path, train_normal_files: int | None) -> tuple[list[Item], list[Item]]:
+    """Split a WAV data set into training (normal only) and test items.
+
+    DCASE 2020 layout: ``train/`` trains, ``test/`` tests. MIMII layout: the first N normal clips
+    in name order train (default half of them); the other normal clips and all abnormal clips test.
+    """
+    folder = _existing_folder(root)
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        return labelled_wav_items(folder / "train"), labelled_wav_items(folder / "test")
+    if not (folder / "normal").is_dir():
+        raise UserError(f"{folder}: expected train/ and test/ (DCASE 2020) or normal/ and "
+                        "abnormal/ (MIMII) subfolders")
+    items = labelled_wav_items(folder)
+    normal = [item for item in items if item[1] == 0]
+    abnormal = [item for item in items if item[1] != 0]
+    count = train_normal_files if train_normal_files is not None else len(normal) // 2
+    if not 0 < count < len(normal):
+        raise UserError(f"{folder}: --train_normal_files {count} leaves no normal clips to "
+                        f"{'train on' if count <= 0 else 'test'} (there are {len(normal)})")
+    return normal[:count], normal[count:] + abnormal

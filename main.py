@@ -1,0 +1,408 @@
+"""GRLNet training: the adversarial step, the epoch loop, evaluation, logs and checkpoints.
+
+One step (SPEC section 3), labels real = 0, reconstruction = 1:
+  (1) update D on the input and the *detached* reconstructions of its noisy copy;
+  (2) update both generators: reconstruction MSE plus fooling the (just updated) D.
+``--update released`` runs the release's joint step instead (both losses back-propagated, then all
+three optimizers step, so D also receives the generators' adversarial gradients).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from checkpoint import load_file, load_weights, save_checkpoint
+from data import ClipSet, load_datasets
+from errors import UserError
+from metrics import compute_metrics, format_metrics
+from network import GRLNet
+from opts import network_length
+from scoring import SCORE_COLUMNS, score_clips
+
+log = logging.getLogger("grlnet")
+STEP_STATS = ("loss_d", "loss_g", "loss_rec", "d_real", "d_regional", "d_local")
+REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
+
+
+class DivergedError(UserError):
+    """A loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------- set-up
+
+def resolve_device(opt: argparse.Namespace) -> torch.device:
+    """``--device auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    if opt.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda (or --cuda) was given but no CUDA device is available")
+    if opt.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(opt.device)
+
+
+def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``--bf16``; a null context on CPU."""
+    if device.type == "cuda" and opt.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device) -> dict:
+    """Adam per network with the release's learning rates; fused kernels on CUDA."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return {
+        "regional": torch.optim.Adam(model.regional.parameters(), lr=opt.r_g_net_learning_rate, **fused),
+        "local": torch.optim.Adam(model.local.parameters(), lr=opt.l_g_net_learning_rate, **fused),
+        "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=opt.d_net_learning_rate,
+                                          **fused),
+    }
+
+
+@dataclass
+class Networks:
+    """The callables the training step uses: compiled on CUDA when asked, the plain modules otherwise."""
+
+    regional: nn.Module
+    local: nn.Module
+    d_logits: callable
+    d_prob: nn.Module
+
+
+def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> Networks:
+    plain = Networks(model.regional, model.local, model.discriminator.logits, model.discriminator)
+    if device.type != "cuda" or not opt.compile:
+        return plain
+    try:
+        return Networks(torch.compile(model.regional), torch.compile(model.local),
+                        torch.compile(model.discriminator.logits), torch.compile(model.discriminator))
+    except Exception as err:  # a missing compiler backend must not stop training
+        log.warning("torch.compile unavailable (%s); running eagerly", err)
+        return plain
+
+
+# ---------------------------------------------------------------- the step
+
+def add_noise(x: torch.Tensor, opt: argparse.Namespace) -> torch.Tensor:
+    """Gaussian noise at ``--snr`` dB of each signal's power; ``--noise released``: unit variance."""
+    noise = torch.randn_like(x)
+    if opt.noise == "released":
+        return x + noise
+    signal_power = x.pow(2).mean(dim=-1, keepdim=True)  # [B, 1, 1]
+    return x + noise * torch.sqrt(signal_power / 10 ** (opt.snr / 10))
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
+
+
+def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
+                  opt: argparse.Namespace, autocast) -> torch.Tensor:
+    """D on detached reconstructions, then the generators against the updated D; BCE on logits."""
+    alpha, lam = opt.alpha, opt.adversarial_training_factor
+    noisy = add_noise(x, opt)
+    with autocast:
+        regional, local = nets.regional(noisy), nets.local(noisy)
+        fake_r, fake_l = nets.d_logits(regional.detach()), nets.d_logits(local.detach())
+        real = nets.d_logits(x)
+        loss_d = alpha * _bce(real, 0.0) + (1 - alpha) * (_bce(fake_r, 1.0) + _bce(fake_l, 1.0))
+    optimizers["discriminator"].zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizers["discriminator"].step()
+
+    model.discriminator.requires_grad_(False)
+    with autocast:
+        adv_r, adv_l = nets.d_logits(regional), nets.d_logits(local)
+        loss_rec = F.mse_loss(regional.float(), x) + F.mse_loss(local.float(), x)
+        loss_g = (1 - lam) * loss_rec + lam * (_bce(adv_r, 0.0) + _bce(adv_l, 0.0))
+    optimizers["regional"].zero_grad(set_to_none=True)
+    optimizers["local"].zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimizers["regional"].step()
+    optimizers["local"].step()
+    model.discriminator.requires_grad_(True)
+    probs = torch.sigmoid(torch.stack([real, fake_r, fake_l]).detach().float()).mean(1)
+    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach().float(), probs])
+
+
+def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
+                  opt: argparse.Namespace, autocast) -> torch.Tensor:
+    """The release's step: one forward, D loss then G loss back-propagated, all three step.
+
+    Reconstructions are not detached, so D's gradient is that of the D loss plus that of the
+    generators' adversarial terms (SPEC defect b). BCE is taken on the Sigmoid's output, as released.
+    """
+    alpha, lam = opt.alpha, opt.adversarial_training_factor
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    noisy = add_noise(x, opt)
+    with autocast:
+        regional, local = nets.regional(noisy), nets.local(noisy)
+        p_r, p_l, p_real = nets.d_prob(regional).float(), nets.d_prob(local).float(), nets.d_prob(x).float()
+    fake, valid = torch.ones_like(p_real), torch.zeros_like(p_real)
+    loss_d = alpha * F.binary_cross_entropy(p_real, valid) + (1 - alpha) * (
+        F.binary_cross_entropy(p_r, fake) + F.binary_cross_entropy(p_l, fake))
+    loss_d.backward(retain_graph=True)
+    optimizers["regional"].zero_grad(set_to_none=True)
+    optimizers["local"].zero_grad(set_to_none=True)
+    loss_rec = F.mse_loss(regional.float(), x) + F.mse_loss(local.float(), x)
+    loss_g = (1 - lam) * loss_rec + lam * (F.binary_cross_entropy(p_r, valid)
+                                           + F.binary_cross_entropy(p_l, valid))
+    loss_g.backward()
+    for optimizer in optimizers.values():
+        optimizer.step()
+    probs = torch.stack([p_real, p_r, p_l]).detach().mean(1)
+    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach(), probs])
+
+
+STEPS = {"standard": standard_step, "released": released_step}
+
+
+# ---------------------------------------------------------------- run folder and logs
+
+def setup_run_folder(opt: argparse.Namespace) -> Path:
+    """Create the run folder, log to console and ``train.log`` there, and store the options."""
+    folder = Path(opt.output_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    opt.output_dir = str(folder)
+    configure_logging(folder / "train.log")
+    (folder / "options.json").write_text(json.dumps(vars(opt), indent=2) + "\n")
+    return folder
+
+
+def configure_logging(log_file: Path | None = None) -> None:
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if log_file is not None:
+        to_file = logging.FileHandler(log_file, mode="a")
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(to_file)
+
+
+def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device: torch.device) -> None:
+    what = {"synthetic": "embedded synthetic valve data set (demo preset)",
+            "csv": "release CSV layout", "wav": "WAV recordings"}[opt.data_kind]
+    windows = (f"windows of {opt.segment_length} every {opt.segment_hop} (clip score = window mean)"
+               if opt.segment_length else "whole signals")
+    log.info("data: %s; %d training clips (normal), %d test clips (%d abnormal)", what, len(train),
+             len(test), int(test.binary_labels().sum()))
+    log.info("settings: length %d, %s, %d epochs, batch %d, update %s, noise %s (SNR %g dB), "
+             "global filter %s, seed %d, device %s", opt.mess_length, windows, opt.epochs,
+             opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed, device)
+    log.info("run folder: %s (options.json, train.log, metrics.csv, scores.csv, checkpoints/, figures/)",
+             opt.output_dir)
+
+
+def write_metrics_csv(history: list[dict], path: Path) -> None:
+    rows = [{k: v for k, v in row.items() if k != "confusion"} for row in history]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path) -> None:
+    """One row per clip: file, label (empty when unknown), D(x), D(regional), D(local), score."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("file", "label", *SCORE_COLUMNS))
+        for i, name in enumerate(clips.names):
+            label = "" if clips.labels is None else int(clips.labels[i])
+            writer.writerow((name, label, *(f"{scores[c][i]:.8g}" for c in SCORE_COLUMNS)))
+
+
+# ---------------------------------------------------------------- the loop
+
+def batch_order(count: int, opt: argparse.Namespace, epoch: int) -> list[torch.Tensor]:
+    """The training batches of one epoch, reproducible from (seed, epoch) alone, so resuming
+    in the middle of an epoch replays the same order."""
+    if opt.train_batch_shuffle:
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(opt.seed * 100003 + epoch))
+    else:
+        order = torch.arange(count)
+    batches = list(order.split(opt.batch_size))
+    if opt.train_drop_last and len(batches) > 1 and len(batches[-1]) < opt.batch_size:
+        batches.pop()
+    if not batches or (len(batches[0]) < 2 and opt.batch_size > 1):
+        raise UserError(f"too few training windows ({count}) for batch size {opt.batch_size}")
+    return batches
+
+
+def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int) -> None:
+    """Stop on the first step whose losses are NaN or infinite, naming it and the loss."""
+    bad = ~torch.isfinite(step_stats[:, :3])
+    if bad.any():
+        row, column = map(int, bad.nonzero()[0])
+        raise DivergedError(f"training diverged: {STEP_STATS[column]} is {step_stats[row, column].item()} "
+                            f"at epoch {epoch}, step {first_step + row}; the last good checkpoint is kept")
+
+
+class Trainer:
+    """Holds the state of one run so it can be checkpointed, resumed and interrupted cleanly."""
+
+    def __init__(self, opt: argparse.Namespace):
+        self.opt = opt
+        self.device = resolve_device(opt)
+        seed_everything(opt.seed)
+        self.train_set, self.test_set = load_datasets(opt)
+        self.folder = setup_run_folder(opt)
+        describe_run(opt, self.train_set, self.test_set, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.model = GRLNet(network_length(opt), opt.global_filter).to(self.device)
+        self.optimizers = build_optimizers(self.model, opt, self.device)
+        self.nets = compile_networks(self.model, self.device, opt)
+        windows, _ = self.train_set.windows(opt.segment_length, opt.segment_hop)
+        self.windows = windows.pin_memory() if self.device.type == "cuda" else windows
+        self.history: list[dict] = []
+        self.epoch, self.step, self.step_stats = 0, 0, None
+        self.stop_requested = False
+        if opt.resume:
+            self.resume(opt.resume)
+
+    # -- checkpoints
+
+    def state(self) -> dict:
+        return {
+            "models": {name: module.state_dict() for name, module in self.model.named_children()},
+            "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
+            "options": vars(self.opt), "epoch": self.epoch, "step": self.step,
+            "step_stats": None if self.step_stats is None else self.step_stats.cpu(),
+            "metrics": self.history, "rng": torch.get_rng_state(),
+        }
+
+    def save(self, name: str = "last") -> None:
+        save_checkpoint(self.state(), self.folder / "checkpoints" / f"{name}.pt")
+
+    def resume(self, path: str) -> None:
+        path = self.folder / "checkpoints" / "last.pt" if path == "last" else Path(path)
+        state = load_file(path)
+        for name, module in self.model.named_children():
+            load_weights(module, state["models"][name], f"{path} ({name})")
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["metrics"]
+        self.step_stats = None if state["step_stats"] is None else state["step_stats"].to(self.device)
+        torch.set_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
+
+    # -- training
+
+    def train_epoch(self) -> None:
+        """Train one epoch from ``self.step``; per-step statistics stay on the device."""
+        opt, step_fn = self.opt, STEPS[self.opt.update]
+        batches = batch_order(len(self.windows), opt, self.epoch)
+        if self.step_stats is None:
+            self.step_stats = torch.zeros(len(batches), len(STEP_STATS), device=self.device)
+        self.model.train()
+        bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch}", unit="step",
+                   leave=False, disable=opt.quiet)
+        checked = self.step
+        while self.step < len(batches) and not self.stop_requested:
+            x = self.windows[batches[self.step]].to(self.device, non_blocking=True)
+            self.step_stats[self.step] = step_fn(self.nets, self.model, self.optimizers, x, opt,
+                                                 autocast_context(self.device, opt))
+            self.step += 1
+            bar.update()
+            if self.device.type == "cpu" or self.step % REFRESH_EVERY == 0 or self.step == len(batches):
+                recent = self.step_stats[checked:self.step].cpu()
+                check_finite(recent, self.epoch, checked)
+                checked = self.step
+                bar.set_postfix({k: f"{v:.3g}" for k, v in zip(
+                    ("loss_d", "loss_g", "D(real)", "D(rec)"),
+                    (*recent[-1, :2].tolist(), recent[-1, 3].item(), recent[-1, 4:].mean().item()))})
+        bar.close()
+
+    def evaluate(self) -> tuple[dict, dict]:
+        scores = score_clips(self.model, self.test_set, self.opt, self.device,
+                             autocast_context(self.device, self.opt))
+        return compute_metrics(self.test_set.binary_labels(), scores["score"]), scores
+
+    def run(self) -> dict:
+        """Train the remaining epochs; evaluate, log and checkpoint after each."""
+        scores = None
+        while self.epoch < self.opt.epochs:
+            started = time.perf_counter()
+            self.train_epoch()
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            metrics, scores = self.evaluate()
+            means = self.step_stats.mean(0).tolist()
+            row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means)), **metrics,
+                   "seconds": round(time.perf_counter() - started, 2)}
+            (tn, fp), (fn, tp) = metrics["confusion"]
+            row.update(tn=tn, fp=fp, fn=fn, tp=tp)
+            self.history.append(row)
+            log.info("epoch %d/%d  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
+                     "D(local) %.3f  AUC %.4f  pAUC %.4f  EER %.4f  (%.1f s)", self.epoch + 1,
+                     self.opt.epochs, *means, metrics["auc"], metrics["pauc"], metrics["eer"], row["seconds"])
+            self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
+            self.save()
+            write_metrics_csv(self.history, self.folder / "metrics.csv")
+            if self.opt.save_best and metrics["auc"] >= max(r["auc"] for r in self.history):
+                self.save("best")
+                log.info("checkpoints/best.pt updated: chosen on the TEST set by AUC (--save_best)")
+        if scores is None:
+            metrics, scores = self.evaluate()
+        final = self.history[-1]
+        write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
+        log.info("final (last epoch, %d):\n%s", final["epoch"] + 1, format_metrics(final))
+        return final
+
+
+def train(opt: argparse.Namespace) -> dict:
+    """Train GRLNet as ``opt`` says.
+
+    Ctrl-C or SIGTERM (a pre-empted job) finishes the current step, saves a checkpoint that
+    ``--resume`` continues exactly, and exits with status 130.
+    """
+    trainer = Trainer(opt)
+
+    def request_stop(signum, frame):
+        trainer.stop_requested = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return trainer.run()
+    except KeyboardInterrupt:
+        trainer.save()
+        log.info("interrupted: saved %s; continue with --resume --output_dir %s",
+                 trainer.folder / "checkpoints" / "last.pt", trainer.folder)
+        raise SystemExit(130) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def run_cli(main_function, opt: argparse.Namespace) -> None:
+    """Run a script's body; user errors print one line and exit non-zero (traceback with --debug)."""
+    try:
+        main_function(opt)
+    except UserError as err:
+        if opt.debug:
+            raise
+        logging.getLogger("grlnet").handlers.clear()
+        print(f"error: {err}", flush=True)
+        raise SystemExit(2 if not isinstance(err, DivergedError) else 3) from None
+

@@ -1,0 +1,181 @@
+"""All options of GRLNet and all their defaults.
+
+The release's option names and defaults keep working (SPEC section 5). A few options depend on the
+kind of data: the release's CSV layout keeps the release's values, the embedded demo and WAV
+folders use the presets below. A value given on the command line always wins.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from errors import UserError
+from network import GLOBAL_FILTERS
+
+# Options whose default depends on the data (None on the parser, filled in by ``resolve_presets``).
+RELEASE_PRESET = {
+    "mess_length": 233472, "segment_length": 0, "segment_hop": 0, "epochs": 1, "batch_size": 2,
+}
+# Embedded synthetic valve data: short clips cut into windows so a 2-core CPU trains in minutes.
+DEMO_PRESET = {
+    "mess_length": 4096, "segment_length": 1024, "segment_hop": 1024, "epochs": 3, "batch_size": 2,
+}
+# Real 10 s recordings at 16 kHz: windows of 1024 samples every 4096, clip score = window mean
+# (the most stable setting measured on real recordings, SPEC section 9; REPRODUCTION.md revisits it).
+WAV_PRESET = {
+    "mess_length": 160000, "segment_length": 1024, "segment_hop": 4096, "epochs": 8, "batch_size": 2,
+}
+PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
+
+
+def str2bool(value: str | bool) -> bool:
+    """Parse the release's ``--flag True/False`` spelling (its ``type=bool`` read 'False' as True)."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes", "y", "on"):
+        return True
+    if lowered in ("false", "0", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
+    """A boolean option accepting ``--name``, ``--no-name`` and the release's ``--name False``."""
+    parser.add_argument(f"--{name}", type=str2bool, nargs="?", const=True, default=default,
+                        metavar="BOOL", help=f"{help} (default {default})")
+    parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a value in [0, 1], got {value}")
+    return number
+
+
+def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
+    """The parser shared by train.py, test.py and the scripts around them."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data (no data path: the embedded synthetic valve data set)")
+    data.add_argument("--train_root", help="training folder: <i>.csv files (release layout) or WAV files")
+    data.add_argument("--train_label_path", help="label CSV of the training folder (release layout)")
+    data.add_argument("--test_root", help="test folder: <i>.csv files (release layout) or WAV files")
+    data.add_argument("--test_label_path", help="label CSV of the test folder (release layout)")
+    data.add_argument("--data_root", help="a WAV data set in the MIMII (normal/, abnormal/) or "
+                      "DCASE 2020 (train/, test/) layout, split automatically")
+    data.add_argument("--train_normal_files", type=_positive_int, default=None,
+                      help="MIMII layout: the first N normal clips (name order) train; default half")
+    data.add_argument("--sample_rate", type=_positive_int, default=None,
+                      help="resample WAV files to this rate (Hz); without it all files must share one")
+    data.add_argument("--mess_length", type=_positive_int, default=None,
+                      help="signals are cut or zero-padded to this many samples "
+                           f"(release layout {RELEASE_PRESET['mess_length']}, WAV "
+                           f"{WAV_PRESET['mess_length']}, demo {DEMO_PRESET['mess_length']})")
+    data.add_argument("--segment_length", type=int, default=None,
+                      help="cut each signal into windows of this length (0: whole signal); "
+                           "a clip's score is the mean of its windows'")
+    data.add_argument("--segment_hop", type=int, default=None,
+                      help="hop between windows (0: equal to --segment_length)")
+    data.add_argument("--synthetic_train_clips", type=_positive_int, default=64,
+                      help="embedded data set: normal training clips")
+    data.add_argument("--synthetic_test_clips", type=_positive_int, default=40,
+                      help="embedded data set: test clips (half normal, half cavitation)")
+
+    model = p.add_argument_group("model and training")
+    model.add_argument("--global_filter", choices=GLOBAL_FILTERS, default="released",
+                       help="released: LayerNorm, FFT, magnitude; learned: phase-preserving filter")
+    model.add_argument("--update", choices=("standard", "released"), default="standard",
+                       help="standard: D on detached reconstructions, then G, BCE on logits; "
+                            "released: the release's joint update")
+    model.add_argument("--noise", choices=("snr", "released"), default="snr",
+                       help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
+    model.add_argument("--snr", type=float, default=2.0, help="signal-to-noise ratio of the input noise (dB)")
+    model.add_argument("--r_g_net_learning_rate", type=float, default=0.001)
+    model.add_argument("--l_g_net_learning_rate", type=float, default=0.001)
+    model.add_argument("--d_net_learning_rate", type=float, default=0.0001)
+    model.add_argument("--alpha", type=_fraction, default=0.5, help="weight of D's real term")
+    model.add_argument("--adversarial_training_factor", type=_fraction, default=0.5,
+                       help="weight of G's adversarial term against its reconstruction term")
+    model.add_argument("--comprehensive_output_factor", type=_fraction, default=0.5,
+                       help="score weight of D on the reconstructions against D on the input")
+    model.add_argument("--batch_size", type=_positive_int, default=None)
+    model.add_argument("--epochs", type=_positive_int, default=None)
+    model.add_argument("--seed", type=int, default=0)
+
+    run = p.add_argument_group("running")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--cuda", action="store_true", help="release spelling of --device cuda")
+    run.add_argument("--n_threads", type=int, default=1, help="data loader workers")
+    _add_flag(run, "bf16", True, "bf16 autocast on CUDA (losses and metrics stay fp32)")
+    _add_flag(run, "compile", True, "torch.compile the networks on CUDA, falling back to eager")
+    _add_flag(run, "train_batch_shuffle", True, "shuffle training batches")
+    _add_flag(run, "test_batch_shuffle", False, "accepted for compatibility; scores keep file order")
+    _add_flag(run, "train_drop_last", True, "drop the last incomplete training batch")
+    _add_flag(run, "test_drop_last", False, "accepted and ignored: every test item is scored")
+    run.add_argument("--output_dir", default=None, help="run folder (default runs/<date>-<time>)")
+    run.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
+                     help="resume from a checkpoint; without PATH, the output folder's last one")
+    _add_flag(run, "save_best", False, "also keep checkpoints/best.pt, chosen by test AUC (says so)")
+    _add_flag(run, "quiet", False, "no progress bars")
+    _add_flag(run, "debug", False, "show tracebacks for user errors")
+
+    scoring = p.add_argument_group("test.py")
+    scoring.add_argument("--checkpoint", help="a checkpoint written by train.py")
+    scoring.add_argument("--model_dir", default=None,
+                         help="folder with the release's Regional_Generator.pth, Local_Generator.pth, "
+                              "Discirminator.pth")
+    scoring.add_argument("--input", nargs="+", default=None,
+                         help="score these unlabelled WAV/CSV files or folders")
+    scoring.add_argument("--threshold", type=float, default=None,
+                         help="decision threshold for --input (default: the checkpoint's EER threshold)")
+    scoring.add_argument("--output", default=None, help="CSV file for the scores of --input")
+    return p
+
+
+def data_kind(opt: argparse.Namespace) -> str:
+    """'csv' (release layout), 'wav' or 'synthetic' (no data path given)."""
+    roots = [opt.train_root, opt.test_root]
+    if opt.data_root or any(r for r in roots if r and not (opt.train_label_path or opt.test_label_path)):
+        return "wav"
+    if any(roots):
+        return "csv"
+    return "synthetic"
+
+
+def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
+    """Fill the data-dependent defaults and reject contradictory combinations."""
+    opt.data_kind = data_kind(opt)
+    for name, value in PRESETS[opt.data_kind].items():
+        if getattr(opt, name) is None:
+            setattr(opt, name, value)
+    if opt.cuda:
+        opt.device = "cuda"
+    if opt.segment_length < 0 or opt.segment_hop < 0:
+        raise UserError("--segment_length and --segment_hop must be >= 0")
+    if opt.segment_length and opt.segment_hop == 0:
+        opt.segment_hop = opt.segment_length
+    if opt.segment_length > opt.mess_length:
+        raise UserError(f"--segment_length {opt.segment_length} is longer than --mess_length "
+                        f"{opt.mess_length}")
+    if opt.data_root and (opt.train_root or opt.test_root):
+        raise UserError("give either --data_root or --train_root/--test_root, not both")
+    return opt
+
+
+def network_length(opt: argparse.Namespace) -> int:
+    """The length the networks are built for: the window length, or the whole signal."""
+    return opt.segment_length or opt.mess_length
+
+
+def parse_opts(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
+    """Parse the command line and resolve the data-dependent defaults."""
+    return resolve_presets(build_parser(description).parse_args(argv))

@@ -1,0 +1,12 @@
+"""Evaluate a trained GRLNet, or score new recordings.
+
+    python test.py --checkpoint runs/RUN/checkpoints/last.pt           # its own test set again
+    python test.py --model_dir models/ --test_root Test --test_label_path test_label.csv
+    python test.py --checkpoint last.pt --input new_recordings/ --output scores.csv
+"""
+from evaluate import test
+from main import run_cli
+from opts import build_parser
+
+if __name__ == "__main__":
+    run_cli(test, build_parser(__doc__).parse_args())

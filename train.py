@@ -1,0 +1,13 @@
+"""Train GRLNet. With no data path it trains on the embedded synthetic valve data set (CPU, minutes).
+
+    python train.py                                   # embedded demo
+    python train.py --data_root ../shared/data/mimii_fan_id02
+    python train.py --train_root Train --train_label_path train_label.csv \
+                    --test_root Test --test_label_path test_label.csv   # the release's CSV layout
+"""
+from main import run_cli, train
+from opts import parse_opts
+
+if __name__ == "__main__":
+    options = parse_opts(description=__doc__)
+    run_cli(train, options)
