@@ -15,6 +15,7 @@ from main import autocast_context, configure_logging, log, resolve_device, write
 from metrics import compute_metrics, format_metrics
 from network import GRLNet
 from opts import network_length, resolve_presets
+from plots import redraw, save_reconstruction_examples
 from scoring import score_clips
 
 # Stored options that define the networks and the score: a checkpoint always brings its own.
@@ -91,6 +92,8 @@ def test(opt: argparse.Namespace) -> dict | None:
     metrics = compute_metrics(test_set.binary_labels(), scores["score"])
     write_scores_csv(test_set, scores, folder / "scores.csv")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_reconstruction_examples(model, test_set, opt, device, folder / "figures" / "examples.npz")
+    redraw(folder)
     log.info("%d test clips scored; scores.csv and metrics.json in %s", len(test_set), folder)
     log.info(format_metrics(metrics))
     return metrics

@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from errors import UserError
 from metrics import compute_metrics, format_metrics
 from network import GRLNet
 from opts import network_length
+from plots import redraw, save_reconstruction_examples
 from scoring import SCORE_COLUMNS, score_clips
 
 log = logging.getLogger("grlnet")
@@ -189,9 +191,11 @@ def setup_run_folder(opt: argparse.Namespace) -> Path:
 
 def configure_logging(log_file: Path | None = None) -> None:
     log.setLevel(logging.INFO)
+    for handler in log.handlers:
+        handler.close()
     log.handlers.clear()
     log.propagate = False
-    console = logging.StreamHandler()
+    console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if log_file is not None:
@@ -367,6 +371,9 @@ class Trainer:
             metrics, scores = self.evaluate()
         final = self.history[-1]
         write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
+        save_reconstruction_examples(self.model, self.test_set, self.opt, self.device,
+                                     self.folder / "figures" / "examples.npz")
+        log.info("figures: %s", ", ".join(p.name for p in redraw(self.folder)))
         log.info("final (last epoch, %d):\n%s", final["epoch"] + 1, format_metrics(final))
         return final
 

@@ -165,7 +165,9 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         opt.segment_hop = opt.segment_length
     if opt.segment_length > opt.mess_length:
         raise UserError(f"--segment_length {opt.segment_length} is longer than --mess_length "
-                        f"{opt.mess_length}")
+                        f"{opt.mess_length}; give --segment_length 0 (whole signals) or a shorter window")
+    if opt.resume == "last" and not opt.output_dir:
+        raise UserError("--resume without a path continues the run in --output_dir; give that folder")
     if opt.data_root and (opt.train_root or opt.test_root):
         raise UserError("give either --data_root or --train_root/--test_root, not both")
     return opt

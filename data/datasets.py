@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from data import layouts
 from data.signals import fit_length, read_csv_signal, read_wav
-from data.synthetic import make_synthetic_set
+from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from errors import UserError
 
 
@@ -45,9 +45,13 @@ class ClipSet:
         return (self.labels > 0).astype(np.int64)
 
 
-def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str) -> ClipSet:
-    """Decode every file once, check it, and bring it to ``mess_length``."""
-    signals, rates = [], {}
+def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
+            rates: dict[int, Path] | None = None) -> ClipSet:
+    """Decode every file once, check it, and bring it to ``mess_length``.
+
+    ``rates`` maps each sample rate seen so far in the run to its first file: all must agree.
+    """
+    signals, rates = [], {} if rates is None else rates
     for path, _ in tqdm(items, desc=f"reading {what}", unit="file", disable=opt.quiet or len(items) < 50,
                         leave=False):
         if path.suffix.lower() == ".csv":
@@ -80,6 +84,7 @@ def _require_both_classes(clips: ClipSet, where: str) -> None:
 
 
 def _synthetic(opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
+    opt.detected_sample_rate = SAMPLE_RATE
     train_signals, train_labels = make_synthetic_set(opt.seed, opt.mess_length,
                                                      opt.synthetic_train_clips, 0)
     half = opt.synthetic_test_clips // 2
@@ -112,11 +117,11 @@ def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[Cli
         raise UserError("no test data: give --test_root (or --data_root)")
     if need_train and train_items is None:
         raise UserError("no training data: give --train_root (or --data_root)")
-    train = None
+    train, rates = None, {}
     if need_train:
         _require_normal(train_items)
-        train = _decode(train_items, opt, "training files")
-    test = _decode(test_items, opt, "test files")
+        train = _decode(train_items, opt, "training files", rates)
+    test = _decode(test_items, opt, "test files", rates)
     _require_both_classes(test, where)
     return train, test
 

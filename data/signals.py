@@ -1,6 +1,8 @@
 """Reading one signal from a file and bringing it to a fixed length, with checks that name the file."""
 from __future__ import annotations
 
+import warnings
+import wave
 from pathlib import Path
 
 import librosa
@@ -18,6 +20,9 @@ def check_signal(signal: np.ndarray, source: str) -> np.ndarray:
     if bad.size:
         raise UserError(f"{source}: sample {bad[0]} is {signal[bad[0]]} (NaN or infinite values "
                         f"in {bad.size} samples)")
+    if not np.any(signal):
+        raise UserError(f"{source}: every sample is zero (a silent or broken recording; "
+                        "LayerNorm of a constant signal carries no information)")
     return signal.astype(np.float32, copy=False)
 
 
@@ -31,7 +36,9 @@ def fit_length(signal: np.ndarray, length: int) -> np.ndarray:
 def read_csv_signal(path: Path) -> np.ndarray:
     """One column of samples, no header (the release's layout)."""
     try:
-        table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data"
+            table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError as err:
         raise UserError(f"{path}: not a column of numbers ({err})") from None
     if table.size == 0:
@@ -49,18 +56,27 @@ def wav_sample_rate(path: Path) -> int:
         raise UserError(f"{path}: not a readable audio file ({err})") from None
 
 
+def _declared_frames(path: Path) -> int | None:
+    """Frames announced by a PCM WAV header (libsndfile silently trusts the file size instead)."""
+    try:
+        with wave.open(str(path)) as handle:
+            return handle.getnframes()
+    except (wave.Error, EOFError):
+        return None
+
+
 def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
     """Decode a WAV file to mono float32 in [-1, 1], resampled to ``sample_rate`` if given."""
     try:
-        info = soundfile.info(str(path))
         audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as err:
         raise UserError(f"{path}: not a readable audio file ({err})") from None
     if audio.shape[0] == 0:
         raise UserError(f"{path}: the audio file holds no samples")
-    if audio.shape[0] < info.frames:
-        raise UserError(f"{path}: truncated, the header announces {info.frames} samples but "
-                        f"{audio.shape[0]} could be read")
+    declared = _declared_frames(path)
+    if declared is not None and audio.shape[0] < declared:
+        raise UserError(f"{path}: truncated, the header announces {declared} samples but only "
+                        f"{audio.shape[0]} are in the file")
     mono = librosa.to_mono(audio.T)
     check_signal(mono, str(path))
     if sample_rate is not None and rate != sample_rate:

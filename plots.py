@@ -1,0 +1,274 @@
+"""Figures of a run, drawn from its files (metrics.csv, scores.csv, figures/examples.npz) without the model.
+
+    python plots.py runs/RUN      # (re)draws every figure it can into runs/RUN/figures/
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import roc_curve
+
+from data import ClipSet
+from errors import UserError
+from metrics import MAX_FPR, compute_metrics, equal_error_rate
+from network import GRLNet
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+DPI = 150
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 9}
+# Colour and line style both differ, so the curves stay distinct in grey-scale print.
+# The input is drawn last, on top of both reconstructions.
+SIGNAL_STYLES = {"regional": ("tab:blue", "--"), "local": ("tab:orange", ":"), "input": ("black", "-")}
+CLASS_STYLES = {"normal": ("tab:blue", "//"), "abnormal": ("tab:red", "\\\\")}
+EXAMPLE_KEYS = tuple(f"{signal}_{kind}" for kind in ("normal", "abnormal") for signal in SIGNAL_STYLES)
+
+
+@contextmanager
+def _figure(out_png: str | Path, *args, **kwargs) -> Iterator[tuple]:
+    """``plt.subplots(*args, **kwargs)`` in the house style; saved to ``out_png`` and closed on exit."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(*args, **kwargs)
+        try:
+            yield fig, axes
+            fig.savefig(out_png, dpi=DPI, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+
+
+# ---------------------------------------------------------------- reading a run's files
+
+def read_columns(path: str | Path) -> dict[str, np.ndarray]:
+    """A CSV file as one array per column (numbers where every cell is one, text otherwise)."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise UserError(f"{path}: no rows to draw")
+    columns = {}
+    for name in rows[0]:
+        cells = [row[name] for row in rows]
+        try:
+            columns[name] = np.array(cells, dtype=np.float64)
+        except ValueError:
+            columns[name] = np.array(cells)
+    return columns
+
+
+def read_scores(scores_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Binary labels (0 normal, 1 abnormal: any label > 0) and scores of a labelled scores.csv."""
+    columns = read_columns(scores_csv)
+    if columns["label"].dtype.kind != "f":
+        raise UserError(f"{scores_csv}: some items have no label; these figures need a labelled test set")
+    if not np.all(np.isfinite(columns["score"])):
+        raise UserError(f"{scores_csv}: some scores are not finite; the run has diverged")
+    return (columns["label"] > 0).astype(np.int64), columns["score"]
+
+
+def has_labels(scores_csv: str | Path) -> bool:
+    """Whether every row of scores.csv has a label (test.py --input writes unlabelled ones)."""
+    return read_columns(scores_csv)["label"].dtype.kind == "f"
+
+
+# ---------------------------------------------------------------- the figures
+
+def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
+    """Losses, mean D outputs and AUC/pAUC per epoch: is training stable, and is it learning?"""
+    columns = read_columns(metrics_csv)
+    epochs = columns["epoch"] + 1  # metrics.csv counts from 0, the log from 1
+    panels = (
+        (("loss_d", "D loss"), ("loss_g", "G loss")),
+        (("d_real", "D(x), real input"), ("d_regional", "D(R(x)), regional rec."),
+         ("d_local", "D(Lo(x)), local rec.")),
+        (("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")),
+    )
+    ylabels = ("training loss (epoch mean)", "mean D output\n(P[reconstruction])", "test-set AUC / pAUC")
+    with _figure(out_png, 3, 1, sharex=True, figsize=(7, 8.5)) as (fig, axes):
+        for ax, curves, ylabel in zip(axes, panels, ylabels):
+            for (column, label), marker, style in zip(curves, "os^", ("-", "--", "-.")):
+                ax.plot(epochs, columns[column], marker=marker, markersize=4, linestyle=style, label=label)
+            ax.set_ylabel(ylabel)
+        for ax in axes[1:]:
+            ax.set_ylim(-0.02, 1.02)
+        axes[2].axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+        for ax in axes:
+            ax.legend(loc="best")
+        axes[2].set_xlabel("epoch")
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0].set_title("GRLNet training, per epoch")
+        fig.align_ylabels(axes)
+
+
+def plot_roc(scores_csv: str | Path, out_png: str | Path) -> tuple[float, float]:
+    """The ROC curve with AUC and the EER point; returns that point as (FPR, TPR)."""
+    labels, scores = read_scores(scores_csv)
+    metrics = compute_metrics(labels, scores)
+    eer, _, fpr_at_eer = equal_error_rate(labels, scores)
+    point = (fpr_at_eer, 1 - (2 * eer - fpr_at_eer))  # EER = (FPR + FNR) / 2 and TPR = 1 - FNR
+    fpr, tpr, _ = roc_curve(labels, scores)
+    with _figure(out_png, figsize=(5.5, 5.2)) as (fig, ax):
+        ax.plot(fpr, tpr, color="tab:blue", linewidth=2,
+                label=f"ROC (AUC = {metrics['auc']:.3f}, pAUC = {metrics['pauc']:.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.axvline(MAX_FPR, color="grey", linestyle=":", linewidth=1, label=f"pAUC limit (FPR {MAX_FPR})")
+        ax.plot(*point, marker="o", markersize=8, color="tab:red", linestyle="none",
+                label=f"EER = {eer:.3f} (FPR {point[0]:.3f}, TPR {point[1]:.3f})")
+        ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
+               xlabel="false positive rate (normal flagged abnormal)",
+               ylabel="true positive rate (abnormal detected)",
+               title=f"ROC: {int(labels.sum())} abnormal, {int((labels == 0).sum())} normal items")
+        ax.legend(loc="lower right")
+    return point
+
+
+def plot_score_histograms(scores_csv: str | Path, out_png: str | Path) -> None:
+    """Score distributions of normal and abnormal items with the EER threshold: how well they separate."""
+    labels, scores = read_scores(scores_csv)
+    _, threshold, _ = equal_error_rate(labels, scores)
+    edges = np.histogram_bin_edges(scores, bins=min(40, max(10, len(scores) // 5)))
+    with _figure(out_png, figsize=(7, 4)) as (fig, ax):
+        for value, name in enumerate(CLASS_STYLES):
+            color, hatch = CLASS_STYLES[name]
+            ax.hist(scores[labels == value], bins=edges, color=color, alpha=0.35, hatch=hatch,
+                    edgecolor=color, label=f"{name} ({int((labels == value).sum())})")
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.5,
+                   label=f"EER threshold {threshold:.4g}")
+        ax.set(xlabel="anomaly score γ·(D(R(x)) + D(Lo(x))) + (1 − γ)·D(x)  (no unit)",
+               ylabel="items (count)",
+               title="Anomaly scores by true class")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+
+
+def plot_confusion(scores_csv: str | Path, out_png: str | Path) -> None:
+    """The confusion matrix at the EER threshold, with the count in each cell."""
+    labels, scores = read_scores(scores_csv)
+    metrics = compute_metrics(labels, scores)
+    confusion = np.array(metrics["confusion"])
+    names = ("normal", "abnormal")
+    with _figure(out_png, figsize=(4.8, 4.2)) as (fig, ax):
+        image = ax.imshow(confusion, cmap="Blues", vmin=0)
+        for (row, column), count in np.ndenumerate(confusion):
+            dark = count > confusion.max() / 2
+            ax.text(column, row, str(count), ha="center", va="center", fontsize=14,
+                    color="white" if dark else "black")
+        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=names, yticklabels=names,
+               xlabel="predicted class", ylabel="true class",
+               title=f"At the EER threshold (score ≥ {metrics['threshold']:.4g}: abnormal)\n"
+                     f"accuracy {metrics['accuracy']:.3f}")
+        ax.grid(False)
+        fig.colorbar(image, ax=ax, label="items (count)")
+
+
+def plot_reconstructions(examples_npz: str | Path, out_png: str | Path) -> None:
+    """Waveform and magnitude spectrum of one normal and one abnormal window with both reconstructions."""
+    with np.load(examples_npz) as stored:
+        missing = [key for key in (*EXAMPLE_KEYS, "sample_rate") if key not in stored]
+        if missing:
+            raise UserError(f"{examples_npz}: missing arrays {', '.join(missing)}")
+        examples = {key: stored[key] for key in stored.files}
+    rate = float(examples["sample_rate"])
+    with _figure(out_png, 2, 2, figsize=(11, 6.5)) as (fig, axes):
+        for row, kind in zip(axes, ("normal", "abnormal")):
+            for signal, (color, style) in SIGNAL_STYLES.items():
+                values = examples[f"{signal}_{kind}"]
+                label = signal if signal == "input" else f"{signal} reconstruction"
+                row[0].plot(np.arange(len(values)) / rate, values, color=color, linestyle=style,
+                            linewidth=1, label=label)
+                row[1].plot(*_spectrum_db(values, rate), color=color, linestyle=style, linewidth=1,
+                            label=label)
+            row[0].set(xlabel="time (s)", ylabel="amplitude", title=f"{kind} window: waveform")
+            row[1].set(xlabel="frequency (Hz)", ylabel="magnitude (dB)", title=f"{kind} window: spectrum")
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=3, frameon=False)
+
+
+def _spectrum_db(values: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frequencies (Hz) and magnitude (dB re 1) of a signal's real FFT."""
+    magnitude = np.abs(np.fft.rfft(values))
+    return np.fft.rfftfreq(len(values), d=1 / rate), 20 * np.log10(magnitude + 1e-12)
+
+
+# ---------------------------------------------------------------- what needs the model
+
+@torch.no_grad()
+def save_reconstruction_examples(model: GRLNet, clips: ClipSet, opt: argparse.Namespace,
+                                 device: torch.device, path: str | Path) -> None:
+    """Store the first window of the first normal and abnormal clip with both reconstructions (.npz)."""
+    if clips.labels is None or set(clips.binary_labels().tolist()) != {0, 1}:
+        raise UserError("reconstruction examples need a labelled set with normal and abnormal clips")
+    labels = clips.binary_labels()
+    x = torch.cat([_first_window(clips, int(np.flatnonzero(labels == value)[0]), opt)
+                   for value in (0, 1)]).to(device)
+    was_training = model.training
+    model.eval()
+    outputs = {"input": x, "regional": model.regional(x), "local": model.local(x)}
+    model.train(was_training)
+    arrays = {f"{signal}_{kind}": outputs[signal][row, 0].float().cpu().numpy()
+              for signal in SIGNAL_STYLES for row, kind in enumerate(("normal", "abnormal"))}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, sample_rate=getattr(opt, "detected_sample_rate", None) or 16000, **arrays)
+
+
+def _first_window(clips: ClipSet, index: int, opt: argparse.Namespace) -> torch.Tensor:
+    """Clip ``index``'s first window as the networks see it, [1, 1, length]."""
+    one = ClipSet([clips.names[index]], clips.signals[index:index + 1], clips.labels[index:index + 1])
+    return one.windows(opt.segment_length, opt.segment_hop)[0][:1]
+
+
+# ---------------------------------------------------------------- a whole run folder
+
+FIGURES = (  # (input file in the run folder, figure written to figures/, drawing function)
+    ("metrics.csv", "training_curves.png", plot_training_curves),
+    ("scores.csv", "roc.png", plot_roc),
+    ("scores.csv", "score_histograms.png", plot_score_histograms),
+    ("scores.csv", "confusion_matrix.png", plot_confusion),
+    ("figures/examples.npz", "reconstructions.png", plot_reconstructions),
+)
+
+
+def _can_draw(source: Path) -> bool:
+    """The input exists (and, for scores.csv, is labelled)."""
+    return source.is_file() and (source.name != "scores.csv" or has_labels(source))
+
+
+def redraw(run_folder: str | Path) -> list[Path]:
+    """Draw every figure whose input is in ``run_folder`` into ``<run_folder>/figures/``."""
+    folder = Path(run_folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: run folder not found")
+    jobs = [(draw, folder / source, folder / "figures" / name) for source, name, draw in FIGURES
+            if _can_draw(folder / source)]
+    if not jobs:
+        raise UserError(f"{folder}: nothing to draw; the folder has no metrics.csv, labelled scores.csv "
+                        "or figures/examples.npz (is it a run folder written by train.py or test.py?)")
+    (folder / "figures").mkdir(exist_ok=True)
+    for draw, source, out_png in jobs:
+        draw(source, out_png)
+    return [out_png for _, _, out_png in jobs]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The CLI: redraw a run folder's figures and print their paths; user errors exit with status 2."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_folder", help="a run folder written by train.py or test.py")
+    args = parser.parse_args(argv)
+    try:
+        for path in redraw(args.run_folder):
+            print(path)
+    except UserError as err:
+        print(f"error: {err}", flush=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

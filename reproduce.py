@@ -1,0 +1,367 @@
+"""Reproduce GRLNet against the DCASE 2020 autoencoder baseline on one protocol, over several seeds.
+
+    python reproduce.py --protocol mimii_fan_id02 --seeds 0 1 2
+    python reproduce.py --protocol tiny --out /tmp/reproduction      # CI: seconds, synthetic data
+
+For every seed it trains and scores three methods on the same split, each in its own run folder
+<out>/<protocol>/<method>/seed<k> (lite_smoke: <out>/lite_smoke/<machine>/<method>/seed<k>):
+  grlnet_standard    GRLNet, --update standard (the project's defaults)
+  grlnet_released    GRLNet, --update released (the release's joint update)
+  dcase_autoencoder  the DCASE 2020 Task 2 autoencoder baseline (baselines/dcase_autoencoder.py)
+Metrics are those of the final epoch of every run: no epoch and no setting is chosen on test clips.
+It writes <out>/<protocol>/results.md, results.json, auc_per_epoch.png and score_distributions.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shlex
+import shutil
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib
+import numpy as np
+
+from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
+from baselines.dcase_autoencoder import run_baseline
+from data.layouts import labelled_wav_items
+from errors import UserError
+from main import train
+from opts import parse_opts
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+GRLNET_METHODS = {"grlnet_standard": "standard", "grlnet_released": "released"}
+BASELINE = "dcase_autoencoder"
+METHODS = (*GRLNET_METHODS, BASELINE)
+LABELS = {"grlnet_standard": "GRLNet, standard update", "grlnet_released": "GRLNet, released update",
+          BASELINE: "DCASE 2020 autoencoder"}
+# --quick: fewer windows and epochs, so that a 2-core CPU finishes the real-data protocols.
+QUICK_ARGS = ["--epochs", "3", "--segment_hop", "8192"]
+# Synthetic clips of 4096 samples (0.26 s): 9 mel frames, 5 stacked vectors for the baseline.
+TINY_ARGS = ["--mess_length", "4096", "--segment_length", "256", "--segment_hop", "1024", "--epochs", "1",
+             "--synthetic_train_clips", "4", "--synthetic_test_clips", "4"]
+LITE_TRAIN_NORMAL = 2
+PER_RUN_OPTIONS = ("--update", "--seed", "--output_dir")  # set by reproduce.py for every run
+
+
+@dataclass
+class Task:
+    """One data split: a name, the folder its runs go to, and the GRLNet options that select it."""
+
+    name: str
+    folder: Path
+    data_args: list[str]
+
+
+@dataclass
+class Protocol:
+    """What a protocol runs: its tasks, fixed options, default seeds and baseline epochs, and its standing."""
+
+    summary: str
+    tasks: Callable[[Path, Path], list[Task]]
+    fixed_args: list[str] = field(default_factory=list)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    baseline_epochs: int = BASELINE_EPOCHS
+    standing: str = "result"
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def existing(path: Path) -> Path:
+    """``path`` if it is a folder, else an error that says where the data were looked for."""
+    if not path.is_dir():
+        raise UserError(f"{path}: data folder not found (give --data_dir, the folder holding the data sets)")
+    return path
+
+
+def mimii_tasks(data_dir: Path, folder: Path) -> list[Task]:
+    """MIMII fan id_02: normal 00-04 train; normal 05-09 and every abnormal clip test."""
+    root = existing(data_dir / "mimii_fan_id02")
+    return [Task("mimii_fan_id02", folder, ["--data_root", str(root), "--train_normal_files", "5"])]
+
+
+def slider_tasks(data_dir: Path, folder: Path) -> list[Task]:
+    """DCASE 2020 slider id_00: train/ trains, test/ tests."""
+    root = existing(data_dir / "dcase2020_slider_id00")
+    return [Task("dcase2020_slider_id00", folder, ["--data_root", str(root)])]
+
+
+def lite_split(test_folder: Path, split_folder: Path) -> Path:
+    """A MIMII-layout folder of links to a lite test folder's clips: normal/ and abnormal/."""
+    items = labelled_wav_items(test_folder)
+    normal = sum(1 for _, label in items if label == 0)
+    if normal <= LITE_TRAIN_NORMAL:
+        raise UserError(f"{test_folder}: {normal} normal clips; the smoke split needs more than "
+                        f"{LITE_TRAIN_NORMAL} (they train, the rest test)")
+    shutil.rmtree(split_folder, ignore_errors=True)
+    for path, label in items:
+        target = split_folder / ("normal" if label == 0 else "abnormal") / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path.resolve())
+    return split_folder
+
+
+def lite_tasks(data_dir: Path, folder: Path) -> list[Task]:
+    """Per machine of dcase2020_lite: two normal test clips train, the others test (links in split/)."""
+    machines = sorted(p for p in existing(data_dir / "dcase2020_lite").iterdir() if (p / "test").is_dir())
+    if not machines:
+        raise UserError(f"{data_dir / 'dcase2020_lite'}: no <machine>/test/ folders")
+    return [Task(m.name, folder / m.name,
+                 ["--data_root", str(lite_split(m / "test", folder / m.name / "split")),
+                  "--train_normal_files", str(LITE_TRAIN_NORMAL)]) for m in machines]
+
+
+def tiny_tasks(data_dir: Path, folder: Path) -> list[Task]:
+    """The embedded synthetic data set (no data path)."""
+    return [Task("tiny", folder, [])]
+
+
+PROTOCOLS = {
+    "mimii_fan_id02": Protocol(
+        "MIMII fan id_02 (0 dB): --data_root <data_dir>/mimii_fan_id02 --train_normal_files 5, so "
+        "normal 00-04 train; normal 05-09 and all 10 abnormal clips test.", mimii_tasks),
+    "dcase2020_slider_id00": Protocol(
+        "DCASE 2020 slider id_00: --data_root <data_dir>/dcase2020_slider_id00; train/ (75 normal "
+        "clips) trains, test/ (3 normal, 3 anomalous) tests.", slider_tasks),
+    "lite_smoke": Protocol(
+        "SMOKE TEST, never a result: for each <data_dir>/dcase2020_lite/<machine>/test/ (3 normal, 3 "
+        "anomalous clips) two normal clips train and the rest test (links in <machine>/split/, "
+        "--train_normal_files 2).", lite_tasks, standing="smoke test, never a result"),
+    "tiny": Protocol(
+        "CI: the embedded synthetic data set with minimal settings (" + " ".join(TINY_ARGS) + "), one "
+        "seed, baseline 2 epochs; checks the pipeline in seconds, never a result.", tiny_tasks,
+        fixed_args=TINY_ARGS, seeds=(0,), baseline_epochs=2,
+        standing="CI check on synthetic data, never a result"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of reproduce.py; the protocols are described in the epilog."""
+    epilog = "protocols:\n" + "\n".join(
+        textwrap.fill(f"{name}: {p.summary}", 100, initial_indent="  ", subsequent_indent="      ")
+        for name, p in PROTOCOLS.items())
+    p = argparse.ArgumentParser(description=__doc__, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="which data and split (below)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="seeds to run (default 0 1 2; tiny: 0)")
+    p.add_argument("--data_dir", default="../shared/data",
+                   help="folder holding the data sets (default %(default)s)")
+    p.add_argument("--out", default="reproduction", help="output folder (default %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="GRLNet epochs (default: GRLNet's preset for the data, 8 for WAV; tiny 1)")
+    p.add_argument("--baseline_epochs", type=positive_int, default=None,
+                   help=f"autoencoder epochs (default {BASELINE_EPOCHS}; tiny 2)")
+    p.add_argument("--mess_length", type=positive_int, default=None,
+                   help="clip length in samples for all three methods (default: GRLNet's preset, "
+                        "160000 for WAV; tiny 4096, the baseline needs at least 2048)")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced GRLNet settings for a CPU (" + " ".join(QUICK_ARGS) + "); labelled as such")
+    p.add_argument("--grlnet_args", default="",
+                   help="extra options for every run, after all others, e.g. \"--epochs 3 --segment_hop "
+                        "8192\" or \"--device cpu\" (the baseline reads the data options and --device)")
+    return p
+
+
+def run_args(protocol: Protocol, args: argparse.Namespace) -> list[str]:
+    """Options shared by every run of the protocol, later ones overriding earlier ones."""
+    extra = list(protocol.fixed_args) + (QUICK_ARGS if args.quick else [])
+    if args.epochs is not None:
+        extra += ["--epochs", str(args.epochs)]
+    if args.mess_length is not None:
+        extra += ["--mess_length", str(args.mess_length)]
+    passed = shlex.split(args.grlnet_args)
+    clashes = sorted({token.split("=")[0] for token in passed} & set(PER_RUN_OPTIONS))
+    if clashes:
+        raise UserError(f"--grlnet_args may not set {', '.join(clashes)}: reproduce.py sets it for every run")
+    return extra + passed
+
+
+def method_argv(task: Task, method: str, seed: int, shared: list[str]) -> list[str]:
+    """The GRLNet option list of one run (the baseline parses the same list for its data)."""
+    update = ["--update", GRLNET_METHODS[method]] if method in GRLNET_METHODS else []
+    run_folder = task.folder / method / f"seed{seed}"
+    return [*task.data_args, *update, "--seed", str(seed), "--output_dir", str(run_folder), "--quiet",
+            *shared]
+
+
+def read_epoch_auc(run_folder: Path) -> list[float]:
+    """AUC after every epoch, from a GRLNet run's metrics.csv."""
+    with (run_folder / "metrics.csv").open(newline="") as handle:
+        return [float(row["auc"]) for row in csv.DictReader(handle)]
+
+
+def close_run_log() -> None:
+    """Close the finished run's train.log (main.configure_logging clears handlers without closing them)."""
+    logger = logging.getLogger("grlnet")
+    for handler in logger.handlers:
+        handler.close()
+    logger.handlers.clear()
+
+
+def run_one(method: str, argv: list[str], baseline_epochs: int) -> dict:
+    """Train and score one method; final-epoch AUC and pAUC, and GRLNet's AUC per epoch."""
+    opt = parse_opts(argv)
+    if method == BASELINE:
+        metrics = run_baseline(opt, baseline_epochs)
+        return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
+                "auc_per_epoch": None}
+    try:
+        metrics = train(opt)
+    finally:
+        close_run_log()
+    return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
+            "auc_per_epoch": read_epoch_auc(Path(opt.output_dir))}
+
+
+def summarise(values: list[float]) -> dict:
+    """Per-seed values, their mean and population standard deviation."""
+    return {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def run_task(task: Task, seeds: Sequence[int], shared: list[str], baseline_epochs: int) -> dict:
+    """Every method on every seed of one task, summarised per method."""
+    methods = {}
+    for method in METHODS:
+        runs = []
+        for seed in seeds:
+            argv = method_argv(task, method, seed, shared)
+            result = run_one(method, argv, baseline_epochs)
+            print(f"[{task.name}] {method} seed {seed}: AUC {result['auc']:.4f}  pAUC {result['pauc']:.4f}",
+                  flush=True)
+            runs.append({"seed": seed, "argv": argv, **result})
+        methods[method] = {"auc": summarise([r["auc"] for r in runs]),
+                           "pauc": summarise([r["pauc"] for r in runs]), "runs": runs}
+    return {"methods": methods}
+
+
+def check_argv(tasks: list[Task], seeds: Sequence[int], shared: list[str]) -> None:
+    """Parse every run's options before training anything, so a typo fails at once."""
+    for task in tasks:
+        for method in METHODS:
+            parse_opts(method_argv(task, method, seeds[0], shared))
+
+
+def _fmt(summary: dict) -> tuple[str, str]:
+    return (f"{summary['mean']:.4f} ± {summary['std']:.4f}",
+            ", ".join(f"{v:.4f}" for v in summary["per_seed"]))
+
+
+def results_markdown(results: dict) -> str:
+    """results.md: one table per task, its standing, the command and every run's options."""
+    lines = [f"# Reproduction: {results['protocol']}", "",
+             f"Standing: **{results['standing']}**.", "",
+             f"Command: `{results['command']}`", "",
+             f"Seeds: {', '.join(map(str, results['seeds']))}. AUC and pAUC (max FPR 0.1) at the final "
+             "epoch of every run; no epoch or setting was chosen on test clips. Mean ± population std "
+             "over seeds.", ""]
+    for task_name, task in results["tasks"].items():
+        lines += [f"## {task_name}", "", "| method | AUC | pAUC | AUC per seed | pAUC per seed |",
+                  "|---|---|---|---|---|"]
+        for method, summary in task["methods"].items():
+            (auc, auc_seeds), (pauc, pauc_seeds) = _fmt(summary["auc"]), _fmt(summary["pauc"])
+            lines.append(f"| {LABELS[method]} | {auc} | {pauc} | {auc_seeds} | {pauc_seeds} |")
+        lines += ["", "Options of the first seed's runs (other seeds differ in --seed and --output_dir):", ""]
+        lines += [f"- {method}: `{shlex.join(summary['runs'][0]['argv'])}`"
+                  for method, summary in task["methods"].items()]
+        lines.append(f"  (the autoencoder reads the data options, --seed and --device of its list and trains "
+                     f"{results['baseline_epochs']} epochs)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_auc_per_epoch(results: dict, path: Path) -> None:
+    """AUC after each epoch, one line per seed, one panel per task and GRLNet method."""
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(len(tasks), len(GRLNET_METHODS), squeeze=False,
+                             figsize=(5 * len(GRLNET_METHODS), 3.2 * len(tasks)))
+    for row, (task_name, task) in zip(axes, tasks.items()):
+        for ax, method in zip(row, GRLNET_METHODS):
+            for run in task["methods"][method]["runs"]:
+                epochs = np.arange(1, len(run["auc_per_epoch"]) + 1)
+                ax.plot(epochs, run["auc_per_epoch"], marker="o", label=f"seed {run['seed']}")
+            ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+            ax.set(title=f"{task_name}: {LABELS[method]}", xlabel="epoch", ylabel="test AUC",
+                   ylim=(-0.02, 1.02))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_scores(run_folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (0 normal, 1 abnormal) and final scores of a run's test clips, from its scores.csv."""
+    with (run_folder / "scores.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = np.array([int(r["label"]) > 0 for r in rows], dtype=np.int64)
+    return labels, np.array([float(r["score"]) for r in rows])
+
+
+def plot_score_distributions(results: dict, path: Path) -> None:
+    """Histograms of the final scores, normal against abnormal, per task and method, first seed."""
+    tasks = results["tasks"]
+    fig, axes = plt.subplots(len(tasks), len(METHODS), squeeze=False,
+                             figsize=(4.5 * len(METHODS), 3.2 * len(tasks)))
+    for row, (task_name, task) in zip(axes, tasks.items()):
+        for ax, method in zip(row, METHODS):
+            run = task["methods"][method]["runs"][0]
+            labels, scores = read_scores(Path(run["output_dir"]))
+            bins = np.histogram_bin_edges(scores, bins=20)
+            ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal")
+            ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="abnormal")
+            ax.set(title=f"{task_name}: {LABELS[method]}\nseed {run['seed']}, AUC {run['auc']:.3f}",
+                   xlabel="anomaly score", ylabel="clips")
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the protocol, write results.md, results.json and the two figures; return the results."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    protocol = PROTOCOLS[args.protocol]
+    seeds = args.seeds or list(protocol.seeds)
+    folder = Path(args.out) / args.protocol
+    tasks = protocol.tasks(Path(args.data_dir), folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shared = run_args(protocol, args)
+    check_argv(tasks, seeds, shared)
+    baseline_epochs = args.baseline_epochs or protocol.baseline_epochs
+    standing = protocol.standing + (" (reduced --quick settings)" if args.quick else "")
+    results = {"protocol": args.protocol, "standing": standing,
+               "command": shlex.join(["python", "reproduce.py", *argv]), "seeds": seeds,
+               "baseline_epochs": baseline_epochs,
+               "tasks": {t.name: run_task(t, seeds, shared, baseline_epochs) for t in tasks}}
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "results.md").write_text(results_markdown(results))
+    plot_auc_per_epoch(results, folder / "auc_per_epoch.png")
+    plot_score_distributions(results, folder / "score_distributions.png")
+    print(f"wrote {folder / 'results.md'}, results.json, auc_per_epoch.png, score_distributions.png")
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,137 @@
+"""Data layouts on small temporary files and on the real recordings, and the embedded data set."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from sklearn.metrics import roc_auc_score
+
+from data import load_datasets, load_unlabelled
+from data.synthetic import make_synthetic_set
+from errors import UserError
+from opts import parse_opts
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+def tone(seconds: float = 0.1, rate: int = 16000, frequency: float = 440.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).normal(0, 0.01, t.size)
+    return (0.3 * np.sin(2 * np.pi * frequency * t) + noise).astype(np.float32)
+
+
+def write_release_csv(root: Path, signals: list[np.ndarray], labels: list[int]) -> tuple[Path, Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    for i, signal in enumerate(signals):
+        np.savetxt(root / f"{i}.csv", signal, delimiter=",")
+    label_file = root.parent / f"{root.name}_label.csv"
+    label_file.write_text("label\n" + "".join(f"{y}\n" for y in labels))
+    return root, label_file
+
+
+def csv_opts(train, train_labels, test, test_labels, *extra):
+    return parse_opts(["--train_root", str(train), "--train_label_path", str(train_labels),
+                       "--test_root", str(test), "--test_label_path", str(test_labels), "--quiet", *extra])
+
+
+def test_release_csv_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    train = write_release_csv(tmp_path / "train", [rng.normal(size=300) for _ in range(3)], [0, 0, 0])
+    signals = [rng.normal(size=n) for n in (100, 300, 500, 200)]
+    test = write_release_csv(tmp_path / "test", signals, [0, 1, 0, 3])
+    opt = csv_opts(*train, *test, "--mess_length", "256")
+    assert opt.data_kind == "csv" and opt.epochs == 1 and opt.batch_size == 2
+    train_set, test_set = load_datasets(opt)
+    assert train_set.signals.shape == (3, 256) and test_set.signals.shape == (4, 256)
+    np.testing.assert_allclose(test_set.signals[0, :100], signals[0], rtol=1e-6)
+    assert not test_set.signals[0, 100:].any()  # zero-padded
+    np.testing.assert_allclose(test_set.signals[2], signals[2][:256], rtol=1e-6)  # cut
+    assert test_set.labels.tolist() == [0, 1, 0, 3]
+    assert test_set.binary_labels().tolist() == [0, 1, 0, 1]
+
+
+def test_release_defaults_apply_to_csv_layout(tmp_path):
+    train = write_release_csv(tmp_path / "train", [np.ones(10)], [0])
+    opt = csv_opts(*train, *train)
+    assert (opt.mess_length, opt.segment_length, opt.epochs, opt.batch_size) == (233472, 0, 1, 2)
+
+
+def test_dcase_layout_and_resampling(tmp_path):
+    for i in range(2):
+        write_wav(tmp_path / "train" / f"normal_id_00_{i:08d}.wav", tone(seed=i))
+    write_wav(tmp_path / "test" / "normal_id_00_00000009.wav", tone(seed=5))
+    write_wav(tmp_path / "test" / "anomaly_id_00_00000001.wav", tone(frequency=900, seed=6))
+    opt = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1600", "--segment_length", "0"])
+    train_set, test_set = load_datasets(opt)
+    assert len(train_set) == 2 and test_set.labels.tolist() == [1, 0]  # name order: anomaly_ first
+    expected = soundfile.read(tmp_path / "test" / "anomaly_id_00_00000001.wav", dtype="float32")[0]
+    np.testing.assert_allclose(test_set.signals[0], expected[:1600])
+    resampled = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1600", "--sample_rate", "8000"])
+    _, test_8k = load_datasets(resampled)
+    assert np.count_nonzero(test_8k.signals[0]) == pytest.approx(800, abs=2)  # 0.1 s at 8 kHz, padded
+
+
+def test_mimii_layout_split(tmp_path):
+    for i in range(4):
+        write_wav(tmp_path / "normal" / f"{i:08d}.wav", tone(seed=i))
+    write_wav(tmp_path / "abnormal" / "00000000.wav", tone(frequency=900))
+    opt = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024", "--train_normal_files", "3"])
+    train_set, test_set = load_datasets(opt)
+    assert [Path(n).name for n in train_set.names] == ["00000000.wav", "00000001.wav", "00000002.wav"]
+    assert test_set.labels.tolist() == [0, 1]
+    assert opt.segment_length == 1024 and opt.data_kind == "wav"
+
+
+def test_windows_and_clip_index():
+    from data import ClipSet
+    clips = ClipSet(["a", "b"], np.arange(20, dtype=np.float32).reshape(2, 10), np.array([0, 1]))
+    windows, index = clips.windows(4, 3)  # starts 0, 3, 6 in each clip
+    assert windows.shape == (6, 1, 4) and index.tolist() == [0, 0, 0, 1, 1, 1]
+    assert windows[4, 0].tolist() == [13, 14, 15, 16]
+    whole, index = clips.windows(0, 0)
+    assert whole.shape == (2, 1, 10) and index.tolist() == [0, 1]
+
+
+def test_unlabelled_files_and_folders(tmp_path):
+    write_wav(tmp_path / "a" / "x.wav", tone())
+    np.savetxt(tmp_path / "y.csv", tone()[:300])
+    opt = parse_opts(["--mess_length", "512", "--segment_length", "0", "--quiet"])
+    clips = load_unlabelled([str(tmp_path / "a"), str(tmp_path / "y.csv")], opt)
+    assert clips.labels is None and clips.signals.shape == (2, 512)
+
+
+def test_synthetic_set_is_deterministic_and_not_separable_by_level():
+    a, labels = make_synthetic_set(7, 4096, 100, 100)
+    b, _ = make_synthetic_set(7, 4096, 100, 100)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, make_synthetic_set(8, 4096, 100, 100)[0])
+    rms_auc = roc_auc_score(labels, np.sqrt((a ** 2).mean(1)))
+    assert 0.35 < rms_auc < 0.65  # the gain is random: loudness says nothing about the class
+
+
+def test_real_mimii_recordings(shared_data):
+    opt = parse_opts(["--data_root", str(shared_data / "mimii_fan_id02"), "--train_normal_files", "5",
+                      "--mess_length", "16000", "--quiet"])
+    train_set, test_set = load_datasets(opt)
+    assert len(train_set) == 5 and len(test_set) == 15 and test_set.binary_labels().sum() == 10
+    assert opt.detected_sample_rate == 16000
+    assert np.abs(train_set.signals).max() <= 1.0 and train_set.signals.std() > 1e-4
+
+
+def test_real_dcase_recordings(shared_data):
+    opt = parse_opts(["--data_root", str(shared_data / "dcase2020_slider_id00"), "--mess_length", "4096",
+                      "--quiet"])
+    train_set, test_set = load_datasets(opt)
+    assert len(train_set) == 75 and test_set.binary_labels().tolist().count(1) == 3
+
+
+def test_real_lite_folder_labelled_by_names(shared_data):
+    opt = parse_opts(["--train_root", str(shared_data / "dcase2020_lite" / "valve" / "test"),
+                      "--test_root", str(shared_data / "dcase2020_lite" / "valve" / "test"),
+                      "--mess_length", "2048"])
+    with pytest.raises(UserError, match="training set holds 3 abnormal"):
+        load_datasets(opt)

@@ -1,0 +1,139 @@
+"""Every kind of bad input stops with one message that names the file and the problem."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_script
+from data import load_datasets
+from errors import UserError
+from opts import parse_opts
+from test_data import csv_opts, tone, write_release_csv, write_wav
+
+
+def _good_csv_sets(tmp_path: Path, test_labels=(0, 1)):
+    train = write_release_csv(tmp_path / "train", [np.ones(50) * np.arange(50)], [0])
+    test = write_release_csv(tmp_path / "test", [np.arange(50.0) + i for i in range(len(test_labels))],
+                             list(test_labels))
+    return train, test
+
+
+def _load_csv(train, test):
+    return load_datasets(csv_opts(*train, *test, "--mess_length", "64"))
+
+
+def _expect(message: str, path: Path, call):
+    with pytest.raises(UserError) as info:
+        call()
+    assert str(path) in str(info.value) and message in str(info.value), str(info.value)
+
+
+def test_missing_and_empty_folders(tmp_path):
+    _expect("data folder not found", tmp_path / "nope",
+            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path / "nope")])))
+    (tmp_path / "empty").mkdir()
+    _expect("data folder is empty", tmp_path / "empty",
+            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path / "empty")])))
+
+
+def test_folder_without_supported_files(tmp_path):
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "normal" / "notes.txt").write_text("hello")
+    _expect("no .wav files", tmp_path / "normal",
+            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path)])))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty"),
+    ("0.1\n0.2\nabc\n", "not a column of numbers"),
+    ("0.1,0.2\n0.3,0.4\n", "found 2 columns"),
+    ("0.1\nnan\n0.3\n", "sample 1 is nan"),
+    ("0.1\ninf\n", "sample 1 is inf"),
+    ("0\n0\n0\n", "every sample is zero"),
+])
+def test_bad_csv_signal(tmp_path, content, message):
+    train, test = _good_csv_sets(tmp_path)
+    (test[0] / "1.csv").write_text(content)
+    _expect(message, test[0] / "1.csv", lambda: _load_csv(train, test))
+
+
+@pytest.mark.parametrize("labels, message", [
+    (None, "label file not found"),
+    ("kind\n0\n1\n", "no 'label' column"),
+    ("label\n0\n", "1 labels for 2 files"),
+    ("label\n0\n7\n", "line 3: label '7' is not one of 0, 1, 2, 3"),
+    ("label\n0\nyes\n", "line 3: label 'yes' is not a number"),
+])
+def test_bad_label_file(tmp_path, labels, message):
+    train, test = _good_csv_sets(tmp_path)
+    test[1].unlink()
+    if labels is not None:
+        test[1].write_text(labels)
+    _expect(message, test[1], lambda: _load_csv(train, test))
+
+
+def test_test_set_needs_both_classes(tmp_path):
+    train, test = _good_csv_sets(tmp_path, test_labels=(0, 0))
+    _expect("has no abnormal items", test[0], lambda: _load_csv(train, test))
+
+
+def test_training_set_with_abnormal_files_is_refused(tmp_path):
+    train, test = _good_csv_sets(tmp_path)
+    train[1].write_text("label\n1\n")
+    _expect("abnormal file", train[0] / "0.csv", lambda: _load_csv(train, test))
+
+
+def _wav_set(tmp_path: Path) -> Path:
+    for i in range(2):
+        write_wav(tmp_path / "normal" / f"{i}.wav", tone(seed=i))
+    write_wav(tmp_path / "abnormal" / "0.wav", tone(frequency=900))
+    return tmp_path
+
+
+def _load_wav(root: Path, *extra: str):
+    return load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024",
+                                     "--train_normal_files", "1", *extra]))
+
+
+def test_truncated_wav(tmp_path):
+    root = _wav_set(tmp_path)
+    path = root / "abnormal" / "0.wav"
+    path.write_bytes(path.read_bytes()[: 44 + 1000])
+    _expect("truncated", path, lambda: _load_wav(root))
+
+
+def test_empty_and_non_audio_wav(tmp_path):
+    root = _wav_set(tmp_path)
+    path = root / "abnormal" / "0.wav"
+    path.write_bytes(b"")
+    _expect("not a readable audio file", path, lambda: _load_wav(root))
+    path.write_text("this is not audio at all, just text in a .wav file")
+    _expect("not a readable audio file", path, lambda: _load_wav(root))
+    write_wav(path, np.zeros(0, dtype=np.float32))
+    _expect("holds no samples", path, lambda: _load_wav(root))
+
+
+def test_mixed_sample_rates_without_resampling(tmp_path):
+    root = _wav_set(tmp_path)
+    odd = write_wav(root / "abnormal" / "0.wav", tone(rate=8000), rate=8000)
+    _expect("sample rate 8000 Hz differs from 16000 Hz", odd, lambda: _load_wav(root))
+    _, test_set = _load_wav(root, "--sample_rate", "16000")
+    assert len(test_set) == 2
+
+
+def test_cli_prints_one_line_and_no_traceback(tmp_path):
+    result = run_script("train.py", "--data_root", str(tmp_path / "missing"), check=False)
+    assert result.returncode == 2
+    assert f"error: {tmp_path / 'missing'}: data folder not found" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    debug = run_script("train.py", "--data_root", str(tmp_path / "missing"), "--debug", check=False)
+    assert "Traceback" in debug.stderr and "UserError" in debug.stderr
+
+
+def test_sample_rates_must_agree_across_training_and_test_sets(tmp_path):
+    write_wav(tmp_path / "train" / "normal_id_00_00000000.wav", tone())
+    write_wav(tmp_path / "test" / "normal_id_00_00000001.wav", tone())
+    odd = write_wav(tmp_path / "test" / "anomaly_id_00_00000002.wav", tone(rate=8000), rate=8000)
+    _expect("differs from 16000 Hz", odd,
+            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "800",
+                                                   "--segment_length", "0"])))

@@ -1,0 +1,80 @@
+"""A killed or interrupted run resumes to exactly the metrics of an uninterrupted one; divergence stops."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import main
+from checkpoint import load_file
+from conftest import REPO, TINY, run_script
+from opts import parse_opts
+
+# 40 clips in windows of 256: 40 steps an epoch, long enough to be stopped in the middle of one.
+RUN = [*TINY, "--synthetic_train_clips", "40", "--epochs", "3", "--seed", "3"]
+
+
+def comparable(folder):
+    """metrics.csv without its timing column, and scores.csv."""
+    lines = (folder / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, name in enumerate(header) if name != "seconds"]
+    metrics = [[line.split(",")[i] for i in keep] for line in lines]
+    return metrics, (folder / "scores.csv").read_text()
+
+
+def start_and_stop(folder, how: int) -> int:
+    """Start a run, wait until its first checkpoint plus a little, send ``how``; return the exit code."""
+    process = subprocess.Popen([sys.executable, "train.py", *RUN, "--output_dir", str(folder)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = folder / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the second epoch
+    process.send_signal(how)
+    return process.wait(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("whole")
+    run_script("train.py", *RUN, "--output_dir", str(folder))
+    return comparable(folder)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
+    assert start_and_stop(tmp_path, signal.SIGKILL) == -signal.SIGKILL
+    assert load_file(tmp_path / "checkpoints" / "last.pt")["epoch"] >= 1
+    run_script("train.py", *RUN, "--output_dir", str(tmp_path), "--resume")
+    assert comparable(tmp_path) == uninterrupted
+
+
+def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
+    assert start_and_stop(tmp_path, signal.SIGINT) == 130
+    state = load_file(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] > 0 or state["epoch"] > 1  # saved where it stopped, not at an epoch boundary
+    run_script("train.py", *RUN, "--output_dir", str(tmp_path), "--resume", str(tmp_path / "checkpoints" / "last.pt"))
+    assert comparable(tmp_path) == uninterrupted
+
+
+def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
+    real_step = main.STEPS["standard"]
+    calls = {"n": 0}
+
+    def failing_step(*args):
+        calls["n"] += 1
+        stats = real_step(*args)
+        if calls["n"] == 8 + 3:  # epoch 1 (second epoch of 8 steps), step 2
+            stats[1] = float("nan")
+        return stats
+
+    monkeypatch.setitem(main.STEPS, "standard", failing_step)
+    opt = parse_opts([*TINY, "--epochs", "3", "--output_dir", str(tmp_path)])
+    with pytest.raises(main.DivergedError, match="loss_g is nan at epoch 1, step 2"):
+        main.train(opt)
+    assert load_file(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+    calls["n"] = 0
+    with pytest.raises(SystemExit) as exit_info:
+        main.run_cli(main.train, parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
+    assert exit_info.value.code == 3

@@ -1,0 +1,105 @@
+"""The training step: the release's joint update against standard alternation (SPEC 6b), and noise."""
+import argparse
+import contextlib
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from main import Networks, add_noise, released_step, standard_step
+from network import GRLNet
+
+LENGTH = 256
+
+
+def _opt(**overrides) -> argparse.Namespace:
+    base = dict(alpha=0.5, adversarial_training_factor=0.5, noise="snr", snr=2.0)
+    return argparse.Namespace(**{**base, **overrides})
+
+
+def _setup(seed: int = 0):
+    torch.manual_seed(seed)
+    model = GRLNet(LENGTH).train()
+    x = 0.05 * torch.randn(2, 1, LENGTH)
+    return model, x
+
+
+def _sgd(model: GRLNet) -> dict:
+    # Plain SGD with lr 1: a parameter's change is minus the gradient its optimizer received.
+    return {name: torch.optim.SGD(module.parameters(), lr=1.0) for name, module in model.named_children()}
+
+
+def _nets(model: GRLNet) -> Networks:
+    return Networks(model.regional, model.local, model.discriminator.logits, model.discriminator)
+
+
+def _d_update(model: GRLNet, x: torch.Tensor, step, opt) -> list[torch.Tensor]:
+    before = copy.deepcopy(model.discriminator)
+    torch.manual_seed(1)
+    step(_nets(model), model, _sgd(model), x, opt, contextlib.nullcontext())
+    return [b - a for a, b in zip(model.discriminator.parameters(), before.parameters())]
+
+
+def _reference_gradients(model: GRLNet, x: torch.Tensor, opt, include_generator_loss: bool):
+    """Gradients of D's parameters computed independently from the step's definition."""
+    torch.manual_seed(1)
+    noisy = x + torch.randn_like(x) * torch.sqrt(x.pow(2).mean(-1, keepdim=True) / 10 ** (opt.snr / 10))
+    d = model.discriminator
+    regional, local = model.regional(noisy), model.local(noisy)
+    p_r, p_l, p_real = d(regional), d(local), d(x)
+    ones, zeros = torch.ones(2), torch.zeros(2)
+    loss_d = 0.5 * F.binary_cross_entropy(p_real, zeros) + 0.5 * (
+        F.binary_cross_entropy(p_r, ones) + F.binary_cross_entropy(p_l, ones))
+    loss = loss_d
+    if include_generator_loss:
+        loss = loss + 0.5 * (F.mse_loss(regional, x) + F.mse_loss(local, x)) + 0.5 * (
+            F.binary_cross_entropy(p_r, zeros) + F.binary_cross_entropy(p_l, zeros))
+    return torch.autograd.grad(loss, list(d.parameters()))
+
+
+@pytest.mark.parametrize("step, joint", [(released_step, True), (standard_step, False)])
+def test_discriminator_gradient(step, joint):
+    """Released: D steps on grad(D loss) + grad(G loss through D). Standard: grad(D loss) only."""
+    model, x = _setup()
+    expected = _reference_gradients(copy.deepcopy(model), x, _opt(), include_generator_loss=joint)
+    for change, gradient in zip(_d_update(model, x, step, _opt()), expected):
+        torch.testing.assert_close(change, gradient, rtol=2e-3, atol=1e-6)
+
+
+def test_released_fake_terms_cancel_toward_one_half():
+    """With alpha = lam = 0.5, the release's fake-term gradient on a logit z is
+    0.5 * (sigmoid(z) - 1) + 0.5 * sigmoid(z) = sigmoid(z) - 0.5: it pushes D(R) toward 0.5, not 1."""
+    z = torch.tensor([2.0, -1.0, 0.3], requires_grad=True)
+    p = torch.sigmoid(z)
+    loss = 0.5 * F.binary_cross_entropy(p, torch.ones(3), reduction="sum") + \
+        0.5 * F.binary_cross_entropy(p, torch.zeros(3), reduction="sum")
+    loss.backward()
+    torch.testing.assert_close(z.grad, torch.sigmoid(z.detach()) - 0.5)
+
+
+def test_standard_step_updates_d_and_restores_its_gradient_flags():
+    model, x = _setup(3)
+    d_before = copy.deepcopy(model.discriminator.state_dict())
+    torch.manual_seed(1)
+    stats = standard_step(_nets(model), model, _sgd(model), x, _opt(), contextlib.nullcontext())
+    assert stats.shape == (6,) and torch.isfinite(stats).all()
+    assert all(p.requires_grad for p in model.discriminator.parameters())
+    changed = [not torch.equal(d_before[k], v) for k, v in model.discriminator.state_dict().items()]
+    assert any(changed)
+
+
+def test_snr_noise_has_the_stated_power():
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 200_000) * torch.tensor([0.01, 0.05, 0.1, 1.0]).view(4, 1, 1)
+    for snr in (2.0, 10.0, -3.0):
+        noise = add_noise(x, _opt(snr=snr)) - x
+        ratio_db = 10 * torch.log10(x.pow(2).mean(-1) / noise.pow(2).mean(-1))
+        torch.testing.assert_close(ratio_db, torch.full_like(ratio_db, snr), atol=0.05, rtol=0)
+
+
+def test_released_noise_is_unit_variance_whatever_the_snr():
+    torch.manual_seed(0)
+    x = 0.01 * torch.randn(2, 1, 100_000)
+    noise = add_noise(x, _opt(noise="released", snr=30.0)) - x
+    torch.testing.assert_close(noise.var(-1), torch.ones(2, 1), atol=0.02, rtol=0)
