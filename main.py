@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from checkpoint import load_file, load_weights, save_checkpoint
 from data import ClipSet, load_datasets
@@ -33,6 +32,7 @@ from metrics import compute_metrics, format_metrics
 from network import GRLNet
 from opts import network_length
 from plots import redraw, save_reconstruction_examples
+from progress import progress
 from scoring import SCORE_COLUMNS, score_clips
 
 log = logging.getLogger("grlnet")
@@ -233,7 +233,7 @@ def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path) 
         writer.writerow(("file", "label", *SCORE_COLUMNS))
         for i, name in enumerate(clips.names):
             label = "" if clips.labels is None else int(clips.labels[i])
-            writer.writerow((name, label, *(f"{scores[c][i]:.8g}" for c in SCORE_COLUMNS)))
+            writer.writerow((name, label, *(repr(float(scores[c][i])) for c in SCORE_COLUMNS)))
 
 
 # ---------------------------------------------------------------- the loop
@@ -320,8 +320,8 @@ class Trainer:
         if self.step_stats is None:
             self.step_stats = torch.zeros(len(batches), len(STEP_STATS), device=self.device)
         self.model.train()
-        bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch}", unit="step",
-                   leave=False, disable=opt.quiet)
+        bar = progress(total=len(batches), initial=self.step, desc=f"epoch {self.epoch}", unit="step",
+                       quiet=opt.quiet)
         checked = self.step
         while self.step < len(batches) and not self.stop_requested:
             x = self.windows[batches[self.step]].to(self.device, non_blocking=True)

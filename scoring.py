@@ -5,10 +5,10 @@ import contextlib
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data import ClipSet
 from network import GRLNet
+from progress import progress
 
 SCORE_COLUMNS = ("d_real", "d_regional", "d_local", "score")
 
@@ -31,7 +31,7 @@ def score_clips(model: GRLNet, clips: ClipSet, opt, device: torch.device,
     outputs = torch.empty(len(windows), 3, dtype=torch.float64)
     batch_size = max(opt.batch_size, 1) * 8
     batches = range(0, len(windows), batch_size)
-    for start in tqdm(batches, desc="scoring", unit="batch", leave=False, disable=opt.quiet):
+    for start in progress(batches, desc="scoring", unit="batch", quiet=opt.quiet):
         x = windows[start:start + batch_size].to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
             d_real = model.discriminator(x)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data import layouts
 from data.signals import fit_length, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from errors import UserError
+from progress import progress
 
 
 @dataclass
@@ -52,8 +52,7 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
     ``rates`` maps each sample rate seen so far in the run to its first file: all must agree.
     """
     signals, rates = [], {} if rates is None else rates
-    for path, _ in tqdm(items, desc=f"reading {what}", unit="file", disable=opt.quiet or len(items) < 50,
-                        leave=False):
+    for path, _ in progress(items, desc=f"reading {what}", unit="file", quiet=opt.quiet):
         if path.suffix.lower() == ".csv":
             signal = read_csv_signal(path)
         else:
