@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -24,9 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from checkpoint import load_file, load_weights, save_checkpoint
 from data import ClipSet, load_datasets
+from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
+                         shutdown)
 from errors import UserError
 from metrics import compute_metrics, format_metrics
 from network import GRLNet
@@ -78,26 +83,52 @@ def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.devic
     }
 
 
+class _Logits(nn.Module):
+    """D's logits as a module's forward, so DistributedDataParallel can wrap them."""
+
+    def __init__(self, discriminator: nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator.logits(x)
+
+
 @dataclass
 class Networks:
-    """The callables the training step uses: compiled on CUDA when asked, the plain modules otherwise."""
+    """The callables the training step uses: the plain modules, or their compiled / DDP wrappers."""
 
-    regional: nn.Module
-    local: nn.Module
-    d_logits: callable
-    d_prob: nn.Module
+    regional: Callable[[torch.Tensor], torch.Tensor]
+    local: Callable[[torch.Tensor], torch.Tensor]
+    d_logits: Callable[[torch.Tensor], torch.Tensor]
+    d_no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+
+    def d_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.d_logits(x))
 
 
-def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> Networks:
-    plain = Networks(model.regional, model.local, model.discriminator.logits, model.discriminator)
+def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
     if device.type != "cuda" or not opt.compile:
-        return plain
+        return module
     try:
-        return Networks(torch.compile(model.regional), torch.compile(model.local),
-                        torch.compile(model.discriminator.logits), torch.compile(model.discriminator))
+        return torch.compile(module)
     except Exception as err:  # a missing compiler backend must not stop training
         log.warning("torch.compile unavailable (%s); running eagerly", err)
-        return plain
+        return module
+
+
+def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace,
+                     process: Process = Process()) -> Networks:
+    """Wrap the networks for this run: DistributedDataParallel over several processes, then
+    torch.compile on CUDA when ``--compile``; checkpoints always come from the unwrapped ``model``."""
+    modules = [model.regional, model.local, _Logits(model.discriminator)]
+    d_no_sync = contextlib.nullcontext
+    if process.distributed:
+        ids = [process.local_rank] if device.type == "cuda" else None
+        modules = [DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False) for m in modules]
+        d_no_sync = modules[2].no_sync
+    regional, local, d_logits = (_compile(m, device, opt) for m in modules)
+    return Networks(regional, local, d_logits, d_no_sync)
 
 
 # ---------------------------------------------------------------- the step
@@ -130,7 +161,7 @@ def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     optimizers["discriminator"].step()
 
     model.discriminator.requires_grad_(False)
-    with autocast:
+    with autocast, nets.d_no_sync():
         adv_r, adv_l = nets.d_logits(regional), nets.d_logits(local)
         loss_rec = F.mse_loss(regional.float(), x) + F.mse_loss(local.float(), x)
         loss_g = (1 - lam) * loss_rec + lam * (_bce(adv_r, 0.0) + _bce(adv_l, 0.0))
@@ -179,18 +210,27 @@ STEPS = {"standard": standard_step, "released": released_step}
 
 # ---------------------------------------------------------------- run folder and logs
 
-def setup_run_folder(opt: argparse.Namespace) -> Path:
-    """Create the run folder, log to console and ``train.log`` there, and store the options."""
-    folder = Path(opt.output_dir or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+def default_run_folder() -> str:
+    return str(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
+def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
+    """Create the run folder, log to console and ``train.log`` there, and store the options.
+
+    Only the main process writes; the others log warnings to the console alone.
+    """
+    folder = Path(opt.output_dir)
+    if not is_main:
+        configure_logging(level=logging.WARNING)
+        return folder
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    opt.output_dir = str(folder)
     configure_logging(folder / "train.log")
     (folder / "options.json").write_text(json.dumps(vars(opt), indent=2) + "\n")
     return folder
 
 
-def configure_logging(log_file: Path | None = None) -> None:
-    log.setLevel(logging.INFO)
+def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    log.setLevel(level)
     for handler in log.handlers:
         handler.close()
     log.handlers.clear()
@@ -204,7 +244,8 @@ def configure_logging(log_file: Path | None = None) -> None:
         log.addHandler(to_file)
 
 
-def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device: torch.device) -> None:
+def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device: torch.device,
+                 process: Process) -> None:
     what = {"synthetic": "embedded synthetic valve data set (demo preset)",
             "csv": "release CSV layout", "wav": "WAV recordings"}[opt.data_kind]
     windows = (f"windows of {opt.segment_length} every {opt.segment_hop} (clip score = window mean)"
@@ -212,8 +253,9 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device:
     log.info("data: %s; %d training clips (normal), %d test clips (%d abnormal)", what, len(train),
              len(test), int(test.binary_labels().sum()))
     log.info("settings: length %d, %s, %d epochs, batch %d, update %s, noise %s (SNR %g dB), "
-             "global filter %s, seed %d, device %s", opt.mess_length, windows, opt.epochs,
-             opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed, device)
+             "global filter %s, seed %d, device %s%s", opt.mess_length, windows, opt.epochs,
+             opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed, device,
+             f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "")
     log.info("run folder: %s (options.json, train.log, metrics.csv, scores.csv, checkpoints/, figures/)",
              opt.output_dir)
 
@@ -238,14 +280,14 @@ def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path) 
 
 # ---------------------------------------------------------------- the loop
 
-def batch_order(count: int, opt: argparse.Namespace, epoch: int) -> list[torch.Tensor]:
-    """The training batches of one epoch, reproducible from (seed, epoch) alone, so resuming
-    in the middle of an epoch replays the same order."""
-    if opt.train_batch_shuffle:
-        order = torch.randperm(count, generator=torch.Generator().manual_seed(opt.seed * 100003 + epoch))
-    else:
-        order = torch.arange(count)
-    batches = list(order.split(opt.batch_size))
+def batch_order(count: int, opt: argparse.Namespace, epoch: int,
+                process: Process = Process()) -> list[torch.Tensor]:
+    """This process's training batches of one epoch, reproducible from (seed, epoch) alone, so
+    resuming in the middle of an epoch replays the same order; each process gets its own share."""
+    sampler = DistributedSampler(range(count), num_replicas=process.world_size, rank=process.rank,
+                                 shuffle=opt.train_batch_shuffle, seed=opt.seed)
+    sampler.set_epoch(epoch)
+    batches = list(torch.tensor(list(sampler)).split(opt.batch_size))
     if opt.train_drop_last and len(batches) > 1 and len(batches[-1]) < opt.batch_size:
         batches.pop()
     if not batches or (len(batches[0]) < 2 and opt.batch_size > 1):
@@ -268,15 +310,25 @@ class Trainer:
     def __init__(self, opt: argparse.Namespace):
         self.opt = opt
         self.device = resolve_device(opt)
+        self.process = init_process(self.device.type)
+        if self.process.distributed and opt.update == "released":
+            raise UserError("--update released runs in one process only (its two backward passes "
+                            "through the same forward do not fit DistributedDataParallel)")
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.process.local_rank)
+            torch.backends.cudnn.benchmark = True
         seed_everything(opt.seed)
         self.train_set, self.test_set = load_datasets(opt)
-        self.folder = setup_run_folder(opt)
-        describe_run(opt, self.train_set, self.test_set, self.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
+        self.folder = setup_run_folder(opt, self.process.is_main)
+        describe_run(opt, self.train_set, self.test_set, self.device, self.process)
         self.model = GRLNet(network_length(opt), opt.global_filter).to(self.device)
+        if opt.sync_batchnorm and self.process.distributed and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.process.rank:
+            torch.manual_seed(opt.seed + 7919 * self.process.rank)  # each process its own noise
         self.optimizers = build_optimizers(self.model, opt, self.device)
-        self.nets = compile_networks(self.model, self.device, opt)
+        self.nets = compile_networks(self.model, self.device, opt, self.process)
         windows, _ = self.train_set.windows(opt.segment_length, opt.segment_hop)
         self.windows = windows.pin_memory() if self.device.type == "cuda" else windows
         self.history: list[dict] = []
@@ -297,7 +349,8 @@ class Trainer:
         }
 
     def save(self, name: str = "last") -> None:
-        save_checkpoint(self.state(), self.folder / "checkpoints" / f"{name}.pt")
+        if self.process.is_main:
+            save_checkpoint(self.state(), self.folder / "checkpoints" / f"{name}.pt")
 
     def resume(self, path: str) -> None:
         path = self.folder / "checkpoints" / "last.pt" if path == "last" else Path(path)
@@ -316,7 +369,7 @@ class Trainer:
     def train_epoch(self) -> None:
         """Train one epoch from ``self.step``; per-step statistics stay on the device."""
         opt, step_fn = self.opt, STEPS[self.opt.update]
-        batches = batch_order(len(self.windows), opt, self.epoch)
+        batches = batch_order(len(self.windows), opt, self.epoch, self.process)
         if self.step_stats is None:
             self.step_stats = torch.zeros(len(batches), len(STEP_STATS), device=self.device)
         self.model.train()
@@ -339,8 +392,9 @@ class Trainer:
         bar.close()
 
     def evaluate(self) -> tuple[dict, dict]:
+        share_buffers(self.model, self.process)
         scores = score_clips(self.model, self.test_set, self.opt, self.device,
-                             autocast_context(self.device, self.opt))
+                             autocast_context(self.device, self.opt), self.process)
         return compute_metrics(self.test_set.binary_labels(), scores["score"]), scores
 
     def run(self) -> dict:
@@ -352,7 +406,7 @@ class Trainer:
             if self.stop_requested:
                 raise KeyboardInterrupt
             metrics, scores = self.evaluate()
-            means = self.step_stats.mean(0).tolist()
+            means = average_tensor(self.step_stats.mean(0), self.process).tolist()
             row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means)), **metrics,
                    "seconds": round(time.perf_counter() - started, 2)}
             (tn, fp), (fn, tp) = metrics["confusion"]
@@ -363,13 +417,16 @@ class Trainer:
                      self.opt.epochs, *means, metrics["auc"], metrics["pauc"], metrics["eer"], row["seconds"])
             self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
             self.save()
-            write_metrics_csv(self.history, self.folder / "metrics.csv")
+            if self.process.is_main:
+                write_metrics_csv(self.history, self.folder / "metrics.csv")
             if self.opt.save_best and metrics["auc"] >= max(r["auc"] for r in self.history):
                 self.save("best")
                 log.info("checkpoints/best.pt updated: chosen on the TEST set by AUC (--save_best)")
         if scores is None:
             metrics, scores = self.evaluate()
         final = self.history[-1]
+        if not self.process.is_main:
+            return final
         write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
         save_reconstruction_examples(self.model, self.test_set, self.opt, self.device,
                                      self.folder / "figures" / "examples.npz")
@@ -400,6 +457,7 @@ def train(opt: argparse.Namespace) -> dict:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        shutdown(trainer.process)
 
 
 def run_cli(main_function, opt: argparse.Namespace) -> None:

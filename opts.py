@@ -117,6 +117,7 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     run.add_argument("--n_threads", type=int, default=1, help="data loader workers")
     _add_flag(run, "bf16", True, "bf16 autocast on CUDA (losses and metrics stay fp32)")
     _add_flag(run, "compile", True, "torch.compile the networks on CUDA, falling back to eager")
+    _add_flag(run, "sync_batchnorm", False, "SyncBatchNorm across processes under torchrun (CUDA only)")
     _add_flag(run, "train_batch_shuffle", True, "shuffle training batches")
     _add_flag(run, "test_batch_shuffle", False, "accepted for compatibility; scores keep file order")
     _add_flag(run, "train_drop_last", True, "drop the last incomplete training batch")

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from data import ClipSet
+from distributed import Process, gather_values
 from network import GRLNet
 from progress import progress
 
@@ -20,9 +21,9 @@ def blend(d_real: torch.Tensor, d_regional: torch.Tensor, d_local: torch.Tensor,
 
 
 @torch.no_grad()
-def score_clips(model: GRLNet, clips: ClipSet, opt, device: torch.device,
-                autocast: contextlib.AbstractContextManager | None = None) -> dict[str, np.ndarray]:
-    """D(x), D(R(x)), D(Lo(x)) and the score for every clip: the mean over its windows.
+def window_outputs(model: GRLNet, clips: ClipSet, opt, device: torch.device,
+                   autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
+    """D(x), D(R(x)), D(Lo(x)) per clip, [N, 3] float64: the mean over each clip's windows.
 
     The networks run in eval mode, without noise, on every window (no batch is dropped).
     """
@@ -39,7 +40,27 @@ def score_clips(model: GRLNet, clips: ClipSet, opt, device: torch.device,
             d_local = model.discriminator(model.local(x))
         outputs[start:start + batch_size] = torch.stack([d_real, d_regional, d_local], 1).double().cpu()
     per_clip = torch.zeros(len(clips), 3, dtype=torch.float64).index_add_(0, clip_index, outputs)
-    per_clip /= torch.bincount(clip_index, minlength=len(clips)).unsqueeze(1)
+    return per_clip / torch.bincount(clip_index, minlength=len(clips)).unsqueeze(1)
+
+
+def score_clips(model: GRLNet, clips: ClipSet, opt, device: torch.device,
+                autocast: contextlib.AbstractContextManager | None = None,
+                process: Process = Process()) -> dict[str, np.ndarray]:
+    """D(x), D(R(x)), D(Lo(x)) and the score of every clip, in clip order.
+
+    Over several processes each scores every world_size-th clip and the results are gathered,
+    so every clip is scored exactly once.
+    """
+    mine = list(range(process.rank, len(clips), process.world_size))
+    share = ClipSet([clips.names[i] for i in mine], clips.signals[mine], None)
+    gathered = gather_values((mine, window_outputs(model, share, opt, device, autocast)), process)
+    per_clip = torch.empty(len(clips), 3, dtype=torch.float64)
+    covered = torch.zeros(len(clips), dtype=torch.long)
+    for indices, outputs in gathered:
+        per_clip[indices] = outputs
+        covered[indices] += 1
+    if not torch.all(covered == 1):
+        raise RuntimeError(f"clips scored {covered.tolist()} times across processes; expected once each")
     d_real, d_regional, d_local = per_clip.unbind(1)
     score = blend(d_real, d_regional, d_local, opt.comprehensive_output_factor)
     return {name: values.numpy() for name, values in

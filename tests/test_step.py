@@ -31,7 +31,7 @@ def _sgd(model: GRLNet) -> dict:
 
 
 def _nets(model: GRLNet) -> Networks:
-    return Networks(model.regional, model.local, model.discriminator.logits, model.discriminator)
+    return Networks(model.regional, model.local, model.discriminator.logits)
 
 
 def _d_update(model: GRLNet, x: torch.Tensor, step, opt) -> list[torch.Tensor]:
