@@ -7,6 +7,7 @@ folders use the presets below. A value given on the command line always wins.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from errors import UserError
@@ -114,7 +115,8 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     run = p.add_argument_group("running")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--cuda", action="store_true", help="release spelling of --device cuda")
-    run.add_argument("--n_threads", type=int, default=1, help="data loader workers")
+    run.add_argument("--n_threads", type=int, default=1,
+                     help="the release's loader workers; accepted, unused: data are decoded once into memory")
     _add_flag(run, "bf16", True, "bf16 autocast on CUDA (losses and metrics stay fp32)")
     _add_flag(run, "compile", True, "torch.compile the networks on CUDA, falling back to eager")
     _add_flag(run, "sync_batchnorm", False, "SyncBatchNorm across processes under torchrun (CUDA only)")
@@ -160,6 +162,8 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
             setattr(opt, name, value)
     if opt.cuda:
         opt.device = "cuda"
+    if opt.test_drop_last:
+        print("warning: --test_drop_last is ignored; every test item is scored", file=sys.stderr)
     if opt.segment_length < 0 or opt.segment_hop < 0:
         raise UserError("--segment_length and --segment_hop must be >= 0")
     if opt.segment_length and opt.segment_hop == 0:

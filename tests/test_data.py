@@ -135,3 +135,18 @@ def test_real_lite_folder_labelled_by_names(shared_data):
                       "--mess_length", "2048"])
     with pytest.raises(UserError, match="training set holds 3 abnormal"):
         load_datasets(opt)
+
+
+def test_untrained_model_scores_the_demo_set_near_chance():
+    import torch
+
+    from metrics import compute_metrics
+    from network import GRLNet
+    from opts import network_length
+    from scoring import score_clips
+
+    opt = parse_opts(["--quiet"])  # the demo preset
+    torch.manual_seed(0)
+    _, test_set = load_datasets(opt)
+    scores = score_clips(GRLNet(network_length(opt)), test_set, opt, torch.device("cpu"))
+    assert 0.35 < compute_metrics(test_set.binary_labels(), scores["score"])["auc"] < 0.65

@@ -69,3 +69,49 @@ def test_output_shapes(length, global_filter):
 def test_too_short_signal_is_refused():
     with pytest.raises(ValueError, match="too short"):
         D_Net(40)
+
+
+def _functional_reference(state: dict, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The release's forward written out with torch.nn.functional from its state-dict table (SPEC 2)."""
+    import torch.nn.functional as F
+
+    length = x.shape[-1]
+    h = F.layer_norm(x, (length,), state["gfl.layernorm.weight"], state["gfl.layernorm.bias"])
+    h = torch.fft.fft(h, norm="ortho").abs()
+
+    def bn(h, name):
+        return F.batch_norm(h, state[f"{name}.running_mean"], state[f"{name}.running_var"],
+                            state[f"{name}.weight"], state[f"{name}.bias"], training=False)
+
+    if kind == "discriminator":
+        for conv, norm in (("0", "1"), ("3", "4"), ("6", "7")):
+            h = F.relu(bn(F.conv1d(h, state[f"discriminator.{conv}.weight"],
+                                   state[f"discriminator.{conv}.bias"], stride=2), f"discriminator.{norm}"))
+        h = F.relu(F.conv1d(h, state["discriminator.9.weight"], state["discriminator.9.bias"], stride=2))
+        return torch.sigmoid(F.linear(h.flatten(1), state["discriminator.12.weight"],
+                                      state["discriminator.12.bias"])).squeeze(1)
+    for conv, norm, relu_first in (("0", "1", False), ("3", "4", False), ("6", "8", True), ("9", "11", True)):
+        h = F.conv1d(h, state[f"encoder.{conv}.weight"], state[f"encoder.{conv}.bias"])
+        h = bn(F.relu(h), f"encoder.{norm}") if relu_first else F.relu(bn(h, f"encoder.{norm}"))
+    for conv, norm in (("0", "1"), ("3", "4"), ("6", "7")):
+        h = F.relu(bn(F.conv_transpose1d(h, state[f"decoder.{conv}.weight"], state[f"decoder.{conv}.bias"]),
+                      f"decoder.{norm}"))
+    return torch.tanh(F.conv_transpose1d(h, state["decoder.9.weight"], state["decoder.9.bias"]))
+
+
+def test_eval_outputs_equal_a_functional_reimplementation_of_the_release():
+    torch.manual_seed(0)
+    model = GRLNet(500)
+    with torch.no_grad():  # non-trivial BatchNorm statistics and LayerNorm affine parameters
+        for name, tensor in model.state_dict().items():
+            if name.endswith(("running_var", "layernorm.weight")):
+                tensor.uniform_(0.5, 1.5)
+            elif name.endswith(("running_mean", "layernorm.bias")):
+                tensor.uniform_(-0.3, 0.3)
+    model.eval()
+    x = torch.randn(3, 1, 500) * 0.1
+    with torch.no_grad():
+        for kind, module in (("generator", model.regional), ("generator", model.local),
+                             ("discriminator", model.discriminator)):
+            expected = _functional_reference(module.state_dict(), x, kind)
+            torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-6)
