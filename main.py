@@ -280,14 +280,14 @@ def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path) 
 
 # ---------------------------------------------------------------- the loop
 
-def batch_order(count: int, opt: argparse.Namespace, epoch: int,
-                process: Process = Process()) -> list[torch.Tensor]:
+def batch_order(count: int, opt: argparse.Namespace, epoch: int, process: Process = Process(),
+                device: torch.device | None = None) -> list[torch.Tensor]:
     """This process's training batches of one epoch, reproducible from (seed, epoch) alone, so
     resuming in the middle of an epoch replays the same order; each process gets its own share."""
     sampler = DistributedSampler(range(count), num_replicas=process.world_size, rank=process.rank,
                                  shuffle=opt.train_batch_shuffle, seed=opt.seed)
     sampler.set_epoch(epoch)
-    batches = list(torch.tensor(list(sampler)).split(opt.batch_size))
+    batches = list(torch.tensor(list(sampler), device=device).split(opt.batch_size))
     if opt.train_drop_last and len(batches) > 1 and len(batches[-1]) < opt.batch_size:
         batches.pop()
     if not batches or (len(batches[0]) < 2 and opt.batch_size > 1):
@@ -330,7 +330,7 @@ class Trainer:
         self.optimizers = build_optimizers(self.model, opt, self.device)
         self.nets = compile_networks(self.model, self.device, opt, self.process)
         windows, _ = self.train_set.windows(opt.segment_length, opt.segment_hop)
-        self.windows = windows.pin_memory() if self.device.type == "cuda" else windows
+        self.windows = windows.to(self.device)  # on CUDA: resident on the GPU, no copies per step
         self.history: list[dict] = []
         self.epoch, self.step, self.step_stats = 0, 0, None
         self.stop_requested = False
@@ -369,7 +369,7 @@ class Trainer:
     def train_epoch(self) -> None:
         """Train one epoch from ``self.step``; per-step statistics stay on the device."""
         opt, step_fn = self.opt, STEPS[self.opt.update]
-        batches = batch_order(len(self.windows), opt, self.epoch, self.process)
+        batches = batch_order(len(self.windows), opt, self.epoch, self.process, self.device)
         if self.step_stats is None:
             self.step_stats = torch.zeros(len(batches), len(STEP_STATS), device=self.device)
         self.model.train()
@@ -377,7 +377,7 @@ class Trainer:
                        quiet=opt.quiet)
         checked = self.step
         while self.step < len(batches) and not self.stop_requested:
-            x = self.windows[batches[self.step]].to(self.device, non_blocking=True)
+            x = self.windows[batches[self.step]]
             self.step_stats[self.step] = step_fn(self.nets, self.model, self.optimizers, x, opt,
                                                  autocast_context(self.device, opt))
             self.step += 1
