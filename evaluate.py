@@ -14,7 +14,7 @@ from errors import UserError
 from main import autocast_context, configure_logging, log, resolve_device, write_scores_csv
 from metrics import compute_metrics, format_metrics
 from network import GRLNet
-from opts import network_length, resolve_presets
+from opts import RELEASE_PRESET, network_length, resolve_presets
 from plots import redraw, save_reconstruction_examples
 from scoring import score_clips
 
@@ -55,6 +55,9 @@ def restore(opt: argparse.Namespace) -> tuple[GRLNet, argparse.Namespace, float 
             load_weights(module, state["models"][name], f"{opt.checkpoint} ({name})")
         threshold = state["metrics"][-1]["threshold"] if state["metrics"] else None
         return model, opt, threshold
+    for name, value in RELEASE_PRESET.items():  # the authors' weights are for the release's length
+        if getattr(opt, name) is None:
+            setattr(opt, name, value)
     opt = resolve_presets(opt)
     model = GRLNet(network_length(opt), "released")
     load_released(model, opt.model_dir)

@@ -145,12 +145,13 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
 
 
 def data_kind(opt: argparse.Namespace) -> str:
-    """'csv' (release layout), 'wav' or 'synthetic' (no data path given)."""
-    roots = [opt.train_root, opt.test_root]
-    if opt.data_root or any(r for r in roots if r and not (opt.train_label_path or opt.test_label_path)):
+    """'csv' (release layout, named by its label files), 'wav', or 'synthetic' (no data path)."""
+    if opt.data_root:
         return "wav"
-    if any(roots):
+    if opt.train_label_path or opt.test_label_path:
         return "csv"
+    if opt.train_root or opt.test_root:
+        return "wav"
     return "synthetic"
 
 

@@ -81,3 +81,18 @@ def test_real_mimii_end_to_end(shared_data, tmp_path):
     assert "data: WAV recordings; 5 training clips (normal), 15 test clips (10 abnormal)" in result.stdout
     assert len(read_rows(tmp_path / "scores.csv")) == 15
     assert 0.0 <= float(final_auc(result.stdout).split()[1]) <= 1.0
+
+
+def test_released_weights_default_to_the_release_length(tmp_path):
+    from network import GRLNet
+
+    model = GRLNet(233472)
+    for attribute, name in RELEASED_FILES.items():
+        torch.save(getattr(model, attribute).state_dict(), tmp_path / name)
+    np.savetxt(tmp_path / "new.csv", np.random.default_rng(0).normal(0, 0.1, 1000))
+    scored = run_script("test.py", "--model_dir", str(tmp_path), "--input", str(tmp_path / "new.csv"),
+                        "--threshold", "0.5", "--output_dir", str(tmp_path / "out"), "--quiet")
+    assert "new.csv  score" in scored.stdout
+    short = run_script("test.py", "--model_dir", str(tmp_path), "--input", str(tmp_path / "new.csv"),
+                       "--threshold", "0.5", "--mess_length", "1000", check=False)
+    assert short.returncode == 2 and "built for signal length 233472, but this run uses 1000" in short.stdout
