@@ -108,11 +108,14 @@ class Networks:
 
 
 def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
+    """torch.compile on CUDA with ``--compile``; a compiler that fails falls back to eager code."""
     if device.type != "cuda" or not opt.compile:
         return module
+    # Compilation happens at the first call; with this set, a failure there warns and runs eagerly.
+    torch._dynamo.config.suppress_errors = True
     try:
         return torch.compile(module)
-    except Exception as err:  # a missing compiler backend must not stop training
+    except RuntimeError as err:  # e.g. a Python version torch.compile does not support
         log.warning("torch.compile unavailable (%s); running eagerly", err)
         return module
 
