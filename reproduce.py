@@ -296,7 +296,7 @@ def plot_auc_per_epoch(results: dict, path: Path) -> None:
                 epochs = np.arange(1, len(run["auc_per_epoch"]) + 1)
                 ax.plot(epochs, run["auc_per_epoch"], marker="o", label=f"seed {run['seed']}")
             ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-            ax.set(title=f"{task_name}: {LABELS[method]}", xlabel="epoch", ylabel="test AUC",
+            ax.set(title=f"{LABELS[method]}\n{task_name}", xlabel="epoch", ylabel="test AUC",
                    ylim=(-0.02, 1.02))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend()
@@ -325,7 +325,7 @@ def plot_score_distributions(results: dict, path: Path) -> None:
             bins = np.histogram_bin_edges(scores, bins=20)
             ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal")
             ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="abnormal")
-            ax.set(title=f"{task_name}: {LABELS[method]}\nseed {run['seed']}, AUC {run['auc']:.3f}",
+            ax.set(title=f"{LABELS[method]}\n{task_name}, seed {run['seed']}, AUC {run['auc']:.3f}",
                    xlabel="anomaly score", ylabel="clips")
             ax.xaxis.set_major_locator(MaxNLocator(4))
             ax.legend()

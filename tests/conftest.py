@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# One thread per process: the tests' tensors are small, and two OpenMP threads on a 2-core machine
+# that is doing anything else spin-wait each other to a crawl. Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after the thread setting)
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))

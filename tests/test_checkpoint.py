@@ -24,7 +24,7 @@ def test_code_carrying_checkpoint_is_refused_and_never_run(tmp_path):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pt"
     with path.open("wb") as handle:
-        pickle.dump({"models": _Payload(marker)}, handle)
+        pickle.dump({"models": _Payload(marker)}, handle, protocol=2)
     with pytest.raises(UserError, match="refused"):
         load_file(path)
     assert not marker.exists()
