@@ -31,6 +31,15 @@ def test_demo_train_then_test_reproduces_metrics(tmp_path):
         assert (run / name).is_file(), name
     assert [row["epoch"] for row in read_rows(run / "metrics.csv")] == ["0", "1"]
     assert json.loads((run / "options.json").read_text())["mess_length"] == 512
+    figures = sorted(p.name for p in (run / "figures").glob("*.png"))
+    assert figures == ["confusion_matrix.png", "reconstructions.png", "roc.png", "score_histograms.png",
+                       "training_curves.png"]
+    for figure in figures:
+        assert (run / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        (run / "figures" / figure).unlink()
+    redrawn = run_script("plots.py", str(run))
+    assert sorted(Path(line).name for line in redrawn.stdout.split()) == figures
+    assert all((run / "figures" / figure).stat().st_size > 0 for figure in figures)
 
     tested = run_script("test.py", "--checkpoint", str(run / "checkpoints" / "last.pt"),
                         "--output_dir", str(tmp_path / "test"), "--quiet")
