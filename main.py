@@ -17,9 +17,9 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -65,11 +65,6 @@ def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextli
     if device.type == "cuda" and opt.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
 
 
 def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device) -> dict:
@@ -214,6 +209,7 @@ STEPS = {"standard": standard_step, "released": released_step}
 # ---------------------------------------------------------------- run folder and logs
 
 def default_run_folder() -> str:
+    """``runs/<date>-<time>``."""
     return str(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
@@ -233,6 +229,7 @@ def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
 
 
 def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    """Log plain lines to stdout and, with ``log_file``, time-stamped lines to that file."""
     log.setLevel(level)
     for handler in log.handlers:
         handler.close()
@@ -249,6 +246,7 @@ def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -
 
 def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device: torch.device,
                  process: Process) -> None:
+    """The first lines of every run: which data, which settings, where the results go."""
     what = {"synthetic": "embedded synthetic valve data set (demo preset)",
             "csv": "release CSV layout", "wav": "WAV recordings"}[opt.data_kind]
     windows = (f"windows of {opt.segment_length} every {opt.segment_hop} (clip score = window mean)"
@@ -320,7 +318,7 @@ class Trainer:
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.process.local_rank)
             torch.backends.cudnn.benchmark = True
-        seed_everything(opt.seed)
+        torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
         self.train_set, self.test_set = load_datasets(opt)
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
         self.folder = setup_run_folder(opt, self.process.is_main)
