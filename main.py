@@ -416,6 +416,7 @@ class Trainer:
             log.info("epoch %d/%d  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
                      "D(local) %.3f  AUC %.4f  pAUC %.4f  EER %.4f  (%.1f s)", self.epoch + 1,
                      self.opt.epochs, *means, metrics["auc"], metrics["pauc"], metrics["eer"], row["seconds"])
+            log.info("  %s", format_metrics(metrics, with_auc=False).replace("\n", "\n  "))
             self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
             self.save()
             if self.process.is_main:

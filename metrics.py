@@ -51,10 +51,10 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def format_metrics(m: dict) -> str:
-    """A multi-line report for logs; the last line names the AUC as ``AUC <value>``."""
+def format_metrics(m: dict, with_auc: bool = True) -> str:
+    """A multi-line report for logs; its last line names the AUC as ``AUC <value>`` (unless not wanted)."""
     (tn, fp), (fn, tp) = m["confusion"]
-    return "\n".join([
+    lines = [
         f"pAUC {m['pauc']:.4f} (max FPR {MAX_FPR})  EER {m['eer']:.4f} at threshold {m['threshold']:.6f}"
         f"  (release's ERR = FPR there: {m['release_err']:.4f})",
         f"normal class:   precision {m['precision_normal']:.4f} recall {m['recall_normal']:.4f}"
@@ -63,5 +63,5 @@ def format_metrics(m: dict) -> str:
         f" F1 {m['f1_abnormal']:.4f}",
         f"accuracy {m['accuracy']:.4f}  confusion [[TN {tn}, FP {fp}], [FN {fn}, TP {tp}]]"
         " (rows: true normal, abnormal)",
-        f"AUC {m['auc']:.4f}",
-    ])
+    ]
+    return "\n".join(lines + [f"AUC {m['auc']:.4f}"] * with_auc)
