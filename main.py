@@ -335,6 +335,7 @@ class Trainer:
         self.history: list[dict] = []
         self.epoch, self.step, self.step_stats = 0, 0, None
         self.stop_requested = False
+        self.saved_at = time.monotonic()
         if opt.resume:
             self.resume(opt.resume)
 
@@ -350,6 +351,7 @@ class Trainer:
         }
 
     def save(self, name: str = "last") -> None:
+        self.saved_at = time.monotonic()
         if self.process.is_main:
             save_checkpoint(self.state(), self.folder / "checkpoints" / f"{name}.pt")
 
@@ -383,6 +385,8 @@ class Trainer:
                                                  autocast_context(self.device, opt))
             self.step += 1
             bar.update()
+            if opt.checkpoint_minutes and time.monotonic() - self.saved_at > 60 * opt.checkpoint_minutes:
+                self.save()
             if self.device.type == "cpu" or self.step % REFRESH_EVERY == 0 or self.step == len(batches):
                 recent = self.step_stats[checked:self.step].cpu()
                 check_finite(recent, self.epoch, checked)

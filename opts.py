@@ -125,6 +125,9 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     _add_flag(run, "train_drop_last", True, "drop the last incomplete training batch")
     _add_flag(run, "test_drop_last", False, "accepted and ignored: every test item is scored")
     run.add_argument("--output_dir", default=None, help="run folder (default runs/<date>-<time>)")
+    run.add_argument("--checkpoint_minutes", type=float, default=10.0,
+                     help="also save checkpoints/last.pt inside an epoch after this many minutes "
+                          "(0: at the end of epochs only)")
     run.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
                      help="resume from a checkpoint; without PATH, the output folder's last one")
     _add_flag(run, "save_best", False, "also keep checkpoints/best.pt, chosen by test AUC (says so)")

@@ -78,3 +78,17 @@ def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         main.run_cli(main.train, parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
     assert exit_info.value.code == 3
+
+
+def test_checkpoints_inside_an_epoch_after_the_set_time(tmp_path, monkeypatch):
+    saved_steps = []
+    real_save = main.Trainer.save
+
+    def recording_save(trainer, name="last"):
+        saved_steps.append((trainer.epoch, trainer.step))
+        real_save(trainer, name)
+
+    monkeypatch.setattr(main.Trainer, "save", recording_save)
+    main.train(parse_opts([*TINY, "--checkpoint_minutes", "1e-9", "--output_dir", str(tmp_path)]))
+    assert saved_steps[:3] == [(0, 1), (0, 2), (0, 3)]  # every step, since the time is always up
+    assert saved_steps[-1] == (1, 0)  # and at the end of the epoch
