@@ -228,12 +228,17 @@ def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
     return folder
 
 
-def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
-    """Log plain lines to stdout and, with ``log_file``, time-stamped lines to that file."""
-    log.setLevel(level)
+def close_logging() -> None:
+    """Close and drop the log's handlers, so a finished run leaves no file open."""
     for handler in log.handlers:
         handler.close()
     log.handlers.clear()
+
+
+def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    """Log plain lines to stdout and, with ``log_file``, time-stamped lines to that file."""
+    log.setLevel(level)
+    close_logging()
     log.propagate = False
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
@@ -464,6 +469,7 @@ def train(opt: argparse.Namespace) -> dict:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         shutdown(trainer.process)
+        close_logging()
 
 
 def run_cli(main_function, opt: argparse.Namespace) -> None:
@@ -473,7 +479,7 @@ def run_cli(main_function, opt: argparse.Namespace) -> None:
     except UserError as err:
         if opt.debug:
             raise
-        logging.getLogger("grlnet").handlers.clear()
+        close_logging()
         print(f"error: {err}", flush=True)
         raise SystemExit(2 if not isinstance(err, DivergedError) else 3) from None
 

@@ -14,9 +14,7 @@ It writes <out>/<protocol>/results.md, results.json, auc_per_epoch.png and score
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import logging
 import shlex
 import shutil
 import sys
@@ -34,6 +32,7 @@ from data.layouts import labelled_wav_items
 from errors import UserError
 from main import train
 from opts import parse_opts
+from plots import read_columns, read_scores
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -200,20 +199,6 @@ def method_argv(task: Task, method: str, seed: int, shared: list[str]) -> list[s
             *shared]
 
 
-def read_epoch_auc(run_folder: Path) -> list[float]:
-    """AUC after every epoch, from a GRLNet run's metrics.csv."""
-    with (run_folder / "metrics.csv").open(newline="") as handle:
-        return [float(row["auc"]) for row in csv.DictReader(handle)]
-
-
-def close_run_log() -> None:
-    """Close the finished run's train.log (main.configure_logging clears handlers without closing them)."""
-    logger = logging.getLogger("grlnet")
-    for handler in logger.handlers:
-        handler.close()
-    logger.handlers.clear()
-
-
 def run_one(method: str, argv: list[str], baseline_epochs: int) -> dict:
     """Train and score one method; final-epoch AUC and pAUC, and GRLNet's AUC per epoch."""
     opt = parse_opts(argv)
@@ -221,12 +206,10 @@ def run_one(method: str, argv: list[str], baseline_epochs: int) -> dict:
         metrics = run_baseline(opt, baseline_epochs)
         return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
                 "auc_per_epoch": None}
-    try:
-        metrics = train(opt)
-    finally:
-        close_run_log()
+    metrics = train(opt)
+    epoch_auc = read_columns(Path(opt.output_dir) / "metrics.csv")["auc"].tolist()
     return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
-            "auc_per_epoch": read_epoch_auc(Path(opt.output_dir))}
+            "auc_per_epoch": epoch_auc}
 
 
 def summarise(values: list[float]) -> dict:
@@ -305,14 +288,6 @@ def plot_auc_per_epoch(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def read_scores(run_folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (0 normal, 1 abnormal) and final scores of a run's test clips, from its scores.csv."""
-    with (run_folder / "scores.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    labels = np.array([int(r["label"]) > 0 for r in rows], dtype=np.int64)
-    return labels, np.array([float(r["score"]) for r in rows])
-
-
 def plot_score_distributions(results: dict, path: Path) -> None:
     """Histograms of the final scores, normal against abnormal, per task and method, first seed."""
     tasks = results["tasks"]
@@ -321,7 +296,7 @@ def plot_score_distributions(results: dict, path: Path) -> None:
     for row, (task_name, task) in zip(axes, tasks.items()):
         for ax, method in zip(row, METHODS):
             run = task["methods"][method]["runs"][0]
-            labels, scores = read_scores(Path(run["output_dir"]))
+            labels, scores = read_scores(Path(run["output_dir"]) / "scores.csv")
             bins = np.histogram_bin_edges(scores, bins=20)
             ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal")
             ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="abnormal")

@@ -52,7 +52,8 @@ def score_clips(model: GRLNet, clips: ClipSet, opt, device: torch.device,
     so every clip is scored exactly once.
     """
     mine = list(range(process.rank, len(clips), process.world_size))
-    share = ClipSet([clips.names[i] for i in mine], clips.signals[mine], None)
+    every = slice(process.rank, None, process.world_size)  # a view of the signals, not a copy
+    share = ClipSet(clips.names[every], clips.signals[every], None)
     gathered = gather_values((mine, window_outputs(model, share, opt, device, autocast)), process)
     per_clip = torch.empty(len(clips), 3, dtype=torch.float64)
     covered = torch.zeros(len(clips), dtype=torch.long)

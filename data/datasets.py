@@ -57,11 +57,11 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
             signal = read_csv_signal(path)
         else:
             signal, rate = read_wav(path, opt.sample_rate)
-            rates.setdefault(rate, path)
-            if len(rates) > 1:
-                (first_rate, first_path), = [(r, p) for r, p in rates.items() if r != rate]
+            if rates and rate not in rates:
+                first_rate, first_path = next(iter(rates.items()))
                 raise UserError(f"{path}: sample rate {rate} Hz differs from {first_rate} Hz of "
                                 f"{first_path}; give --sample_rate to resample all files")
+            rates.setdefault(rate, path)
         signals.append(fit_length(signal, opt.mess_length))
     opt.detected_sample_rate = next(iter(rates), opt.sample_rate)
     labels = np.array([label for _, label in items], dtype=np.int64)
