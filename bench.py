@@ -7,8 +7,8 @@ layout (``0.csv, 1.csv, ...`` and a label file):
   the joint step with unit-variance noise, a data set that re-parses its CSV file on every item,
   ``DataLoader(num_workers=1, shuffle=True, drop_last=True)``, pageable memory, plain Adam.
 - ``fast``: what ``train.py`` runs: signals decoded once and kept on the device with the batch
-  indices, the standard step under bf16 autocast and torch.compile (CUDA), fused Adam (CUDA),
-  cudnn.benchmark, no host sync inside the loop.
+  indices, the standard step under bf16 autocast and torch.compile (CUDA), channels-last
+  convolutions (CUDA), fused Adam (CUDA), cudnn.benchmark, no host sync inside the loop.
 
 The last line is ``ratio <fast samples/s / release samples/s>`` at batch 2, the paper's setting.
 ``--check_equivalence`` also scores one test set with the same weights with and without bf16 autocast
@@ -35,7 +35,7 @@ from data import ClipSet, load_datasets
 from data.synthetic import make_synthetic_set
 from errors import UserError
 from main import (Networks, autocast_context, batch_order, build_optimizers, compile_networks,
-                  released_step, resolve_device, run_cli, standard_step)
+                  place_model, released_step, resolve_device, run_cli, standard_step)
 from metrics import compute_metrics
 from network import GRLNet
 from opts import network_length, parse_opts
@@ -221,7 +221,7 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
     torch.backends.cudnn.benchmark = device.type == "cuda"
     torch.compiler.reset()  # a fresh compilation for each batch size, as in a fresh run
     torch.manual_seed(opt.seed)
-    model = GRLNet(network_length(opt), opt.global_filter).to(device).train()
+    model = place_model(GRLNet(network_length(opt), opt.global_filter), device, opt).train()
     optimizers = build_optimizers(model, opt, device)
     windows, _ = train_set.windows(opt.segment_length, opt.segment_hop)
     windows = windows.to(device)  # resident on the device, as the Trainer keeps them
@@ -338,7 +338,7 @@ def check_equivalence(opt: argparse.Namespace, device: torch.device, train_set: 
                       test_set: ClipSet) -> bool:
     """Train a few fp32 steps, score the test set with and without bf16 autocast, compare AUCs."""
     torch.manual_seed(opt.seed)
-    model = GRLNet(network_length(opt), opt.global_filter).to(device).train()
+    model = place_model(GRLNet(network_length(opt), opt.global_filter), device, opt).train()
     optimizers = build_optimizers(model, opt, device)
     windows, _ = train_set.windows(opt.segment_length, opt.segment_hop)
     indices, nets = endless_batch_indices(len(windows), opt), eager_networks(model, device, opt)

@@ -11,7 +11,8 @@ from pathlib import Path
 from checkpoint import load_file, load_released, load_weights
 from data import load_datasets, load_unlabelled
 from errors import UserError
-from main import autocast_context, configure_logging, log, resolve_device, write_scores_csv
+from main import (autocast_context, configure_logging, log, place_model, resolve_device,
+                  write_scores_csv)
 from metrics import compute_metrics, format_metrics
 from network import GRLNet
 from opts import RELEASE_PRESET, network_length, resolve_presets
@@ -69,7 +70,7 @@ def test(opt: argparse.Namespace) -> dict | None:
     configure_logging()
     model, opt, stored_threshold = restore(opt)
     device = resolve_device(opt)
-    model.to(device)
+    place_model(model, device, opt)
     folder = Path(opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}")
     folder.mkdir(parents=True, exist_ok=True)
     configure_logging(folder / "test.log")

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch._functorch.config
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -34,7 +35,7 @@ from distributed import (Process, average_tensor, broadcast_value, init_process,
                          shutdown)
 from errors import UserError
 from metrics import compute_metrics, format_metrics
-from network import GRLNet
+from network import GRLNet, use_channels_last
 from opts import network_length
 from plots import redraw, save_reconstruction_examples
 from progress import progress
@@ -65,6 +66,11 @@ def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextli
     if device.type == "cuda" and opt.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def place_model(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> GRLNet:
+    """Move the networks to ``device``; on CUDA with ``--channels_last`` they run channels-last."""
+    return use_channels_last(model.to(device), device.type == "cuda" and opt.channels_last)
 
 
 def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device) -> dict:
@@ -108,6 +114,9 @@ def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
         return module
     # Compilation happens at the first call; with this set, a failure there warns and runs eagerly.
     torch._dynamo.config.suppress_errors = True
+    # The release's step back-propagates twice through one forward (retain_graph=True), which a
+    # compiled backward allows only without donated buffers (seen failing on CUDA with torch 2.11).
+    torch._functorch.config.donated_buffer = opt.update != "released"
     try:
         return torch.compile(module)
     except RuntimeError as err:  # e.g. a Python version torch.compile does not support
@@ -328,7 +337,7 @@ class Trainer:
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
         self.folder = setup_run_folder(opt, self.process.is_main)
         describe_run(opt, self.train_set, self.test_set, self.device, self.process)
-        self.model = GRLNet(network_length(opt), opt.global_filter).to(self.device)
+        self.model = place_model(GRLNet(network_length(opt), opt.global_filter), self.device, opt)
         if opt.sync_batchnorm and self.process.distributed and self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.process.rank:

@@ -6,6 +6,7 @@ Module and attribute names follow the authors' release so that their state dicts
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 GLOBAL_FILTERS = ("released", "learned")
@@ -65,6 +66,41 @@ def build_global_filter(kind: str, signal_length: int) -> nn.Module:
     raise ValueError(f"unknown global filter {kind!r}; choose one of {', '.join(GLOBAL_FILTERS)}")
 
 
+def _batch_norm_2d(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm1d layer applied to a [B, C, 1, L] tensor (the module itself takes 2-D or 3-D input).
+
+    Same arithmetic and buffer updates as the module's own forward, for the default settings built here.
+    """
+    if isinstance(norm, nn.SyncBatchNorm):  # accepts any rank and synchronises its statistics itself
+        return norm(x)
+    if norm.training:
+        norm.num_batches_tracked.add_(1)
+    return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.training,
+                        norm.momentum, norm.eps)
+
+
+def _layer_2d(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One layer of a 1-D stack applied to its input viewed as a one-row image [B, C, 1, L]."""
+    if isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)):
+        weight = layer.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        convolve = F.conv2d if isinstance(layer, nn.Conv1d) else F.conv_transpose2d
+        return convolve(x, weight, layer.bias, stride=(1, layer.stride[0]))
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+        return _batch_norm_2d(layer, x)
+    return layer(x)  # ReLU, Tanh: elementwise, layout kept
+
+
+def run_stack(layers: nn.Sequential, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Apply a stack of 1-D layers to [B, C, L]; ``channels_last`` runs it as 2-D convolutions on
+    channels-last one-row images, the layout cuDNN's fast kernels use, so no layout copies are made."""
+    if not channels_last:
+        return layers(x)
+    image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    for layer in layers:
+        image = _layer_2d(layer, image)
+    return image.squeeze(2)
+
+
 def _encoder(kernel: int) -> nn.Sequential:
     # The last two blocks put ReLU before BatchNorm, as the release does (state-dict indices rely on it).
     return nn.Sequential(
@@ -88,6 +124,7 @@ class _Generator(nn.Module):
     """Global filter, then a convolutional auto-encoder; output length equals input length."""
 
     kernel: int
+    channels_last = False  # set by ``use_channels_last``
 
     def __init__(self, signal_length: int, global_filter: str = "released"):
         super().__init__()
@@ -97,7 +134,8 @@ class _Generator(nn.Module):
         self.decoder = _decoder(self.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(self.gfl(x)))  # [B, 1, L] -> [B, 1, L]
+        autoencoder = nn.Sequential(*self.encoder, *self.decoder)
+        return run_stack(autoencoder, self.gfl(x), self.channels_last)  # [B, 1, L] -> [B, 1, L]
 
 
 class Regional_G_Net(_Generator):
@@ -127,6 +165,8 @@ class D_Net(nn.Module):
     ``logits`` returns the value before the Sigmoid, for a numerically stable loss.
     """
 
+    channels_last = False  # set by ``use_channels_last``
+
     def __init__(self, signal_length: int, global_filter: str = "released"):
         super().__init__()
         if discriminator_feature_length(signal_length) < 1:
@@ -145,8 +185,8 @@ class D_Net(nn.Module):
         )
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.gfl(x)
-        return self.discriminator[:-1](features).squeeze(1)  # [B, 1, L] -> [B]
+        features = run_stack(self.discriminator[:-3], self.gfl(x), self.channels_last)
+        return self.discriminator[-3:-1](features).squeeze(1)  # flatten, linear: [B, 1, L] -> [B]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
@@ -160,3 +200,14 @@ class GRLNet(nn.Module):
         self.regional = Regional_G_Net(signal_length, global_filter)
         self.local = Local_G_Net(signal_length, global_filter)
         self.discriminator = D_Net(signal_length, global_filter)
+
+
+def use_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run every GRLNet network in ``model`` as channels-last 2-D convolutions (faster on CUDA).
+
+    Parameters, buffers and state-dict keys are unchanged; only the forward's memory layout differs.
+    """
+    for module in model.modules():
+        if isinstance(module, (_Generator, D_Net)):
+            module.channels_last = enabled
+    return model

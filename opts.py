@@ -119,6 +119,8 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                      help="the release's loader workers; accepted, unused: data are decoded once into memory")
     _add_flag(run, "bf16", True, "bf16 autocast on CUDA (losses and metrics stay fp32)")
     _add_flag(run, "compile", True, "torch.compile the networks on CUDA, falling back to eager")
+    _add_flag(run, "channels_last", True, "run the convolutions as channels-last 2-D convolutions on "
+                                          "CUDA (cuDNN's fast layout; same parameters and results)")
     _add_flag(run, "sync_batchnorm", False, "SyncBatchNorm across processes under torchrun (CUDA only)")
     _add_flag(run, "train_batch_shuffle", True, "shuffle training batches")
     _add_flag(run, "test_batch_shuffle", False, "accepted for compatibility; scores keep file order")

@@ -2,6 +2,7 @@
 
     python reproduce.py --protocol mimii_fan_id02 --seeds 0 1 2
     python reproduce.py --protocol tiny --out /tmp/reproduction      # CI: seconds, synthetic data
+    python reproduce.py --protocol dcase2020_slider_id00 --jobs 9    # GPU: all nine runs share the card
 
 For every seed it trains and scores three methods on the same split, each in its own run folder
 <out>/<protocol>/<method>/seed<k> (lite_smoke: <out>/lite_smoke/<machine>/<method>/seed<k>):
@@ -9,19 +10,25 @@ For every seed it trains and scores three methods on the same split, each in its
   grlnet_released    GRLNet, --update released (the release's joint update)
   dcase_autoencoder  the DCASE 2020 Task 2 autoencoder baseline (baselines/dcase_autoencoder.py)
 Metrics are those of the final epoch of every run: no epoch and no setting is chosen on test clips.
-It writes <out>/<protocol>/results.md, results.json, auc_per_epoch.png and score_distributions.png.
+It writes <out>/<protocol>/results.md, results.json, score_distributions.png and (with a GRLNet method)
+auc_per_epoch.png. --reuse keeps finished runs found in the run folders, so an interrupted protocol
+continues where it stopped.
 """
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
+import multiprocessing
 import shlex
 import shutil
 import sys
 import textwrap
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import matplotlib
 import numpy as np
@@ -31,6 +38,7 @@ from baselines.dcase_autoencoder import run_baseline
 from data.layouts import labelled_wav_items
 from errors import UserError
 from main import train
+from metrics import compute_metrics
 from opts import parse_opts
 from plots import read_columns, read_scores
 
@@ -157,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="which data and split (below)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="methods to run (default all three)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds to run (default 0 1 2; tiny: 0)")
     p.add_argument("--data_dir", default="../shared/data",
@@ -171,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "160000 for WAV; tiny 4096, the baseline needs at least 2048)")
     p.add_argument("--quick", action="store_true",
                    help="reduced GRLNet settings for a CPU (" + " ".join(QUICK_ARGS) + "); labelled as such")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs at a time, each in its own process (default 1); on a GPU several small "
+                        "runs share the card, e.g. --jobs 9 runs every method and seed of a task at once")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep earlier finished runs found in the run folders (GRLNet: same options and "
+                        "every epoch in metrics.csv; baseline: its scores.csv) and run only the rest")
     p.add_argument("--grlnet_args", default="",
                    help="extra options for every run, after all others, e.g. \"--epochs 3 --segment_hop "
                         "8192\" or \"--device cpu\" (the baseline reads the data options and --device)")
@@ -217,26 +233,70 @@ def summarise(values: list[float]) -> dict:
     return {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
-def run_task(task: Task, seeds: Sequence[int], shared: list[str], baseline_epochs: int) -> dict:
-    """Every method on every seed of one task, summarised per method."""
-    methods = {}
-    for method in METHODS:
-        runs = []
-        for seed in seeds:
-            argv = method_argv(task, method, seed, shared)
-            result = run_one(method, argv, baseline_epochs)
-            print(f"[{task.name}] {method} seed {seed}: AUC {result['auc']:.4f}  pAUC {result['pauc']:.4f}",
-                  flush=True)
-            runs.append({"seed": seed, "argv": argv, **result})
-        methods[method] = {"auc": summarise([r["auc"] for r in runs]),
-                           "pauc": summarise([r["pauc"] for r in runs]), "runs": runs}
-    return {"methods": methods}
+def finished_run(method: str, argv: list[str]) -> dict | None:
+    """The result of an earlier, finished run in this run's folder (``--reuse``), else None.
+
+    A GRLNet run counts when its options.json matches these options and metrics.csv holds every
+    epoch; a baseline run when its scores.csv exists (written only at its end).
+    """
+    opt = parse_opts(argv)
+    folder = Path(opt.output_dir)
+    if method == BASELINE:
+        if not (folder / "scores.csv").is_file():
+            return None
+        metrics = compute_metrics(*read_scores(folder / "scores.csv"))
+        return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
+                "auc_per_epoch": None}
+    if not ((folder / "options.json").is_file() and (folder / "metrics.csv").is_file()):
+        return None
+    stored = json.loads((folder / "options.json").read_text())
+    if any(stored[name] != value for name, value in vars(opt).items() if name in stored):
+        return None
+    columns = read_columns(folder / "metrics.csv")
+    if len(columns["epoch"]) != opt.epochs:
+        return None
+    return {"output_dir": opt.output_dir, "auc": float(columns["auc"][-1]), "pauc": float(columns["pauc"][-1]),
+            "auc_per_epoch": columns["auc"].tolist()}
 
 
-def check_argv(tasks: list[Task], seeds: Sequence[int], shared: list[str]) -> None:
+def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: list[str], baseline_epochs: int,
+             jobs: int, reuse: bool) -> dict:
+    """Every method on every seed of one task, ``jobs`` runs at a time, summarised per method."""
+    planned = [(method, seed, method_argv(task, method, seed, shared)) for method in methods for seed in seeds]
+    earlier = {index: finished_run(method, argv) if reuse else None
+               for index, (method, _, argv) in enumerate(planned)}
+    to_run = [index for index, result in earlier.items() if result is None]
+    methods_to_run, argvs_to_run = [planned[i][0] for i in to_run], [planned[i][2] for i in to_run]
+    with run_pool(jobs) as pool:
+        results = pool.map(run_one, methods_to_run, argvs_to_run, [baseline_epochs] * len(to_run))
+        finished = dict(zip(to_run, results))
+    runs = {}
+    for index, (method, seed, argv) in enumerate(planned):
+        result = earlier[index] or finished[index]
+        note = "  (earlier run, --reuse)" if earlier[index] else ""
+        print(f"[{task.name}] {method} seed {seed}: AUC {result['auc']:.4f}  pAUC {result['pauc']:.4f}{note}",
+              flush=True)
+        runs.setdefault(method, []).append({"seed": seed, "argv": argv, **result})
+    return {"methods": {method: {"auc": summarise([r["auc"] for r in method_runs]),
+                                 "pauc": summarise([r["pauc"] for r in method_runs]), "runs": method_runs}
+                        for method, method_runs in runs.items()}}
+
+
+@contextmanager
+def run_pool(jobs: int) -> Iterator:
+    """Something with ``map``: the built-in one for one job, else a pool of fresh (spawned) processes,
+    so several runs share one GPU (each is small and launch-bound) or several CPU cores."""
+    if jobs == 1:
+        yield builtins
+        return
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool
+
+
+def check_argv(tasks: list[Task], methods: Sequence[str], seeds: Sequence[int], shared: list[str]) -> None:
     """Parse every run's options before training anything, so a typo fails at once."""
     for task in tasks:
-        for method in METHODS:
+        for method in methods:
             parse_opts(method_argv(task, method, seeds[0], shared))
 
 
@@ -270,11 +330,11 @@ def results_markdown(results: dict) -> str:
 
 def plot_auc_per_epoch(results: dict, path: Path) -> None:
     """AUC after each epoch, one line per seed, one panel per task and GRLNet method."""
-    tasks = results["tasks"]
-    fig, axes = plt.subplots(len(tasks), len(GRLNET_METHODS), squeeze=False,
-                             figsize=(5 * len(GRLNET_METHODS), 3.2 * len(tasks)))
+    tasks, methods = results["tasks"], [m for m in results["methods"] if m in GRLNET_METHODS]
+    fig, axes = plt.subplots(len(tasks), len(methods), squeeze=False,
+                             figsize=(5 * len(methods), 3.2 * len(tasks)))
     for row, (task_name, task) in zip(axes, tasks.items()):
-        for ax, method in zip(row, GRLNET_METHODS):
+        for ax, method in zip(row, methods):
             for run in task["methods"][method]["runs"]:
                 epochs = np.arange(1, len(run["auc_per_epoch"]) + 1)
                 ax.plot(epochs, run["auc_per_epoch"], marker="o", label=f"seed {run['seed']}")
@@ -290,11 +350,11 @@ def plot_auc_per_epoch(results: dict, path: Path) -> None:
 
 def plot_score_distributions(results: dict, path: Path) -> None:
     """Histograms of the final scores, normal against abnormal, per task and method, first seed."""
-    tasks = results["tasks"]
-    fig, axes = plt.subplots(len(tasks), len(METHODS), squeeze=False,
-                             figsize=(4.5 * len(METHODS), 3.2 * len(tasks)))
+    tasks, methods = results["tasks"], results["methods"]
+    fig, axes = plt.subplots(len(tasks), len(methods), squeeze=False,
+                             figsize=(4.5 * len(methods), 3.2 * len(tasks)))
     for row, (task_name, task) in zip(axes, tasks.items()):
-        for ax, method in zip(row, METHODS):
+        for ax, method in zip(row, methods):
             run = task["methods"][method]["runs"][0]
             labels, scores = read_scores(Path(run["output_dir"]) / "scores.csv")
             bins = np.histogram_bin_edges(scores, bins=20)
@@ -319,18 +379,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     tasks = protocol.tasks(Path(args.data_dir), folder)
     folder.mkdir(parents=True, exist_ok=True)
     shared = run_args(protocol, args)
-    check_argv(tasks, seeds, shared)
+    methods = [m for m in METHODS if m in args.methods]
+    check_argv(tasks, methods, seeds, shared)
     baseline_epochs = args.baseline_epochs or protocol.baseline_epochs
     standing = protocol.standing + (" (reduced --quick settings)" if args.quick else "")
     results = {"protocol": args.protocol, "standing": standing,
-               "command": shlex.join(["python", "reproduce.py", *argv]), "seeds": seeds,
+               "command": shlex.join(["python", "reproduce.py", *argv]), "methods": methods, "seeds": seeds,
                "baseline_epochs": baseline_epochs,
-               "tasks": {t.name: run_task(t, seeds, shared, baseline_epochs) for t in tasks}}
+               "tasks": {t.name: run_task(t, methods, seeds, shared, baseline_epochs, args.jobs, args.reuse)
+                         for t in tasks}}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "results.md").write_text(results_markdown(results))
-    plot_auc_per_epoch(results, folder / "auc_per_epoch.png")
+    figures = ["score_distributions.png"]
     plot_score_distributions(results, folder / "score_distributions.png")
-    print(f"wrote {folder / 'results.md'}, results.json, auc_per_epoch.png, score_distributions.png")
+    if any(m in GRLNET_METHODS for m in methods):
+        figures.insert(0, "auc_per_epoch.png")
+        plot_auc_per_epoch(results, folder / "auc_per_epoch.png")
+    print(f"wrote {folder / 'results.md'}, results.json, {', '.join(figures)}")
     return results
 
 

@@ -1,13 +1,15 @@
 """Networks: the release's state-dict table, the filter layer, output lengths, D's logits."""
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from conftest import REPO
 from network import (D_Net, GlobalFilterLayer, GRLNet, LearnedGlobalFilterLayer, Local_G_Net,
-                     Regional_G_Net, discriminator_feature_length)
+                     Regional_G_Net, discriminator_feature_length, run_stack, use_channels_last)
 
 KEYS_FILE = REPO.parent / "shared" / "state_dict_keys_233472.json"
 RELEASE_LENGTH = 233472
@@ -115,3 +117,48 @@ def test_eval_outputs_equal_a_functional_reimplementation_of_the_release():
                              ("discriminator", model.discriminator)):
             expected = _functional_reference(module.state_dict(), x, kind)
             torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def _stacks(model: GRLNet) -> dict[str, nn.Sequential]:
+    return {"regional": nn.Sequential(*model.regional.encoder, *model.regional.decoder),
+            "discriminator": model.discriminator.discriminator[:-3]}
+
+
+@pytest.mark.parametrize("stack_name", ["regional", "discriminator"])
+def test_channels_last_stack_computes_the_same_function_in_float64(stack_name):
+    torch.manual_seed(1)
+    plain = _stacks(GRLNet(640))[stack_name].double().train()
+    as_images = copy.deepcopy(plain)
+    x = torch.randn(2, 1, 640, dtype=torch.float64, requires_grad=True)
+    expected, found = plain(x), run_stack(as_images, x, channels_last=True)
+    assert found.shape == expected.shape
+    torch.testing.assert_close(found, expected, rtol=1e-10, atol=1e-10)
+    # Gradients of the input and of every parameter; a conv bias just before a BatchNorm has a true
+    # gradient of zero, so the tolerance is scaled by the largest gradient of the stack.
+    wrt = [x, *plain.parameters()], [x, *as_images.parameters()]
+    grads_plain = torch.autograd.grad(expected.square().sum(), wrt[0])
+    grads_images = torch.autograd.grad(found.square().sum(), wrt[1])
+    scale = max(g.abs().max().item() for g in grads_plain)
+    for g_plain, g_images in zip(grads_plain, grads_images):
+        torch.testing.assert_close(g_images, g_plain, rtol=0, atol=1e-10 * scale)
+    # BatchNorm's running statistics and batch counter move exactly as the module's own forward moves them.
+    for key, value in plain.state_dict().items():
+        torch.testing.assert_close(as_images.state_dict()[key], value, rtol=1e-12, atol=1e-12)
+    assert int(as_images.state_dict()[_first_batch_counter(as_images)]) == 1
+
+
+def _first_batch_counter(stack: nn.Sequential) -> str:
+    return next(key for key in stack.state_dict() if key.endswith("num_batches_tracked"))
+
+
+def test_channels_last_model_keeps_its_state_dict_and_outputs():
+    torch.manual_seed(2)
+    plain = GRLNet(1024).eval()
+    fast = use_channels_last(copy.deepcopy(plain))
+    assert fast.regional.channels_last and fast.discriminator.channels_last
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    x = torch.randn(3, 1, 1024)
+    with torch.no_grad():
+        for name in ("regional", "local"):
+            torch.testing.assert_close(getattr(fast, name)(x), getattr(plain, name)(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast.discriminator(x), plain.discriminator(x), rtol=1e-4, atol=1e-6)

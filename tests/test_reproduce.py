@@ -12,9 +12,16 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("grlnet_standard", "grlnet_released", "dcase_autoencoder")
 
 
-def test_tiny_protocol_writes_results_and_figures(tmp_path):
-    run_script("reproduce.py", "--protocol", "tiny", "--out", str(tmp_path), timeout=120)
-    folder = tmp_path / "tiny"
+@pytest.fixture(scope="module")
+def serial_out(tmp_path_factory):
+    """The tiny protocol run once, one run at a time."""
+    out = tmp_path_factory.mktemp("serial")
+    run_script("reproduce.py", "--protocol", "tiny", "--out", str(out), timeout=120)
+    return out
+
+
+def test_tiny_protocol_writes_results_and_figures(serial_out):
+    folder = serial_out / "tiny"
     assert (folder / "results.md").is_file()
     results = json.loads((folder / "results.json").read_text())
     methods = results["tasks"]["tiny"]["methods"]
@@ -27,3 +34,34 @@ def test_tiny_protocol_writes_results_and_figures(tmp_path):
     assert "python reproduce.py --protocol tiny" in (folder / "results.md").read_text()
     for name in ("auc_per_epoch.png", "score_distributions.png"):
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_parallel_runs_give_the_serial_results(serial_out, tmp_path):
+    run_script("reproduce.py", "--protocol", "tiny", "--out", str(tmp_path), "--jobs", "3", timeout=120)
+    serial, parallel = (json.loads((out / "tiny" / "results.json").read_text())["tasks"]["tiny"]["methods"]
+                        for out in (serial_out, tmp_path))
+    for method in METHODS:
+        assert parallel[method]["auc"]["per_seed"] == serial[method]["auc"]["per_seed"]
+        assert parallel[method]["pauc"]["per_seed"] == serial[method]["pauc"]["per_seed"]
+        assert parallel[method]["runs"][0]["output_dir"].startswith(str(tmp_path))
+
+
+def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
+    first = ["reproduce.py", "--protocol", "tiny", "--out", str(tmp_path), "--methods", "grlnet_standard"]
+    run_script(*first, timeout=120)
+    metrics_csv = tmp_path / "tiny" / "grlnet_standard" / "seed0" / "metrics.csv"
+    written = metrics_csv.stat().st_mtime_ns
+    auc = json.loads((tmp_path / "tiny" / "results.json").read_text())["tasks"]["tiny"]["methods"][
+        "grlnet_standard"]["auc"]["per_seed"]
+
+    again = run_script(*first, "--reuse", timeout=120)
+    assert "(earlier run, --reuse)" in again.stdout
+    assert metrics_csv.stat().st_mtime_ns == written
+    results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert results["methods"] == ["grlnet_standard"]
+    assert results["tasks"]["tiny"]["methods"]["grlnet_standard"]["auc"]["per_seed"] == auc
+    assert not (tmp_path / "tiny" / "dcase_autoencoder").exists()
+
+    changed = run_script(*first, "--reuse", "--grlnet_args", "--d_net_learning_rate 0.0002", timeout=120)
+    assert "(earlier run, --reuse)" not in changed.stdout
+    assert metrics_csv.stat().st_mtime_ns != written
