@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from checkpoint import load_file, load_weights, save_checkpoint
-from data import ClipSet, load_datasets
+from data import ClipSet, load_datasets, split_calibration
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
                          shutdown)
 from errors import UserError
@@ -39,7 +39,7 @@ from network import GRLNet, use_channels_last
 from opts import network_length
 from plots import redraw, save_reconstruction_examples
 from progress import progress
-from scoring import SCORE_COLUMNS, score_clips
+from scoring import SCORE_COLUMNS, calibration_statistics, score_clips
 
 log = logging.getLogger("grlnet")
 STEP_STATS = ("loss_d", "loss_g", "loss_rec", "d_real", "d_regional", "d_local")
@@ -271,6 +271,9 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device:
              "global filter %s, seed %d, device %s%s", opt.mess_length, windows, opt.epochs,
              opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed, device,
              f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "")
+    if opt.calibration_clips:
+        log.info("score: each term's distance from %d held-out normal training clips (the last in name "
+                 "order), in their standard deviations (--calibration_clips)", opt.calibration_clips)
     log.info("run folder: %s (options.json, train.log, metrics.csv, scores.csv, checkpoints/, figures/)",
              opt.output_dir)
 
@@ -334,6 +337,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
         self.train_set, self.test_set = load_datasets(opt)
+        self.held_out, self.calibration = None, None
+        if opt.calibration_clips:
+            self.train_set, self.held_out = split_calibration(self.train_set, opt.calibration_clips)
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
         self.folder = setup_run_folder(opt, self.process.is_main)
         describe_run(opt, self.train_set, self.test_set, self.device, self.process)
@@ -361,7 +367,7 @@ class Trainer:
             "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
             "options": vars(self.opt), "epoch": self.epoch, "step": self.step,
             "step_stats": None if self.step_stats is None else self.step_stats.cpu(),
-            "metrics": self.history, "rng": torch.get_rng_state(),
+            "metrics": self.history, "rng": torch.get_rng_state(), "calibration": self.calibration,
         }
 
     def save(self, name: str = "last") -> None:
@@ -379,6 +385,7 @@ class Trainer:
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["metrics"]
         self.step_stats = None if state["step_stats"] is None else state["step_stats"].to(self.device)
         torch.set_rng_state(state["rng"])
+        self.calibration = state.get("calibration")  # absent from checkpoints of earlier versions
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
     # -- training
@@ -412,8 +419,11 @@ class Trainer:
 
     def evaluate(self) -> tuple[dict, dict]:
         share_buffers(self.model, self.process)
-        scores = score_clips(self.model, self.test_set, self.opt, self.device,
-                             autocast_context(self.device, self.opt), self.process)
+        autocast = autocast_context(self.device, self.opt)
+        if self.held_out is not None:
+            self.calibration = calibration_statistics(self.model, self.held_out, self.opt, self.device, autocast)
+        scores = score_clips(self.model, self.test_set, self.opt, self.device, autocast, self.process,
+                             self.calibration)
         return compute_metrics(self.test_set.binary_labels(), scores["score"]), scores
 
     def run(self) -> dict:

@@ -5,6 +5,8 @@ Module and attribute names follow the authors' release so that their state dicts
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,11 +92,13 @@ def _layer_2d(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x)  # ReLU, Tanh: elementwise, layout kept
 
 
-def run_stack(layers: nn.Sequential, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+def run_stack(layers: Iterable[nn.Module], x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """Apply a stack of 1-D layers to [B, C, L]; ``channels_last`` runs it as 2-D convolutions on
     channels-last one-row images, the layout cuDNN's fast kernels use, so no layout copies are made."""
     if not channels_last:
-        return layers(x)
+        for layer in layers:
+            x = layer(x)
+        return x
     image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
     for layer in layers:
         image = _layer_2d(layer, image)
@@ -134,7 +138,7 @@ class _Generator(nn.Module):
         self.decoder = _decoder(self.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        autoencoder = nn.Sequential(*self.encoder, *self.decoder)
+        autoencoder = (*self.encoder, *self.decoder)
         return run_stack(autoencoder, self.gfl(x), self.channels_last)  # [B, 1, L] -> [B, 1, L]
 
 

@@ -55,6 +55,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return number
+
+
 def _fraction(value: str) -> float:
     number = float(value)
     if not 0.0 <= number <= 1.0:
@@ -108,6 +115,10 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                        help="weight of G's adversarial term against its reconstruction term")
     model.add_argument("--comprehensive_output_factor", type=_fraction, default=0.5,
                        help="score weight of D on the reconstructions against D on the input")
+    model.add_argument("--calibration_clips", type=_non_negative_int, default=0,
+                       help="0: the paper's score. N: hold the last N normal training clips out of "
+                            "training and score each term by its distance from them, in their standard "
+                            "deviations, on either side (a study option, see REPRODUCTION.md)")
     model.add_argument("--batch_size", type=_positive_int, default=None)
     model.add_argument("--epochs", type=_positive_int, default=None)
     model.add_argument("--seed", type=int, default=0)

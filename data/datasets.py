@@ -40,6 +40,11 @@ class ClipSet:
         clip_index = torch.arange(clips).repeat_interleave(per_clip)
         return signals.reshape(clips * per_clip, 1, length).contiguous(), clip_index
 
+    def part(self, selection: slice) -> ClipSet:
+        """The clips that ``selection`` picks, as views of this set's arrays."""
+        labels = None if self.labels is None else self.labels[selection]
+        return ClipSet(self.names[selection], self.signals[selection], labels)
+
     def binary_labels(self) -> np.ndarray:
         """0 normal, 1 abnormal (the release's intensity labels 2 and 3 count as abnormal)."""
         return (self.labels > 0).astype(np.int64)
@@ -123,6 +128,15 @@ def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[Cli
     test = _decode(test_items, opt, "test files", rates)
     _require_both_classes(test, where)
     return train, test
+
+
+def split_calibration(train: ClipSet, count: int) -> tuple[ClipSet, ClipSet]:
+    """The training set without its last ``count`` clips, and those clips (held out for calibration)."""
+    if count >= len(train):
+        raise UserError(f"--calibration_clips {count} leaves no training clip: the training set has "
+                        f"{len(train)} clips")
+    keep = len(train) - count
+    return train.part(slice(None, keep)), train.part(slice(keep, None))
 
 
 def _unlabelled_files(path: Path) -> list[Path]:

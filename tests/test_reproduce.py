@@ -31,7 +31,12 @@ def test_tiny_protocol_writes_results_and_figures(serial_out):
         assert len(auc["per_seed"]) == len(results["seeds"]) == 1
         assert all(0.0 <= value <= 1.0 for value in auc["per_seed"])
         assert auc["mean"] == pytest.approx(np.mean(auc["per_seed"]))
-    assert "python reproduce.py --protocol tiny" in (folder / "results.md").read_text()
+    markdown = (folder / "results.md").read_text()
+    assert "python reproduce.py --protocol tiny" in markdown
+    option_lines = {line.split(":")[0][2:]: line for line in markdown.splitlines() if line.startswith("- ")}
+    assert "--segment_length 256" in option_lines["grlnet_standard"]
+    assert "--seed 0" in option_lines["dcase_autoencoder"]
+    assert "--segment_length" not in option_lines["dcase_autoencoder"]  # GRLNet-only: the baseline ignores it
     for name in ("auc_per_epoch.png", "score_distributions.png"):
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
 
