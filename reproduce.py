@@ -17,7 +17,6 @@ continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import builtins
 import json
 import multiprocessing
 import shlex
@@ -271,8 +270,8 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
                for index, (method, _, argv) in enumerate(planned)}
     to_run = [index for index, result in earlier.items() if result is None]
     methods_to_run, argvs_to_run = [planned[i][0] for i in to_run], [planned[i][2] for i in to_run]
-    with run_pool(jobs) as pool:
-        results = pool.map(run_one, methods_to_run, argvs_to_run, [baseline_epochs] * len(to_run))
+    with run_pool(jobs) as parallel_map:
+        results = parallel_map(run_one, methods_to_run, argvs_to_run, [baseline_epochs] * len(to_run))
         finished = dict(zip(to_run, results))
     runs = {}
     for index, (method, seed, argv) in enumerate(planned):
@@ -287,14 +286,14 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
 
 
 @contextmanager
-def run_pool(jobs: int) -> Iterator:
-    """Something with ``map``: the built-in one for one job, else a pool of fresh (spawned) processes,
-    so several runs share one GPU (each is small and launch-bound) or several CPU cores."""
+def run_pool(jobs: int) -> Iterator[Callable]:
+    """A ``map`` that runs ``jobs`` calls at a time: the built-in one for one job, else a pool's, in
+    fresh (spawned) processes, so several runs share one GPU (each is small and launch-bound)."""
     if jobs == 1:
-        yield builtins
+        yield map
         return
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
+        yield pool.map
 
 
 def check_argv(tasks: list[Task], methods: Sequence[str], seeds: Sequence[int], shared: list[str]) -> None:
