@@ -38,7 +38,7 @@ from main import (Networks, autocast_context, batch_order, build_optimizers, com
                   place_model, released_step, resolve_device, run_cli, standard_step)
 from metrics import compute_metrics
 from network import GRLNet
-from opts import network_length, parse_opts
+from opts import network_length, parse_opts, positive_int
 from scoring import score_clips
 
 PAPER_BATCH = 2
@@ -53,14 +53,6 @@ PROFILE_ROWS = 25
 
 
 # ---------------------------------------------------------------- options
-
-def positive_int(value: str) -> int:
-    """An argparse type: an integer greater than zero."""
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The benchmark's command line; length, batches, steps and warm-up default per device."""

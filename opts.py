@@ -48,7 +48,8 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: s
     parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
+    """An argparse type: an integer greater than zero (also used by bench.py and reproduce.py)."""
     number = int(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
@@ -80,11 +81,11 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     data.add_argument("--test_label_path", help="label CSV of the test folder (release layout)")
     data.add_argument("--data_root", help="a WAV data set in the MIMII (normal/, abnormal/) or "
                       "DCASE 2020 (train/, test/) layout, split automatically")
-    data.add_argument("--train_normal_files", type=_positive_int, default=None,
+    data.add_argument("--train_normal_files", type=positive_int, default=None,
                       help="MIMII layout: the first N normal clips (name order) train; default half")
-    data.add_argument("--sample_rate", type=_positive_int, default=None,
+    data.add_argument("--sample_rate", type=positive_int, default=None,
                       help="resample WAV files to this rate (Hz); without it all files must share one")
-    data.add_argument("--mess_length", type=_positive_int, default=None,
+    data.add_argument("--mess_length", type=positive_int, default=None,
                       help="signals are cut or zero-padded to this many samples "
                            f"(release layout {RELEASE_PRESET['mess_length']}, WAV "
                            f"{WAV_PRESET['mess_length']}, demo {DEMO_PRESET['mess_length']})")
@@ -93,9 +94,9 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                            "a clip's score is the mean of its windows'")
     data.add_argument("--segment_hop", type=int, default=None,
                       help="hop between windows (0: equal to --segment_length)")
-    data.add_argument("--synthetic_train_clips", type=_positive_int, default=64,
+    data.add_argument("--synthetic_train_clips", type=positive_int, default=64,
                       help="embedded data set: normal training clips")
-    data.add_argument("--synthetic_test_clips", type=_positive_int, default=40,
+    data.add_argument("--synthetic_test_clips", type=positive_int, default=40,
                       help="embedded data set: test clips (half normal, half cavitation)")
 
     model = p.add_argument_group("model and training")
@@ -119,8 +120,8 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                        help="0: the paper's score. N: hold the last N normal training clips out of "
                             "training and score each term by its distance from them, in their standard "
                             "deviations, on either side (a study option, see REPRODUCTION.md)")
-    model.add_argument("--batch_size", type=_positive_int, default=None)
-    model.add_argument("--epochs", type=_positive_int, default=None)
+    model.add_argument("--batch_size", type=positive_int, default=None)
+    model.add_argument("--epochs", type=positive_int, default=None)
     model.add_argument("--seed", type=int, default=0)
 
     run = p.add_argument_group("running")

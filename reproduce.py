@@ -38,7 +38,7 @@ from data.layouts import labelled_wav_items
 from errors import UserError
 from main import train
 from metrics import compute_metrics
-from opts import parse_opts
+from opts import parse_opts, positive_int
 from plots import read_columns, read_scores
 
 matplotlib.use("Agg")
@@ -82,14 +82,6 @@ class Protocol:
     seeds: tuple[int, ...] = (0, 1, 2)
     baseline_epochs: int = BASELINE_EPOCHS
     standing: str = "result"
-
-
-def positive_int(value: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
 
 
 def existing(path: Path) -> Path:
