@@ -214,13 +214,21 @@ def run_one(method: str, argv: list[str], baseline_epochs: int) -> dict:
     """Train and score one method; final-epoch AUC and pAUC, and GRLNet's AUC per epoch."""
     opt = parse_opts(argv)
     if method == BASELINE:
-        metrics = run_baseline(opt, baseline_epochs)
-        return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
-                "auc_per_epoch": None}
-    metrics = train(opt)
-    epoch_auc = read_columns(Path(opt.output_dir) / "metrics.csv")["auc"].tolist()
-    return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
-            "auc_per_epoch": epoch_auc}
+        return result(opt.output_dir, run_baseline(opt, baseline_epochs))
+    train(opt)
+    return grlnet_result(opt.output_dir)
+
+
+def result(output_dir: str, metrics: dict, auc_per_epoch: list[float] | None = None) -> dict:
+    """What results.json keeps of one run."""
+    return {"output_dir": output_dir, "auc": float(metrics["auc"]), "pauc": float(metrics["pauc"]),
+            "auc_per_epoch": auc_per_epoch}
+
+
+def grlnet_result(output_dir: str) -> dict:
+    """A GRLNet run's result as its metrics.csv records it: the last epoch's metrics, AUC per epoch."""
+    columns = read_columns(Path(output_dir) / "metrics.csv")
+    return result(output_dir, {"auc": columns["auc"][-1], "pauc": columns["pauc"][-1]}, columns["auc"].tolist())
 
 
 def summarise(values: list[float]) -> dict:
@@ -239,19 +247,15 @@ def finished_run(method: str, argv: list[str]) -> dict | None:
     if method == BASELINE:
         if not (folder / "scores.csv").is_file():
             return None
-        metrics = compute_metrics(*read_scores(folder / "scores.csv"))
-        return {"output_dir": opt.output_dir, "auc": metrics["auc"], "pauc": metrics["pauc"],
-                "auc_per_epoch": None}
+        return result(opt.output_dir, compute_metrics(*read_scores(folder / "scores.csv")))
     if not ((folder / "options.json").is_file() and (folder / "metrics.csv").is_file()):
         return None
     stored = json.loads((folder / "options.json").read_text())
     if any(stored[name] != value for name, value in vars(opt).items() if name in stored):
         return None
-    columns = read_columns(folder / "metrics.csv")
-    if len(columns["epoch"]) != opt.epochs:
+    if len(read_columns(folder / "metrics.csv")["epoch"]) != opt.epochs:
         return None
-    return {"output_dir": opt.output_dir, "auc": float(columns["auc"][-1]), "pauc": float(columns["pauc"][-1]),
-            "auc_per_epoch": columns["auc"].tolist()}
+    return grlnet_result(opt.output_dir)
 
 
 def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: list[str], baseline_epochs: int,
