@@ -140,13 +140,23 @@ def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespac
 
 # ---------------------------------------------------------------- the step
 
-def add_noise(x: torch.Tensor, opt: argparse.Namespace) -> torch.Tensor:
-    """Gaussian noise at ``--snr`` dB of each signal's power; ``--noise released``: unit variance."""
-    noise = torch.randn_like(x)
-    if opt.noise == "released":
-        return x + noise
+def noise_at_snr(x: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """``x`` plus Gaussian noise at ``snr_db`` dB of each signal's power."""
     signal_power = x.pow(2).mean(dim=-1, keepdim=True)  # [B, 1, 1]
-    return x + noise * torch.sqrt(signal_power / 10 ** (opt.snr / 10))
+    return x + torch.randn_like(x) * torch.sqrt(signal_power / 10 ** (snr_db / 10))
+
+
+def add_noise(x: torch.Tensor, opt: argparse.Namespace) -> torch.Tensor:
+    """The generators' input: noise at ``--snr`` dB of each signal's power; ``--noise released``:
+    unit variance."""
+    if opt.noise == "released":
+        return x + torch.randn_like(x)
+    return noise_at_snr(x, opt.snr)
+
+
+def discriminator_input(x: torch.Tensor, opt: argparse.Namespace) -> torch.Tensor:
+    """What D sees in training: ``x``, or with ``--instance_noise_snr`` a fresh noisy copy of it."""
+    return x if opt.instance_noise_snr is None else noise_at_snr(x, opt.instance_noise_snr)
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -157,19 +167,24 @@ def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
                   opt: argparse.Namespace, autocast) -> torch.Tensor:
     """D on detached reconstructions, then the generators against the updated D; BCE on logits."""
     alpha, lam = opt.alpha, opt.adversarial_training_factor
+
+    def d_logits(signal: torch.Tensor) -> torch.Tensor:
+        return nets.d_logits(discriminator_input(signal, opt))
+
     noisy = add_noise(x, opt)
     with autocast:
         regional, local = nets.regional(noisy), nets.local(noisy)
-        fake_r, fake_l = nets.d_logits(regional.detach()), nets.d_logits(local.detach())
-        real = nets.d_logits(x)
-        loss_d = alpha * _bce(real, 0.0) + (1 - alpha) * (_bce(fake_r, 1.0) + _bce(fake_l, 1.0))
+        fake_r, fake_l = d_logits(regional.detach()), d_logits(local.detach())
+        real = d_logits(x)
+        loss_d = (alpha * _bce(real, opt.label_smoothing)
+                  + (1 - alpha) * (_bce(fake_r, 1.0) + _bce(fake_l, 1.0)))
     optimizers["discriminator"].zero_grad(set_to_none=True)
     loss_d.backward()
     optimizers["discriminator"].step()
 
     model.discriminator.requires_grad_(False)
     with autocast, nets.d_no_sync():
-        adv_r, adv_l = nets.d_logits(regional), nets.d_logits(local)
+        adv_r, adv_l = d_logits(regional), d_logits(local)
         loss_rec = F.mse_loss(regional.float(), x) + F.mse_loss(local.float(), x)
         loss_g = (1 - lam) * loss_rec + lam * (_bce(adv_r, 0.0) + _bce(adv_l, 0.0))
     optimizers["regional"].zero_grad(set_to_none=True)
@@ -195,9 +210,11 @@ def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     noisy = add_noise(x, opt)
     with autocast:
         regional, local = nets.regional(noisy), nets.local(noisy)
-        p_r, p_l, p_real = nets.d_prob(regional).float(), nets.d_prob(local).float(), nets.d_prob(x).float()
+        p_r, p_l, p_real = (nets.d_prob(discriminator_input(signal, opt)).float()
+                            for signal in (regional, local, x))
     fake, valid = torch.ones_like(p_real), torch.zeros_like(p_real)
-    loss_d = alpha * F.binary_cross_entropy(p_real, valid) + (1 - alpha) * (
+    real_target = torch.full_like(p_real, opt.label_smoothing)
+    loss_d = alpha * F.binary_cross_entropy(p_real, real_target) + (1 - alpha) * (
         F.binary_cross_entropy(p_r, fake) + F.binary_cross_entropy(p_l, fake))
     loss_d.backward(retain_graph=True)
     optimizers["regional"].zero_grad(set_to_none=True)
@@ -271,6 +288,13 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device:
              "global filter %s, seed %d, device %s%s", opt.mess_length, windows, opt.epochs,
              opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed, device,
              f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "")
+    regularisation = []
+    if opt.label_smoothing:
+        regularisation.append(f"one-sided label smoothing {opt.label_smoothing:g}")
+    if opt.instance_noise_snr is not None:
+        regularisation.append(f"instance noise at {opt.instance_noise_snr:g} dB SNR")
+    if regularisation:
+        log.info("discriminator regularisation: %s", ", ".join(regularisation))
     if opt.calibration_clips:
         log.info("score: each term's distance from %d held-out normal training clips (the last in name "
                  "order), in their standard deviations (--calibration_clips)", opt.calibration_clips)

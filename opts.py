@@ -70,6 +70,13 @@ def _fraction(value: str) -> float:
     return number
 
 
+def _smoothing(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a value in [0, 0.5), got {value}")
+    return number
+
+
 def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     """The parser shared by train.py, test.py and the scripts around them."""
     p = argparse.ArgumentParser(description=description,
@@ -116,6 +123,12 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                        help="weight of G's adversarial term against its reconstruction term")
     model.add_argument("--comprehensive_output_factor", type=_fraction, default=0.5,
                        help="score weight of D on the reconstructions against D on the input")
+    model.add_argument("--label_smoothing", type=_smoothing, default=0.0,
+                       help="one-sided label smoothing: D's target for real signals is this instead of 0 "
+                            "(a D-regularisation study option, see REPRODUCTION.md)")
+    model.add_argument("--instance_noise_snr", type=float, default=None, metavar="DB",
+                       help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
+                            "real and reconstructed (a D-regularisation study option; off by default)")
     model.add_argument("--calibration_clips", type=_non_negative_int, default=0,
                        help="0: the paper's score. N: hold the last N normal training clips out of "
                             "training and score each term by its distance from them, in their standard "

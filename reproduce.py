@@ -9,6 +9,8 @@ For every seed it trains and scores three methods on the same split, each in its
   grlnet_standard    GRLNet, --update standard (the project's defaults)
   grlnet_released    GRLNet, --update released (the release's joint update)
   dcase_autoencoder  the DCASE 2020 Task 2 autoencoder baseline (baselines/dcase_autoencoder.py)
+and on request (--methods) a fourth, to compare precisions on a GPU (BENCHMARKS.md):
+  grlnet_fp32        GRLNet's defaults without bf16 and torch.compile (the same run as grlnet_standard on CPU)
 Metrics are those of the final epoch of every run: no epoch and no setting is chosen on test clips.
 It writes <out>/<protocol>/results.md, results.json, score_distributions.png and (with a GRLNet method)
 auc_per_epoch.png. --reuse keeps finished runs found in the run folders, so an interrupted protocol
@@ -38,6 +40,7 @@ from data.layouts import labelled_wav_items
 from errors import UserError
 from main import train
 from metrics import compute_metrics
+from opts import build_parser as build_grlnet_parser
 from opts import parse_opts, positive_int
 from plots import read_columns, read_scores
 
@@ -45,18 +48,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-GRLNET_METHODS = {"grlnet_standard": "standard", "grlnet_released": "released"}
+# Each GRLNet method: the options that make it, given to every one of its runs.
+GRLNET_METHODS = {"grlnet_standard": ["--update", "standard"], "grlnet_released": ["--update", "released"],
+                  "grlnet_fp32": ["--update", "standard", "--bf16", "False", "--compile", "False"]}
 BASELINE = "dcase_autoencoder"
 METHODS = (*GRLNET_METHODS, BASELINE)
+DEFAULT_METHODS = ("grlnet_standard", "grlnet_released", BASELINE)
 LABELS = {"grlnet_standard": "GRLNet, standard update", "grlnet_released": "GRLNet, released update",
-          BASELINE: "DCASE 2020 autoencoder"}
+          "grlnet_fp32": "GRLNet, standard update, fp32 eager", BASELINE: "DCASE 2020 autoencoder"}
 # --quick: fewer windows and epochs, so that a 2-core CPU finishes the real-data protocols.
 QUICK_ARGS = ["--epochs", "3", "--segment_hop", "8192"]
 # Synthetic clips of 4096 samples (0.26 s): 9 mel frames, 5 stacked vectors for the baseline.
 TINY_ARGS = ["--mess_length", "4096", "--segment_length", "256", "--segment_hop", "1024", "--epochs", "1",
              "--synthetic_train_clips", "4", "--synthetic_test_clips", "4"]
 LITE_TRAIN_NORMAL = 2
-PER_RUN_OPTIONS = ("--update", "--seed", "--output_dir")  # set by reproduce.py for every run
+PER_RUN_OPTIONS = ("--update", "--bf16", "--compile", "--seed", "--output_dir")  # set by reproduce.py for every run
 # The options of a run's list that the baseline reads (baselines/dcase_autoencoder.run_baseline).
 BASELINE_OPTIONS = {"--data_root", "--train_root", "--train_label_path", "--test_root", "--test_label_path",
                     "--train_normal_files", "--sample_rate", "--mess_length", "--synthetic_train_clips",
@@ -128,9 +134,9 @@ def lite_tasks(data_dir: Path, folder: Path) -> list[Task]:
                   "--train_normal_files", str(LITE_TRAIN_NORMAL)]) for m in machines]
 
 
-def tiny_tasks(data_dir: Path, folder: Path) -> list[Task]:
-    """The embedded synthetic data set (no data path)."""
-    return [Task("tiny", folder, [])]
+def synthetic_task(name: str) -> Callable[[Path, Path], list[Task]]:
+    """The embedded synthetic data set (no data path), as task ``name``."""
+    return lambda data_dir, folder: [Task(name, folder, [])]
 
 
 PROTOCOLS = {
@@ -144,9 +150,13 @@ PROTOCOLS = {
         "SMOKE TEST, never a result: for each <data_dir>/dcase2020_lite/<machine>/test/ (3 normal, 3 "
         "anomalous clips) two normal clips train and the rest test (links in <machine>/split/, "
         "--train_normal_files 2).", lite_tasks, standing="smoke test, never a result"),
+    "demo": Protocol(
+        "The embedded synthetic valve data set at the demo preset (what `python train.py` runs); with "
+        "--methods grlnet_standard grlnet_fp32 on a GPU it compares bf16 + compile with fp32.",
+        synthetic_task("demo")),
     "tiny": Protocol(
         "CI: the embedded synthetic data set with minimal settings (" + " ".join(TINY_ARGS) + "), one "
-        "seed, baseline 2 epochs; checks the pipeline in seconds, never a result.", tiny_tasks,
+        "seed, baseline 2 epochs; checks the pipeline in seconds, never a result.", synthetic_task("tiny"),
         fixed_args=TINY_ARGS, seeds=(0,), baseline_epochs=2,
         standing="CI check on synthetic data, never a result"),
 }
@@ -160,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="which data and split (below)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                   help="methods to run (default all three)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS),
+                   help="methods to run (default: " + " ".join(DEFAULT_METHODS) + ")")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="seeds to run (default 0 1 2; tiny: 0)")
     p.add_argument("--data_dir", default="../shared/data",
@@ -204,9 +214,8 @@ def run_args(protocol: Protocol, args: argparse.Namespace) -> list[str]:
 
 def method_argv(task: Task, method: str, seed: int, shared: list[str]) -> list[str]:
     """The GRLNet option list of one run (the baseline parses the same list for its data)."""
-    update = ["--update", GRLNET_METHODS[method]] if method in GRLNET_METHODS else []
     run_folder = task.folder / method / f"seed{seed}"
-    return [*task.data_args, *update, "--seed", str(seed), "--output_dir", str(run_folder), "--quiet",
+    return [*task.data_args, *GRLNET_METHODS.get(method, []), "--seed", str(seed), "--output_dir", str(run_folder), "--quiet",
             *shared]
 
 
@@ -239,8 +248,9 @@ def summarise(values: list[float]) -> dict:
 def finished_run(method: str, argv: list[str]) -> dict | None:
     """The result of an earlier, finished run in this run's folder (``--reuse``), else None.
 
-    A GRLNet run counts when its options.json matches these options and metrics.csv holds every
-    epoch; a baseline run when its scores.csv exists (written only at its end).
+    A GRLNet run counts when its options.json matches these options (an option it predates counts
+    at its default) and metrics.csv holds every epoch; a baseline run when its scores.csv exists
+    (written only at its end).
     """
     opt = parse_opts(argv)
     folder = Path(opt.output_dir)
@@ -251,7 +261,8 @@ def finished_run(method: str, argv: list[str]) -> dict | None:
     if not ((folder / "options.json").is_file() and (folder / "metrics.csv").is_file()):
         return None
     stored = json.loads((folder / "options.json").read_text())
-    if any(stored[name] != value for name, value in vars(opt).items() if name in stored):
+    defaults = build_grlnet_parser()
+    if any(stored.get(name, defaults.get_default(name)) != value for name, value in vars(opt).items()):
         return None
     if len(read_columns(folder / "metrics.csv")["epoch"]) != opt.epochs:
         return None

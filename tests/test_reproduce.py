@@ -52,12 +52,18 @@ def test_parallel_runs_give_the_serial_results(serial_out, tmp_path):
 
 
 def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
+    """A run is kept when its stored options match (an option it predates counts at its default)."""
     first = ["reproduce.py", "--protocol", "tiny", "--out", str(tmp_path), "--methods", "grlnet_standard"]
     run_script(*first, timeout=120)
     metrics_csv = tmp_path / "tiny" / "grlnet_standard" / "seed0" / "metrics.csv"
     written = metrics_csv.stat().st_mtime_ns
     auc = json.loads((tmp_path / "tiny" / "results.json").read_text())["tasks"]["tiny"]["methods"][
         "grlnet_standard"]["auc"]["per_seed"]
+
+    options_json = metrics_csv.parent / "options.json"
+    options = json.loads(options_json.read_text())
+    del options["label_smoothing"]  # as written before that option existed
+    options_json.write_text(json.dumps(options))
 
     again = run_script(*first, "--reuse", timeout=120)
     assert "(earlier run, --reuse)" in again.stdout
@@ -67,6 +73,21 @@ def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
     assert results["tasks"]["tiny"]["methods"]["grlnet_standard"]["auc"]["per_seed"] == auc
     assert not (tmp_path / "tiny" / "dcase_autoencoder").exists()
 
-    changed = run_script(*first, "--reuse", "--grlnet_args", "--d_net_learning_rate 0.0002", timeout=120)
+    changed = run_script(*first, "--reuse", "--grlnet_args", "--label_smoothing 0.1", timeout=120)
     assert "(earlier run, --reuse)" not in changed.stdout
     assert metrics_csv.stat().st_mtime_ns != written
+
+
+def test_fp32_method_runs_without_bf16_and_compile_and_matches_on_cpu(tmp_path):
+    """grlnet_fp32 (the GPU precision comparison) turns bf16 and compile off; on CPU, where neither
+    applies, it is the same run as grlnet_standard, so the two must agree exactly."""
+    run_script("reproduce.py", "--protocol", "tiny", "--out", str(tmp_path),
+               "--methods", "grlnet_standard", "grlnet_fp32", timeout=120)
+    folder = tmp_path / "tiny"
+    options = {method: json.loads((folder / method / "seed0" / "options.json").read_text())
+               for method in ("grlnet_standard", "grlnet_fp32")}
+    assert (options["grlnet_fp32"]["bf16"], options["grlnet_fp32"]["compile"]) == (False, False)
+    assert (options["grlnet_standard"]["bf16"], options["grlnet_standard"]["compile"]) == (True, True)
+    methods = json.loads((folder / "results.json").read_text())["tasks"]["tiny"]["methods"]
+    assert methods["grlnet_fp32"]["runs"][0]["auc_per_epoch"] == methods["grlnet_standard"]["runs"][0]["auc_per_epoch"]
+    assert "GRLNet, standard update, fp32 eager" in (folder / "results.md").read_text()

@@ -14,7 +14,8 @@ LENGTH = 256
 
 
 def _opt(**overrides) -> argparse.Namespace:
-    base = dict(alpha=0.5, adversarial_training_factor=0.5, noise="snr", snr=2.0)
+    base = dict(alpha=0.5, adversarial_training_factor=0.5, noise="snr", snr=2.0,
+                label_smoothing=0.0, instance_noise_snr=None)
     return argparse.Namespace(**{**base, **overrides})
 
 
@@ -42,14 +43,21 @@ def _d_update(model: GRLNet, x: torch.Tensor, step, opt) -> list[torch.Tensor]:
 
 
 def _reference_gradients(model: GRLNet, x: torch.Tensor, opt, include_generator_loss: bool):
-    """Gradients of D's parameters computed independently from the step's definition."""
+    """Gradients of D's parameters computed independently from the step's definition: noise for the
+    generators, then (with instance noise) one fresh draw per D input, in the order R, Lo, x."""
+    def with_noise(signal, snr):
+        return signal + torch.randn_like(signal) * torch.sqrt(signal.pow(2).mean(-1, keepdim=True) / 10 ** (snr / 10))
+
+    def d_sees(signal):
+        return signal if opt.instance_noise_snr is None else with_noise(signal, opt.instance_noise_snr)
+
     torch.manual_seed(1)
-    noisy = x + torch.randn_like(x) * torch.sqrt(x.pow(2).mean(-1, keepdim=True) / 10 ** (opt.snr / 10))
+    noisy = with_noise(x, opt.snr)
     d = model.discriminator
     regional, local = model.regional(noisy), model.local(noisy)
-    p_r, p_l, p_real = d(regional), d(local), d(x)
+    p_r, p_l, p_real = d(d_sees(regional)), d(d_sees(local)), d(d_sees(x))
     ones, zeros = torch.ones(2), torch.zeros(2)
-    loss_d = 0.5 * F.binary_cross_entropy(p_real, zeros) + 0.5 * (
+    loss_d = 0.5 * F.binary_cross_entropy(p_real, torch.full((2,), opt.label_smoothing)) + 0.5 * (
         F.binary_cross_entropy(p_r, ones) + F.binary_cross_entropy(p_l, ones))
     loss = loss_d
     if include_generator_loss:
@@ -58,12 +66,16 @@ def _reference_gradients(model: GRLNet, x: torch.Tensor, opt, include_generator_
     return torch.autograd.grad(loss, list(d.parameters()))
 
 
+@pytest.mark.parametrize("regularisation", [{}, {"label_smoothing": 0.1, "instance_noise_snr": 6.0}],
+                         ids=["paper", "smoothing_and_instance_noise"])
 @pytest.mark.parametrize("step, joint", [(released_step, True), (standard_step, False)])
-def test_discriminator_gradient(step, joint):
-    """Released: D steps on grad(D loss) + grad(G loss through D). Standard: grad(D loss) only."""
+def test_discriminator_gradient(step, joint, regularisation):
+    """Released: D steps on grad(D loss) + grad(G loss through D). Standard: grad(D loss) only.
+    With the D-regularisation options, D's real target is the smoothing value and D sees noisy inputs."""
     model, x = _setup()
-    expected = _reference_gradients(copy.deepcopy(model), x, _opt(), include_generator_loss=joint)
-    for change, gradient in zip(_d_update(model, x, step, _opt()), expected):
+    opt = _opt(**regularisation)
+    expected = _reference_gradients(copy.deepcopy(model), x, opt, include_generator_loss=joint)
+    for change, gradient in zip(_d_update(model, x, step, opt), expected):
         torch.testing.assert_close(change, gradient, rtol=2e-3, atol=1e-6)
 
 
