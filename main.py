@@ -36,7 +36,7 @@ from distributed import (Process, average_tensor, broadcast_value, init_process,
 from errors import UserError
 from metrics import compute_metrics, format_metrics
 from network import GRLNet, use_channels_last
-from opts import network_length
+from opts import network_length, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
 from scoring import SCORE_COLUMNS, calibration_statistics, score_clips
@@ -229,6 +229,33 @@ def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach(), probs])
 
 
+PSEUDO_ANOMALY_SNR_DROP = 10.0  # dB below --snr: inputs noisier than training makes poor reconstructions
+
+
+def pseudo_anomaly_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
+                        opt: argparse.Namespace, autocast) -> torch.Tensor:
+    """OGNet's second phase (Zaheer et al., CVPR 2020) with the generators frozen: D learns to call
+    normal windows and their reconstructions normal (0), and pseudo-anomalies made of them anomalous
+    (1): reconstructions of the windows noised ``PSEUDO_ANOMALY_SNR_DROP`` dB below ``--snr``, and
+    the mean of two windows' reconstructions. Each group's BCE is averaged, and the two are added."""
+    degraded = noise_at_snr(x, opt.snr - PSEUDO_ANOMALY_SNR_DROP)
+    with torch.no_grad(), autocast:
+        good = [nets.regional(x), nets.local(x)]
+        poor = [nets.regional(degraded), nets.local(degraded)]
+    mixed = [(r + r.roll(1, 0)) / 2 for r in good] if len(x) > 1 else []
+    with autocast:
+        real, good_r, good_l = (nets.d_logits(signal) for signal in (x, *good))
+        pseudo = [nets.d_logits(signal) for signal in (*poor, *mixed)]
+        loss_d = (sum(_bce(logits, 0.0) for logits in (real, good_r, good_l)) / 3
+                  + sum(_bce(logits, 1.0) for logits in pseudo) / len(pseudo))
+    optimizers["discriminator"].zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizers["discriminator"].step()
+    loss_rec = F.mse_loss(good[0].float(), x) + F.mse_loss(good[1].float(), x)
+    probs = torch.sigmoid(torch.stack([real, good_r, good_l]).detach().float()).mean(1)
+    return torch.cat([torch.stack([loss_d.detach().float(), torch.zeros_like(loss_rec), loss_rec]), probs])
+
+
 STEPS = {"standard": standard_step, "released": released_step}
 
 
@@ -295,6 +322,9 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device:
         regularisation.append(f"instance noise at {opt.instance_noise_snr:g} dB SNR")
     if regularisation:
         log.info("discriminator regularisation: %s", ", ".join(regularisation))
+    if opt.pseudo_anomaly_epochs:
+        log.info("then %d pseudo-anomaly epochs: D alone, generators frozen (OGNet's second phase, "
+                 "--pseudo_anomaly_epochs)", opt.pseudo_anomaly_epochs)
     if opt.calibration_clips:
         log.info("score: each term's distance from %d held-out normal training clips (the last in name "
                  "order), in their standard deviations (--calibration_clips)", opt.calibration_clips)
@@ -414,13 +444,21 @@ class Trainer:
 
     # -- training
 
+    def in_pseudo_anomaly_phase(self) -> bool:
+        """Whether this epoch is one of the ``--pseudo_anomaly_epochs`` after the adversarial ones."""
+        return self.epoch >= self.opt.epochs
+
     def train_epoch(self) -> None:
         """Train one epoch from ``self.step``; per-step statistics stay on the device."""
-        opt, step_fn = self.opt, STEPS[self.opt.update]
+        opt = self.opt
+        step_fn = pseudo_anomaly_step if self.in_pseudo_anomaly_phase() else STEPS[opt.update]
         batches = batch_order(len(self.windows), opt, self.epoch, self.process, self.device)
         if self.step_stats is None:
             self.step_stats = torch.zeros(len(batches), len(STEP_STATS), device=self.device)
         self.model.train()
+        if self.in_pseudo_anomaly_phase():  # frozen generators: BatchNorm with its running statistics
+            self.model.regional.eval()
+            self.model.local.eval()
         bar = progress(total=len(batches), initial=self.step, desc=f"epoch {self.epoch}", unit="step",
                        quiet=opt.quiet)
         checked = self.step
@@ -453,7 +491,7 @@ class Trainer:
     def run(self) -> dict:
         """Train the remaining epochs; evaluate, log and checkpoint after each."""
         scores = None
-        while self.epoch < self.opt.epochs:
+        while self.epoch < total_epochs(self.opt):
             started = time.perf_counter()
             self.train_epoch()
             if self.stop_requested:
@@ -465,9 +503,11 @@ class Trainer:
             (tn, fp), (fn, tp) = metrics["confusion"]
             row.update(tn=tn, fp=fp, fn=fn, tp=tp)
             self.history.append(row)
-            log.info("epoch %d/%d  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
+            phase = " (pseudo-anomalies)" if self.in_pseudo_anomaly_phase() else ""
+            log.info("epoch %d/%d%s  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
                      "D(local) %.3f  AUC %.4f  pAUC %.4f  EER %.4f  (%.1f s)", self.epoch + 1,
-                     self.opt.epochs, *means, metrics["auc"], metrics["pauc"], metrics["eer"], row["seconds"])
+                     total_epochs(self.opt), phase, *means, metrics["auc"], metrics["pauc"], metrics["eer"],
+                     row["seconds"])
             log.info("  %s", format_metrics(metrics, with_auc=False).replace("\n", "\n  "))
             self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
             self.save()

@@ -129,6 +129,11 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     model.add_argument("--instance_noise_snr", type=float, default=None, metavar="DB",
                        help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
                             "real and reconstructed (a D-regularisation study option; off by default)")
+    model.add_argument("--pseudo_anomaly_epochs", type=_non_negative_int, default=0,
+                       help="after --epochs, this many epochs that train D alone, generators frozen, to tell "
+                            "normal windows and their reconstructions (0) from pseudo-anomalies made of them "
+                            "(1): reconstructions of inputs noised 10 dB below --snr, and mixtures of two "
+                            "windows' reconstructions (OGNet's second phase; a study option, see REPRODUCTION.md)")
     model.add_argument("--calibration_clips", type=_non_negative_int, default=0,
                        help="0: the paper's score. N: hold the last N normal training clips out of "
                             "training and score each term by its distance from them, in their standard "
@@ -207,6 +212,11 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
     if opt.data_root and (opt.train_root or opt.test_root):
         raise UserError("give either --data_root or --train_root/--test_root, not both")
     return opt
+
+
+def total_epochs(opt: argparse.Namespace) -> int:
+    """Every epoch of a run: the adversarial ones, then any pseudo-anomaly epochs."""
+    return opt.epochs + opt.pseudo_anomaly_epochs
 
 
 def network_length(opt: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ from errors import UserError
 from main import train
 from metrics import compute_metrics
 from opts import build_parser as build_grlnet_parser
-from opts import parse_opts, positive_int
+from opts import parse_opts, positive_int, total_epochs
 from plots import read_columns, read_scores
 
 matplotlib.use("Agg")
@@ -264,7 +264,7 @@ def finished_run(method: str, argv: list[str]) -> dict | None:
     defaults = build_grlnet_parser()
     if any(stored.get(name, defaults.get_default(name)) != value for name, value in vars(opt).items()):
         return None
-    if len(read_columns(folder / "metrics.csv")["epoch"]) != opt.epochs:
+    if len(read_columns(folder / "metrics.csv")["epoch"]) != total_epochs(opt):
         return None
     return grlnet_result(opt.output_dir)
 
