@@ -76,6 +76,14 @@ def share_buffers(module: torch.nn.Module, process: Process) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def wait_for_all(process: Process) -> None:
+    """Block until every rank gets here (the others wait while rank 0 writes the run's files)."""
+    if process.distributed:
+        dist.barrier()
+
+
 def shutdown(process: Process) -> None:
+    """Leave the process group. Call it once nothing that holds the group (DistributedDataParallel
+    wrappers) is alive: gloo's worker threads then stop while the interpreter can still join them."""
     if process.distributed and dist.is_initialized():
         dist.destroy_process_group()

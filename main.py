@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import gc
 import json
 import logging
 import signal
@@ -32,7 +33,7 @@ from torch.utils.data import DistributedSampler
 from checkpoint import load_file, load_weights, save_checkpoint
 from data import ClipSet, load_datasets, split_calibration
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
-                         shutdown)
+                         shutdown, wait_for_all)
 from errors import UserError
 from metrics import compute_metrics, format_metrics
 from network import GRLNet, use_channels_last
@@ -542,7 +543,9 @@ def train(opt: argparse.Namespace) -> dict:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return trainer.run()
+        final = trainer.run()
+        wait_for_all(trainer.process)
+        return final
     except KeyboardInterrupt:
         trainer.save()
         log.info("interrupted: saved %s; continue with --resume --output_dir %s",
@@ -551,7 +554,10 @@ def train(opt: argparse.Namespace) -> dict:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        shutdown(trainer.process)
+        process = trainer.process
+        del trainer  # its DistributedDataParallel wrappers hold the process group: free them first
+        gc.collect()
+        shutdown(process)
         close_logging()
 
 
