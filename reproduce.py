@@ -25,6 +25,7 @@ import shlex
 import shutil
 import sys
 import textwrap
+import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -215,23 +216,27 @@ def run_args(protocol: Protocol, args: argparse.Namespace) -> list[str]:
 def method_argv(task: Task, method: str, seed: int, shared: list[str]) -> list[str]:
     """The GRLNet option list of one run (the baseline parses the same list for its data)."""
     run_folder = task.folder / method / f"seed{seed}"
-    return [*task.data_args, *GRLNET_METHODS.get(method, []), "--seed", str(seed), "--output_dir", str(run_folder), "--quiet",
-            *shared]
+    return [*task.data_args, *GRLNET_METHODS.get(method, []), "--seed", str(seed),
+            "--output_dir", str(run_folder), "--quiet", *shared]
 
 
 def run_one(method: str, argv: list[str], baseline_epochs: int) -> dict:
-    """Train and score one method; final-epoch AUC and pAUC, and GRLNet's AUC per epoch."""
+    """Train and score one method; final-epoch AUC and pAUC, GRLNet's AUC per epoch, and the wall
+    time of the whole run (data loading and scoring included)."""
     opt = parse_opts(argv)
+    started = time.perf_counter()
     if method == BASELINE:
-        return result(opt.output_dir, run_baseline(opt, baseline_epochs))
-    train(opt)
-    return grlnet_result(opt.output_dir)
+        outcome = result(opt.output_dir, run_baseline(opt, baseline_epochs))
+    else:
+        train(opt)
+        outcome = grlnet_result(opt.output_dir)
+    return {**outcome, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def result(output_dir: str, metrics: dict, auc_per_epoch: list[float] | None = None) -> dict:
-    """What results.json keeps of one run."""
+    """What results.json keeps of one run (``seconds``, its wall time, is None for an earlier run)."""
     return {"output_dir": output_dir, "auc": float(metrics["auc"]), "pauc": float(metrics["pauc"]),
-            "auc_per_epoch": auc_per_epoch}
+            "auc_per_epoch": auc_per_epoch, "seconds": None}
 
 
 def grlnet_result(output_dir: str) -> dict:
@@ -328,6 +333,12 @@ def _fmt(summary: dict) -> tuple[str, str]:
             ", ".join(f"{v:.4f}" for v in summary["per_seed"]))
 
 
+def wall_times(runs: list[dict]) -> str:
+    """Each run's wall time in minutes, in seed order ("earlier" for a run kept by --reuse)."""
+    return ", ".join(f"seed {r['seed']}: "
+                     + ("earlier" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min") for r in runs)
+
+
 def results_markdown(results: dict) -> str:
     """results.md: one table per task, its standing, the command and every run's options."""
     lines = [f"# Reproduction: {results['protocol']}", "",
@@ -348,6 +359,10 @@ def results_markdown(results: dict) -> str:
         if BASELINE in task["methods"]:
             lines.append(f"  (the autoencoder reads only its data options, --seed and --device, and trains "
                          f"{results['baseline_epochs']} epochs)")
+        lines += ["", "| method | wall time per run (this invocation; runs kept by --reuse: earlier) |",
+                  "|---|---|"]
+        lines += [f"| {LABELS[method]} | {wall_times(summary['runs'])} |"
+                  for method, summary in task["methods"].items()]
         lines.append("")
     return "\n".join(lines)
 

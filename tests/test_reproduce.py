@@ -39,6 +39,9 @@ def test_tiny_protocol_writes_results_and_figures(serial_out):
     assert "--segment_length" not in option_lines["dcase_autoencoder"]  # GRLNet-only: the baseline ignores it
     for name in ("auc_per_epoch.png", "score_distributions.png"):
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
+    baseline_run = methods["dcase_autoencoder"]["runs"][0]
+    assert baseline_run["seconds"] > 0
+    assert f"| DCASE 2020 autoencoder | seed 0: {baseline_run['seconds'] / 60:.1f} min |" in markdown
 
 
 def test_parallel_runs_give_the_serial_results(serial_out, tmp_path):
@@ -71,6 +74,8 @@ def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
     results = json.loads((tmp_path / "tiny" / "results.json").read_text())
     assert results["methods"] == ["grlnet_standard"]
     assert results["tasks"]["tiny"]["methods"]["grlnet_standard"]["auc"]["per_seed"] == auc
+    assert results["tasks"]["tiny"]["methods"]["grlnet_standard"]["runs"][0]["seconds"] is None
+    assert "| GRLNet, standard update | seed 0: earlier |" in (tmp_path / "tiny" / "results.md").read_text()
     assert not (tmp_path / "tiny" / "dcase_autoencoder").exists()
 
     changed = run_script(*first, "--reuse", "--grlnet_args", "--label_smoothing 0.1", timeout=120)
