@@ -37,7 +37,7 @@ from distributed import (Process, average_tensor, broadcast_value, init_process,
 from errors import UserError
 from metrics import compute_metrics, format_metrics
 from network import GRLNet, use_channels_last
-from opts import network_length, total_epochs
+from opts import PSEUDO_ANOMALY_SNR_DROP, network_length, options_changed_since, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
 from scoring import SCORE_COLUMNS, calibration_statistics, score_clips
@@ -230,9 +230,6 @@ def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach(), probs])
 
 
-PSEUDO_ANOMALY_SNR_DROP = 10.0  # dB below --snr: inputs noisier than training makes poor reconstructions
-
-
 def pseudo_anomaly_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
                         opt: argparse.Namespace, autocast) -> torch.Tensor:
     """OGNet's second phase (Zaheer et al., CVPR 2020) with the generators frozen: D learns to call
@@ -377,6 +374,21 @@ def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int) -> None:
                             f"at epoch {epoch}, step {first_step + row}; the last good checkpoint is kept")
 
 
+def read_resume_checkpoint(opt: argparse.Namespace) -> tuple[Path, dict]:
+    """The checkpoint ``--resume`` names (bare: the run folder's last one), refused when it is not a
+    train.py checkpoint or was saved with settings that define another run (opts.RESUME_MAY_CHANGE)."""
+    path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
+    state = load_file(path)
+    if not isinstance(state, dict) or not {"models", "optimizers", "options", "epoch"} <= state.keys():
+        raise UserError(f"{path}: not a checkpoint written by train.py, so it cannot be resumed "
+                        "(the release's weight files are scored with test.py --model_dir)")
+    changed = options_changed_since(state["options"], opt)
+    if changed:
+        raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "
+                        f"start a new run ({'; '.join(changed)})")
+    return path, state
+
+
 class Trainer:
     """Holds the state of one run so it can be checkpointed, resumed and interrupted cleanly."""
 
@@ -396,6 +408,7 @@ class Trainer:
         if opt.calibration_clips:
             self.train_set, self.held_out = split_calibration(self.train_set, opt.calibration_clips)
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
+        resumed = read_resume_checkpoint(opt) if opt.resume else None  # before options.json is rewritten
         self.folder = setup_run_folder(opt, self.process.is_main)
         describe_run(opt, self.train_set, self.test_set, self.device, self.process)
         self.model = place_model(GRLNet(network_length(opt), opt.global_filter), self.device, opt)
@@ -411,8 +424,8 @@ class Trainer:
         self.epoch, self.step, self.step_stats = 0, 0, None
         self.stop_requested = False
         self.saved_at = time.monotonic()
-        if opt.resume:
-            self.resume(opt.resume)
+        if resumed:
+            self.restore(*resumed)
 
     # -- checkpoints
 
@@ -430,9 +443,8 @@ class Trainer:
         if self.process.is_main:
             save_checkpoint(self.state(), self.folder / "checkpoints" / f"{name}.pt")
 
-    def resume(self, path: str) -> None:
-        path = self.folder / "checkpoints" / "last.pt" if path == "last" else Path(path)
-        state = load_file(path)
+    def restore(self, path: Path, state: dict) -> None:
+        """Continue from a checkpoint read by ``read_resume_checkpoint``."""
         for name, module in self.model.named_children():
             load_weights(module, state["models"][name], f"{path} ({name})")
         for name, optimizer in self.optimizers.items():
@@ -522,6 +534,7 @@ class Trainer:
         final = self.history[-1]
         if not self.process.is_main:
             return final
+        write_metrics_csv(self.history, self.folder / "metrics.csv")  # also when resumed after the last epoch
         write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
         save_reconstruction_examples(self.model, self.test_set, self.opt, self.device,
                                      self.folder / "figures" / "examples.npz")

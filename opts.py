@@ -27,6 +27,16 @@ WAV_PRESET = {
     "mess_length": 160000, "segment_length": 1024, "segment_hop": 4096, "epochs": 8, "batch_size": 2,
 }
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
+# dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
+PSEUDO_ANOMALY_SNR_DROP = 10.0
+# Options a resumed run may change: where things are, how long it trains, how it runs, test.py's.
+# Every other option defines the run, and a checkpoint resumes only with the values it was saved with.
+RESUME_MAY_CHANGE = frozenset({
+    "train_root", "train_label_path", "test_root", "test_label_path", "data_root", "epochs",
+    "pseudo_anomaly_epochs", "device", "cuda", "n_threads", "bf16", "compile", "channels_last",
+    "sync_batchnorm", "test_batch_shuffle", "test_drop_last", "output_dir", "checkpoint_minutes", "resume",
+    "save_best", "quiet", "debug", "checkpoint", "model_dir", "input", "threshold", "output",
+})
 
 
 def str2bool(value: str | bool) -> bool:
@@ -132,8 +142,8 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     model.add_argument("--pseudo_anomaly_epochs", type=_non_negative_int, default=0,
                        help="after --epochs, this many epochs that train D alone, generators frozen, to tell "
                             "normal windows and their reconstructions (0) from pseudo-anomalies made of them "
-                            "(1): reconstructions of inputs noised 10 dB below --snr, and mixtures of two "
-                            "windows' reconstructions (OGNet's second phase; a study option, see REPRODUCTION.md)")
+                            f"(1): reconstructions of inputs noised {PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr, "
+                            "and mixtures of two windows' reconstructions (OGNet's second phase; a study option, see REPRODUCTION.md)")
     model.add_argument("--calibration_clips", type=_non_negative_int, default=0,
                        help="0: the paper's score. N: hold the last N normal training clips out of "
                             "training and score each term by its distance from them, in their standard "
@@ -222,6 +232,18 @@ def total_epochs(opt: argparse.Namespace) -> int:
 def network_length(opt: argparse.Namespace) -> int:
     """The length the networks are built for: the window length, or the whole signal."""
     return opt.segment_length or opt.mess_length
+
+
+def options_changed_since(stored: dict, opt: argparse.Namespace) -> list[str]:
+    """The options that define a run (all but ``RESUME_MAY_CHANGE``) whose values in ``opt`` differ
+    from ``stored``, each as "--name: stored -> now"; an option ``stored`` predates counts at its default."""
+    defaults = vars(build_parser().parse_args([]))
+    changed = []
+    for name, default in defaults.items():
+        before, now = stored.get(name, default), getattr(opt, name)
+        if name not in RESUME_MAY_CHANGE and before != now:
+            changed.append(f"--{name}: {before!r} -> {now!r}")
+    return changed
 
 
 def parse_opts(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:

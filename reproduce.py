@@ -13,8 +13,9 @@ and on request (--methods) a fourth, to compare precisions on a GPU (BENCHMARKS.
   grlnet_fp32        GRLNet's defaults without bf16 and torch.compile (the same run as grlnet_standard on CPU)
 Metrics are those of the final epoch of every run: no epoch and no setting is chosen on test clips.
 It writes <out>/<protocol>/results.md, results.json, score_distributions.png and (with a GRLNet method)
-auc_per_epoch.png. --reuse keeps finished runs found in the run folders, so an interrupted protocol
-continues where it stopped.
+auc_per_epoch.png. --reuse keeps finished runs found in the run folders and continues interrupted
+GRLNet runs from their last checkpoint (saved after every epoch and every --checkpoint_minutes), so
+an interrupted protocol continues where it stopped.
 """
 from __future__ import annotations
 
@@ -192,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs share the card, e.g. --jobs 9 runs every method and seed of a task at once")
     p.add_argument("--reuse", action="store_true",
                    help="keep earlier finished runs found in the run folders (GRLNet: same options and "
-                        "every epoch in metrics.csv; baseline: its scores.csv) and run only the rest")
+                        "every epoch in metrics.csv; baseline: its scores.csv), continue interrupted GRLNet "
+                        "runs with the same options from their checkpoints/last.pt, and run only the rest")
     p.add_argument("--grlnet_args", default="",
                    help="extra options for every run, after all others, e.g. \"--epochs 3 --segment_hop "
                         "8192\" or \"--device cpu\" (the baseline reads the data options and --device)")
@@ -250,12 +252,24 @@ def summarise(values: list[float]) -> dict:
     return {"per_seed": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
+def stored_options_match(argv: list[str]) -> bool:
+    """Whether a GRLNet run folder's options.json holds these options (an option it predates counts
+    at its default; ``--resume``, which only says how the run was continued, is not compared)."""
+    opt = parse_opts(argv)
+    options_json = Path(opt.output_dir) / "options.json"
+    if not options_json.is_file():
+        return False
+    stored = json.loads(options_json.read_text())
+    defaults = build_grlnet_parser()
+    return all(stored.get(name, defaults.get_default(name)) == value
+               for name, value in vars(opt).items() if name != "resume")
+
+
 def finished_run(method: str, argv: list[str]) -> dict | None:
     """The result of an earlier, finished run in this run's folder (``--reuse``), else None.
 
-    A GRLNet run counts when its options.json matches these options (an option it predates counts
-    at its default) and metrics.csv holds every epoch; a baseline run when its scores.csv exists
-    (written only at its end).
+    A GRLNet run counts when its options match (``stored_options_match``) and metrics.csv holds
+    every epoch; a baseline run when its scores.csv exists (written only at its end).
     """
     opt = parse_opts(argv)
     folder = Path(opt.output_dir)
@@ -263,15 +277,18 @@ def finished_run(method: str, argv: list[str]) -> dict | None:
         if not (folder / "scores.csv").is_file():
             return None
         return result(opt.output_dir, compute_metrics(*read_scores(folder / "scores.csv")))
-    if not ((folder / "options.json").is_file() and (folder / "metrics.csv").is_file()):
-        return None
-    stored = json.loads((folder / "options.json").read_text())
-    defaults = build_grlnet_parser()
-    if any(stored.get(name, defaults.get_default(name)) != value for name, value in vars(opt).items()):
+    if not (stored_options_match(argv) and (folder / "metrics.csv").is_file()):
         return None
     if len(read_columns(folder / "metrics.csv")["epoch"]) != total_epochs(opt):
         return None
     return grlnet_result(opt.output_dir)
+
+
+def interrupted_run(method: str, argv: list[str]) -> bool:
+    """Whether this run's folder holds an interrupted GRLNet run with these options and a checkpoint
+    (``--reuse`` continues it with ``--resume`` instead of starting again)."""
+    checkpoint = Path(parse_opts(argv).output_dir) / "checkpoints" / "last.pt"
+    return method in GRLNET_METHODS and checkpoint.is_file() and stored_options_match(argv)
 
 
 def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: list[str], baseline_epochs: int,
@@ -281,7 +298,16 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
     earlier = {index: finished_run(method, argv) if reuse else None
                for index, (method, _, argv) in enumerate(planned)}
     to_run = [index for index, result in earlier.items() if result is None]
-    methods_to_run, argvs_to_run = [planned[i][0] for i in to_run], [planned[i][2] for i in to_run]
+    resumed = set()
+    for index in to_run:
+        method, seed, argv = planned[index]
+        if not (reuse and interrupted_run(method, argv)):
+            continue
+        resumed.add(index)
+        print(f"[{task.name}] {method} seed {seed}: continuing the interrupted run from its last checkpoint",
+              flush=True)
+    methods_to_run = [planned[i][0] for i in to_run]
+    argvs_to_run = [planned[i][2] + (["--resume"] if i in resumed else []) for i in to_run]
     with run_pool(jobs) as parallel_map:
         results = parallel_map(run_one, methods_to_run, argvs_to_run, [baseline_epochs] * len(to_run))
         finished = dict(zip(to_run, results))
@@ -291,7 +317,7 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
         note = "  (earlier run, --reuse)" if earlier[index] else ""
         print(f"[{task.name}] {method} seed {seed}: AUC {result['auc']:.4f}  pAUC {result['pauc']:.4f}{note}",
               flush=True)
-        runs.setdefault(method, []).append({"seed": seed, "argv": argv, **result})
+        runs.setdefault(method, []).append({"seed": seed, "argv": argv, "resumed": index in resumed, **result})
     return {"methods": {method: {"auc": summarise([r["auc"] for r in method_runs]),
                                  "pauc": summarise([r["pauc"] for r in method_runs]), "runs": method_runs}
                         for method, method_runs in runs.items()}}
@@ -334,9 +360,11 @@ def _fmt(summary: dict) -> tuple[str, str]:
 
 
 def wall_times(runs: list[dict]) -> str:
-    """Each run's wall time in minutes, in seed order ("earlier" for a run kept by --reuse)."""
+    """Each run's wall time in minutes, in seed order ("earlier" for a run kept by --reuse; a resumed
+    run's time is that of its rest)."""
     return ", ".join(f"seed {r['seed']}: "
-                     + ("earlier" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min") for r in runs)
+                     + ("earlier" if r["seconds"] is None else f"{r['seconds'] / 60:.1f} min")
+                     + (" (resumed)" if r.get("resumed") else "") for r in runs)
 
 
 def results_markdown(results: dict) -> str:

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+import main
+import reproduce
 from conftest import run_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -81,6 +83,35 @@ def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
     changed = run_script(*first, "--reuse", "--grlnet_args", "--label_smoothing 0.1", timeout=120)
     assert "(earlier run, --reuse)" not in changed.stdout
     assert metrics_csv.stat().st_mtime_ns != written
+
+
+def test_reuse_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeypatch):
+    command = ["--protocol", "tiny", "--out", str(tmp_path), "--methods", "grlnet_standard", "--epochs", "2"]
+    saving = main.Trainer.save
+
+    def save_then_stop(trainer, name="last"):  # as Ctrl-C right after the first epoch's checkpoint
+        saving(trainer, name)
+        trainer.stop_requested = True
+
+    monkeypatch.setattr(main.Trainer, "save", save_then_stop)
+    with pytest.raises(SystemExit) as stopped:
+        reproduce.main(command)
+    assert stopped.value.code == 130
+    monkeypatch.undo()
+    run = tmp_path / "tiny" / "grlnet_standard" / "seed0"
+    first_epoch = (run / "metrics.csv").read_text().splitlines()[1]
+
+    continued = run_script("reproduce.py", *command, "--reuse", timeout=120)
+    assert "grlnet_standard seed 0: continuing the interrupted run from its last checkpoint" in continued.stdout
+    assert "resumed from" in (run / "train.log").read_text()
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[1] == first_epoch  # epoch 0, with its timing, was not trained again
+    results = json.loads((tmp_path / "tiny" / "results.json").read_text())
+    assert results["tasks"]["tiny"]["methods"]["grlnet_standard"]["runs"][0]["resumed"] is True
+    assert " min (resumed) |" in (tmp_path / "tiny" / "results.md").read_text()
+
+    again = run_script("reproduce.py", *command, "--reuse", timeout=120)  # finished now, though resumed
+    assert "(earlier run, --reuse)" in again.stdout
 
 
 def test_fp32_method_runs_without_bf16_and_compile_and_matches_on_cpu(tmp_path):

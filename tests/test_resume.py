@@ -1,13 +1,18 @@
-"""A killed or interrupted run resumes to exactly the metrics of an uninterrupted one; divergence stops."""
+"""A killed or interrupted run resumes to exactly the metrics of an uninterrupted one, and only with
+the settings it was saved with; divergence stops."""
+import json
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
+
 import main
 from checkpoint import load_file
 from conftest import REPO, TINY, run_script
+from errors import UserError
 from opts import parse_opts
 
 # 40 clips in windows of 256: 40 steps an epoch, long enough to be stopped in the middle of one.
@@ -92,3 +97,26 @@ def test_checkpoints_inside_an_epoch_after_the_set_time(tmp_path, monkeypatch):
     main.train(parse_opts([*TINY, "--checkpoint_minutes", "1e-9", "--output_dir", str(tmp_path)]))
     assert saved_steps[:3] == [(0, 1), (0, 2), (0, 3)]  # every step, since the time is always up
     assert saved_steps[-1] == (1, 0)  # and at the end of the epoch
+
+
+def test_resume_refuses_other_settings_and_allows_more_epochs(tmp_path):
+    main.train(parse_opts([*TINY, "--output_dir", str(tmp_path)]))
+    metrics_csv, options_json = tmp_path / "metrics.csv", tmp_path / "options.json"
+    first_epoch = metrics_csv.read_text().splitlines()[1]
+    with pytest.raises(UserError, match=r"other settings.*--d_net_learning_rate: 0\.0001 -> 0\.0002; "
+                                        r"--batch_size: 2 -> 4"):
+        main.train(parse_opts([*TINY, "--d_net_learning_rate", "0.0002", "--batch_size", "4",
+                               "--output_dir", str(tmp_path), "--resume"]))
+    assert json.loads(options_json.read_text())["d_net_learning_rate"] == 0.0001  # the run folder is untouched
+
+    main.train(parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path), "--resume"]))
+    lines = metrics_csv.read_text().splitlines()
+    assert len(lines) == 3 and lines[1] == first_epoch  # epoch 0 kept as it was, epoch 1 trained on it
+    assert "resumed from" in (tmp_path / "train.log").read_text()
+
+
+def test_resume_refuses_a_file_that_is_not_a_train_checkpoint(tmp_path):
+    weights = tmp_path / "Discirminator.pth"
+    torch.save({"gfl.layernorm.weight": torch.ones(256)}, weights)
+    with pytest.raises(UserError, match="Discirminator.pth: not a checkpoint written by train.py"):
+        main.train(parse_opts([*TINY, "--output_dir", str(tmp_path / "run"), "--resume", str(weights)]))
