@@ -33,12 +33,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data import ClipSet, load_datasets
 from data.synthetic import make_synthetic_set
-from errors import UserError
+from errors import UserError, make_folder
 from main import (Networks, autocast_context, batch_order, build_optimizers, compile_networks,
                   place_model, released_step, resolve_device, run_cli, standard_step)
 from metrics import compute_metrics
 from network import GRLNet
-from opts import network_length, parse_opts, positive_int
+from opts import network_length, non_negative_int, parse_opts, positive_int
 from scoring import score_clips
 
 PAPER_BATCH = 2
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write a torch.profiler table per path to DIR/profile_<path>.txt")
     p.add_argument("--check_equivalence", action="store_true",
                    help="score the same weights with and without bf16 autocast and compare AUCs")
-    p.add_argument("--seed", type=int, default=0, help="seeds data, networks and batch order (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds data, networks and batch order (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return p.parse_args(argv)
 
@@ -95,6 +95,8 @@ def resolve_defaults(args: argparse.Namespace, device: torch.device) -> argparse
         raise UserError(f"--clips {args.clips} is fewer than the largest batch size {max(args.batch_sizes)}")
     if args.test_clips < 2:
         raise UserError("--test_clips must be >= 2: the test set needs a normal and an abnormal clip")
+    if args.profile is not None:
+        make_folder(args.profile, "profile folder (--profile)")
     return args
 
 
@@ -264,7 +266,6 @@ def write_profile(bench: Bench, device: torch.device, folder: Path, title: str) 
     averages = profiler.key_averages()
     sorts = (["self_device_time_total"] if device.type == "cuda" else []) + ["self_cpu_time_total"]
     tables = [f"sorted by {key}\n{averages.table(sort_by=key, row_limit=PROFILE_ROWS)}" for key in sorts]
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"profile_{bench.name}.txt"
     path.write_text(f"{title}, {PROFILE_STEPS} steps\n\n" + "\n\n".join(tables))
     return path
@@ -385,4 +386,4 @@ def bench(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    run_cli(bench, parse_args())
+    run_cli(bench, parse_args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -17,6 +18,10 @@ from errors import UserError
 
 RELEASED_FILES = {"regional": "Regional_Generator.pth", "local": "Local_Generator.pth",
                   "discriminator": "Discirminator.pth"}  # the release's spelling
+# torch.save writes a zip archive or (legacy format) a pickle stream, which opens with its protocol opcode.
+CHECKPOINT_HEADERS = (b"PK\x03\x04", b"\x80")
+# torch's weights-only refusal of a global the file asks to import: what a file that carries code does.
+REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module)")
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -31,19 +36,52 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     os.replace(temporary, path)
 
 
+def _has_checkpoint_header(path: Path) -> bool:
+    """Whether the file opens like one torch.save writes, so that torch's complaint is about its content."""
+    with path.open("rb") as handle:
+        return handle.read(4).startswith(CHECKPOINT_HEADERS)
+
+
+def _unreadable(path: Path, err: Exception) -> UserError:
+    """The error for a file torch cannot read, with the reason in words rather than torch's internals."""
+    if path.stat().st_size == 0:
+        reason = "the file is empty"
+    elif not _has_checkpoint_header(path):
+        reason = "it is not in the format torch.save writes"
+    elif isinstance(err, (RuntimeError, pickle.UnpicklingError)):  # torch's words, past its preamble
+        text = str(err).split("WeightsUnpickler error:")[-1]
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    else:
+        reason = "its content is corrupt"  # the unpickler's KeyError or struct.error would tell nothing
+    return UserError(f"{path}: not a readable PyTorch checkpoint ({reason})")
+
+
+def _refused(path: Path, err: pickle.UnpicklingError) -> UserError:
+    """Refused as code-carrying only when a well-formed file asks for a global; anything else is
+    unreadable (random bytes are no threat, and saying they could run code would mislead)."""
+    found = REFUSED_GLOBAL.search(str(err))
+    if found is None or not _has_checkpoint_header(path):
+        return _unreadable(path, err)
+    return UserError(f"{path}: refused, the file holds more than tensors and plain values and loading "
+                     f"it could run code (it asks for {found.group(1)})")
+
+
 def load_file(path: str | Path) -> dict:
     """``torch.load`` with ``weights_only=True``: a file that carries code is refused, never run."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a checkpoint; give a file in it, such as "
+                        f"{path / 'checkpoints' / 'last.pt'}")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise UserError(f"{path}: refused, the file holds more than tensors and plain values and "
-                        f"loading it could run code ({first_line})") from None
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+        raise _refused(path, err) from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except Exception as err:  # corrupt data fail torch's unpicklers in many ways (KeyError, struct.error...)
+        raise _unreadable(path, err) from None
 
 
 def _length_of(state_dict: dict) -> int | None:
@@ -53,6 +91,8 @@ def _length_of(state_dict: dict) -> int | None:
 
 def load_weights(module: nn.Module, state_dict: dict, source: str) -> None:
     """Load a state dict, refusing another signal length or mismatched keys with a clear message."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise UserError(f"{source}: expected a state dict of tensors")
     expected, found = module.signal_length, _length_of(state_dict)
     if found is not None and found != expected:
         raise UserError(f"{source}: built for signal length {found}, but this run uses {expected} "
@@ -76,7 +116,4 @@ def load_released(model, model_dir: str | Path) -> None:
     folder = Path(model_dir)
     for attribute, name in RELEASED_FILES.items():
         path = folder / name
-        state = load_file(path)
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise UserError(f"{path}: expected a state dict of tensors")
-        load_weights(getattr(model, attribute), state, str(path))
+        load_weights(getattr(model, attribute), load_file(path), str(path))

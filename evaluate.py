@@ -6,7 +6,7 @@ import argparse
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -17,39 +17,117 @@ from main import (autocast_context, configure_logging, log, place_model, resolve
                   write_scores_csv)
 from metrics import compute_metrics, format_metrics
 from network import GRLNet
-from opts import RELEASE_PRESET, network_length, resolve_presets
+from opts import RELEASE_PRESET, build_parser, network_length, resolve_presets
 from plots import redraw, save_reconstruction_examples
 from scoring import score_clips
 
-# Stored options that define the networks and the score: a checkpoint always brings its own.
+# Stored options that define the networks and the score: a checkpoint always brings its own, and one
+# given on the command line must agree with it.
 MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter",
                  "comprehensive_output_factor", "calibration_clips", "batch_size", "bf16")
-# Stored options that name the data: used when the command line names no data.
+# Stored options that name the data: used when the command line names no data, unless it gives them.
 DATA_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
-                "train_normal_files", "sample_rate", "synthetic_train_clips", "synthetic_test_clips", "seed")
+                "train_normal_files", "synthetic_train_clips", "synthetic_test_clips", "seed")
+NETWORKS = ("regional", "local", "discriminator")  # GRLNet's parts, each a state dict in a checkpoint
+
+
+def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
+    """test.py's options, with ``given_options``: the names the command line sets, which a checkpoint's
+    stored values must never silently replace (a default looks the same as a given value otherwise)."""
+    parser = build_parser(description)
+    opt = parser.parse_args(argv)
+    unset = object()
+    given = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(vars(opt), unset)))
+    opt.given_options = frozenset(name for name, value in vars(given).items() if value is not unset)
+    return opt
+
+
+def _refuse_other_value(opt: argparse.Namespace, name: str, stored_value: object, source: str) -> None:
+    """Refuse an option given on the command line that the checkpoint's value would overrule."""
+    value = getattr(opt, name)
+    if name in opt.given_options and value != stored_value:
+        raise UserError(f"--{name} {value} differs from the checkpoint's {stored_value} ({source}); "
+                        "leave it out to use the checkpoint's")
+
+
+def _sample_rate(opt: argparse.Namespace, stored: dict, source: str) -> int | None:
+    """The rate to resample WAV files to: a given --sample_rate, which must be the rate the checkpoint
+    was trained at, or else the checkpoint's own (its training data were resampled to it)."""
+    if "sample_rate" not in opt.given_options:
+        return stored.get("sample_rate")
+    trained = stored.get("detected_sample_rate")
+    if trained is not None and opt.sample_rate != trained:
+        raise UserError(f"--sample_rate {opt.sample_rate} differs from the {trained} Hz the checkpoint was "
+                        f"trained at ({source}); give --sample_rate {trained}")
+    return opt.sample_rate
+
+
+def _use_stored_data(opt: argparse.Namespace, stored: dict, source: str) -> None:
+    """Score the checkpoint's own data (the command line names none), keeping the data options it gives."""
+    wanted = [name for name in DATA_OPTIONS if name not in opt.given_options]
+    missing = [name for name in wanted if name not in stored]
+    if missing:
+        raise UserError(f"{source}: its stored options lack {', '.join(missing)}, so its data are unknown; "
+                        "name the data to score with --data_root, --test_root or --input")
+    for name in wanted:
+        setattr(opt, name, stored[name])
 
 
 def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, source: str) -> argparse.Namespace:
-    if opt.mess_length is not None and opt.mess_length != stored["mess_length"]:
-        raise UserError(f"--mess_length {opt.mess_length} differs from the checkpoint's "
-                        f"{stored['mess_length']} ({source}); leave it out to use the checkpoint's")
-    for name in MODEL_OPTIONS:  # an option newer than the checkpoint keeps its default
-        setattr(opt, name, stored.get(name, getattr(opt, name)))
-    names_data = opt.input or opt.data_root or opt.train_root or opt.test_root
-    if not names_data:
-        for name in DATA_OPTIONS:
-            setattr(opt, name, stored[name])
+    """``opt`` with the checkpoint's model options (one it predates counts at its default) and sample
+    rate, and with its data unless the command line names data."""
+    defaults = vars(build_parser().parse_args([]))
+    for name in MODEL_OPTIONS:
+        stored_value = stored.get(name, defaults[name])
+        _refuse_other_value(opt, name, stored_value, source)
+        setattr(opt, name, stored_value)
+    opt.sample_rate = _sample_rate(opt, stored, source)
+    if not (opt.input or opt.data_root or opt.train_root or opt.test_root):
+        _use_stored_data(opt, stored, source)
     return resolve_presets(opt)
+
+
+def _checkpoint_problems(state: dict) -> list[str]:
+    """What scoring needs from a train.py checkpoint and ``state`` lacks, each in a few words."""
+    problems = [] if isinstance(state["options"], dict) else ["'options' is not a dict"]
+    models, metrics, calibration = state["models"], state.get("metrics"), state.get("calibration")
+    if not isinstance(models, dict):
+        problems.append("'models' is not a dict")
+    else:
+        problems += [f"'models' has no '{name}'" for name in NETWORKS if name not in models]
+    if not isinstance(metrics, list):
+        problems.append("'metrics' is missing or not a list")
+    elif metrics and not isinstance(metrics[-1], dict):
+        problems.append("the last 'metrics' entry is not a dict")
+    elif metrics and not isinstance(metrics[-1].get("threshold"), float):
+        problems.append("the last 'metrics' entry has no 'threshold'")
+    if calibration is not None and (not isinstance(calibration, torch.Tensor) or calibration.shape != (2, 3)):
+        problems.append("'calibration' is not a 2 x 3 tensor")
+    return problems
+
+
+def _load_train_checkpoint(path: str) -> dict:
+    """A checkpoint train.py wrote, refused once, naming what is missing, before any of it is used."""
+    state = load_file(path)
+    if not isinstance(state, dict) or "models" not in state or "options" not in state:
+        raise UserError(f"{path}: not a GRLNet checkpoint written by train.py "
+                        "(for the release's three .pth files use --model_dir)")
+    problems = _checkpoint_problems(state)
+    if problems:
+        raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
+    return state
 
 
 class Restored(NamedTuple):
     """What test.py scores with: the networks, the resolved options, and from a checkpoint its last
-    EER threshold and its score calibration (None for the release's files and uncalibrated runs)."""
+    EER threshold, its score calibration (None for the release's files and uncalibrated runs) and the
+    sample rate of its training data (None where unknown: the release's files, CSV data)."""
 
     model: GRLNet
     opt: argparse.Namespace
     threshold: float | None = None
     calibration: torch.Tensor | None = None
+    sample_rate: int | None = None
 
 
 def restore(opt: argparse.Namespace) -> Restored:
@@ -57,16 +135,14 @@ def restore(opt: argparse.Namespace) -> Restored:
     if bool(opt.checkpoint) == bool(opt.model_dir):
         raise UserError("give exactly one of --checkpoint FILE or --model_dir DIR")
     if opt.checkpoint:
-        state = load_file(opt.checkpoint)
-        if not isinstance(state, dict) or "models" not in state or "options" not in state:
-            raise UserError(f"{opt.checkpoint}: not a GRLNet checkpoint written by train.py "
-                            "(for the release's three .pth files use --model_dir)")
-        opt = _merge_checkpoint_options(opt, state["options"], opt.checkpoint)
+        state = _load_train_checkpoint(opt.checkpoint)
+        stored = state["options"]
+        opt = _merge_checkpoint_options(opt, stored, opt.checkpoint)
         model = GRLNet(network_length(opt), opt.global_filter)
-        for name, module in model.named_children():
-            load_weights(module, state["models"][name], f"{opt.checkpoint} ({name})")
+        for name in NETWORKS:
+            load_weights(getattr(model, name), state["models"][name], f"{opt.checkpoint} ({name})")
         threshold = state["metrics"][-1]["threshold"] if state["metrics"] else None
-        return Restored(model, opt, threshold, state.get("calibration"))
+        return Restored(model, opt, threshold, state.get("calibration"), stored.get("detected_sample_rate"))
     for name, value in RELEASE_PRESET.items():  # the authors' weights are for the release's length
         if getattr(opt, name) is None:
             setattr(opt, name, value)
@@ -76,10 +152,19 @@ def restore(opt: argparse.Namespace) -> Restored:
     return Restored(model, opt)
 
 
+def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, first_file: str) -> None:
+    """Refuse decoded data at another sample rate than the checkpoint's training data: the networks
+    would see every frequency shifted and score nonsense without a word."""
+    rate = opt.detected_sample_rate
+    if rate is not None and trained_rate is not None and rate != trained_rate:
+        raise UserError(f"{first_file}: sample rate {rate} Hz, but {opt.checkpoint} was trained on "
+                        f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
+
+
 def test(opt: argparse.Namespace) -> dict | None:
     """Evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
     configure_logging()
-    model, opt, stored_threshold, calibration = restore(opt)
+    model, opt, stored_threshold, calibration, trained_rate = restore(opt)
     device = resolve_device(opt)
     place_model(model, device, opt)
     folder = Path(opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}")
@@ -92,6 +177,7 @@ def test(opt: argparse.Namespace) -> dict | None:
         if threshold is None:
             raise UserError("no decision threshold: give --threshold (the release's files store none)")
         clips = load_unlabelled(opt.input, opt)
+        _require_trained_rate(opt, trained_rate, clips.names[0])
         scores = score_clips(model, clips, opt, device, autocast, calibration=calibration)
         for name, score in zip(clips.names, scores["score"]):
             log.info("%s  score %.6f  %s", name, score, "ABNORMAL" if score >= threshold else "normal")
@@ -103,6 +189,7 @@ def test(opt: argparse.Namespace) -> dict | None:
         return None
 
     _, test_set = load_datasets(opt, need_train=False)
+    _require_trained_rate(opt, trained_rate, test_set.names[0])
     scores = score_clips(model, test_set, opt, device, autocast, calibration=calibration)
     metrics = compute_metrics(test_set.binary_labels(), scores["score"])
     write_scores_csv(test_set, scores, folder / "scores.csv")

@@ -34,7 +34,7 @@ from checkpoint import load_file, load_weights, save_checkpoint
 from data import ClipSet, load_datasets, split_calibration
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
                          shutdown, wait_for_all)
-from errors import UserError
+from errors import UserError, make_folder
 from metrics import compute_metrics, format_metrics
 from network import GRLNet, use_channels_last
 from opts import PSEUDO_ANOMALY_SNR_DROP, network_length, options_changed_since, total_epochs
@@ -273,7 +273,8 @@ def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
     if not is_main:
         configure_logging(level=logging.WARNING)
         return folder
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    make_folder(folder, "run folder")
+    make_folder(folder / "checkpoints", "checkpoint folder")
     configure_logging(folder / "train.log")
     (folder / "options.json").write_text(json.dumps(vars(opt), indent=2) + "\n")
     return folder
@@ -374,14 +375,20 @@ def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int) -> None:
                             f"at epoch {epoch}, step {first_step + row}; the last good checkpoint is kept")
 
 
+RESUME_ENTRIES = {"models", "optimizers", "options", "epoch", "step", "step_stats", "metrics", "rng"}
+
+
 def read_resume_checkpoint(opt: argparse.Namespace) -> tuple[Path, dict]:
     """The checkpoint ``--resume`` names (bare: the run folder's last one), refused when it is not a
     train.py checkpoint or was saved with settings that define another run (opts.RESUME_MAY_CHANGE)."""
     path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
     state = load_file(path)
-    if not isinstance(state, dict) or not {"models", "optimizers", "options", "epoch"} <= state.keys():
+    if not isinstance(state, dict) or not RESUME_ENTRIES <= state.keys():
         raise UserError(f"{path}: not a checkpoint written by train.py, so it cannot be resumed "
                         "(the release's weight files are scored with test.py --model_dir)")
+    missing = [name for name in ("regional", "local", "discriminator") if name not in state["models"]]
+    if missing:
+        raise UserError(f"{path}: incomplete checkpoint, no weights for {', '.join(missing)}")
     changed = options_changed_since(state["options"], opt)
     if changed:
         raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "
@@ -574,14 +581,22 @@ def train(opt: argparse.Namespace) -> dict:
         close_logging()
 
 
-def run_cli(main_function, opt: argparse.Namespace) -> None:
-    """Run a script's body; user errors print one line and exit non-zero (traceback with --debug)."""
+def run_cli(main_function: Callable[[argparse.Namespace], object],
+            parse: Callable[[], argparse.Namespace]) -> None:
+    """Parse a script's options and run its body; user errors, in the options too, print one line and
+    exit non-zero (traceback with --debug)."""
+    opt = None
     try:
+        opt = parse()
         main_function(opt)
     except UserError as err:
-        if opt.debug:
+        if opt is not None and opt.debug:
             raise
         close_logging()
         print(f"error: {err}", flush=True)
         raise SystemExit(2 if not isinstance(err, DivergedError) else 3) from None
+    except KeyboardInterrupt:  # train() saves and exits on its own; elsewhere there is nothing to keep
+        close_logging()
+        print("interrupted", flush=True)
+        raise SystemExit(130) from None
 

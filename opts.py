@@ -7,11 +7,13 @@ folders use the presets below. A value given on the command line always wins.
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import sys
 from typing import Sequence
 
 from errors import UserError
-from network import GLOBAL_FILTERS
+from network import GLOBAL_FILTERS, discriminator_feature_length
 
 # Options whose default depends on the data (None on the parser, filled in by ``resolve_presets``).
 RELEASE_PRESET = {
@@ -66,10 +68,39 @@ def positive_int(value: str) -> int:
     return number
 
 
-def _non_negative_int(value: str) -> int:
+def non_negative_int(value: str) -> int:
+    """An argparse type: an integer >= 0 (seeds, counts that may be zero)."""
     number = int(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return number
+
+
+def _test_clip_count(value: str) -> int:
+    number = int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 (a normal and a cavitation clip), got {value}")
+    return number
+
+
+def _learning_rate(value: str) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+    return number
+
+
+def _decibels(value: str) -> float:
+    number = float(value)
+    if math.isnan(number) or number == -math.inf:
+        raise argparse.ArgumentTypeError(f"expected a level in dB (inf: no noise), got {value}")
+    return number
+
+
+def _finite(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value}")
     return number
 
 
@@ -87,9 +118,10 @@ def _smoothing(value: str) -> float:
     return number
 
 
-def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
-    """The parser shared by train.py, test.py and the scripts around them."""
-    p = argparse.ArgumentParser(description=description,
+def build_parser(description: str = "GRLNet", prog: str | None = None) -> argparse.ArgumentParser:
+    """The parser shared by train.py, test.py and the scripts around them (``prog`` names the options
+    in its messages when another script passes them on)."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data (no data path: the embedded synthetic valve data set)")
     data.add_argument("--train_root", help="training folder: <i>.csv files (release layout) or WAV files")
@@ -113,7 +145,7 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                       help="hop between windows (0: equal to --segment_length)")
     data.add_argument("--synthetic_train_clips", type=positive_int, default=64,
                       help="embedded data set: normal training clips")
-    data.add_argument("--synthetic_test_clips", type=positive_int, default=40,
+    data.add_argument("--synthetic_test_clips", type=_test_clip_count, default=40,
                       help="embedded data set: test clips (half normal, half cavitation)")
 
     model = p.add_argument_group("model and training")
@@ -124,10 +156,10 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                             "released: the release's joint update")
     model.add_argument("--noise", choices=("snr", "released"), default="snr",
                        help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
-    model.add_argument("--snr", type=float, default=2.0, help="signal-to-noise ratio of the input noise (dB)")
-    model.add_argument("--r_g_net_learning_rate", type=float, default=0.001)
-    model.add_argument("--l_g_net_learning_rate", type=float, default=0.001)
-    model.add_argument("--d_net_learning_rate", type=float, default=0.0001)
+    model.add_argument("--snr", type=_decibels, default=2.0, help="signal-to-noise ratio of the input noise (dB)")
+    model.add_argument("--r_g_net_learning_rate", type=_learning_rate, default=0.001)
+    model.add_argument("--l_g_net_learning_rate", type=_learning_rate, default=0.001)
+    model.add_argument("--d_net_learning_rate", type=_learning_rate, default=0.0001)
     model.add_argument("--alpha", type=_fraction, default=0.5, help="weight of D's real term")
     model.add_argument("--adversarial_training_factor", type=_fraction, default=0.5,
                        help="weight of G's adversarial term against its reconstruction term")
@@ -136,21 +168,21 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
     model.add_argument("--label_smoothing", type=_smoothing, default=0.0,
                        help="one-sided label smoothing: D's target for real signals is this instead of 0 "
                             "(a D-regularisation study option, see REPRODUCTION.md)")
-    model.add_argument("--instance_noise_snr", type=float, default=None, metavar="DB",
+    model.add_argument("--instance_noise_snr", type=_decibels, default=None, metavar="DB",
                        help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
                             "real and reconstructed (a D-regularisation study option; off by default)")
-    model.add_argument("--pseudo_anomaly_epochs", type=_non_negative_int, default=0,
+    model.add_argument("--pseudo_anomaly_epochs", type=non_negative_int, default=0,
                        help="after --epochs, this many epochs that train D alone, generators frozen, to tell "
                             "normal windows and their reconstructions (0) from pseudo-anomalies made of them "
                             f"(1): reconstructions of inputs noised {PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr, "
                             "and mixtures of two windows' reconstructions (OGNet's second phase; a study option, see REPRODUCTION.md)")
-    model.add_argument("--calibration_clips", type=_non_negative_int, default=0,
+    model.add_argument("--calibration_clips", type=non_negative_int, default=0,
                        help="0: the paper's score. N: hold the last N normal training clips out of "
                             "training and score each term by its distance from them, in their standard "
                             "deviations, on either side (a study option, see REPRODUCTION.md)")
     model.add_argument("--batch_size", type=positive_int, default=None)
     model.add_argument("--epochs", type=positive_int, default=None)
-    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--seed", type=non_negative_int, default=0)
 
     run = p.add_argument_group("running")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -183,7 +215,7 @@ def build_parser(description: str = "GRLNet") -> argparse.ArgumentParser:
                               "Discirminator.pth")
     scoring.add_argument("--input", nargs="+", default=None,
                          help="score these unlabelled WAV/CSV files or folders")
-    scoring.add_argument("--threshold", type=float, default=None,
+    scoring.add_argument("--threshold", type=_finite, default=None,
                          help="decision threshold for --input (default: the checkpoint's EER threshold)")
     scoring.add_argument("--output", default=None, help="CSV file for the scores of --input")
     return p
@@ -217,6 +249,7 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
     if opt.segment_length > opt.mess_length:
         raise UserError(f"--segment_length {opt.segment_length} is longer than --mess_length "
                         f"{opt.mess_length}; give --segment_length 0 (whole signals) or a shorter window")
+    check_network_length(network_length(opt), "--segment_length" if opt.segment_length else "--mess_length")
     if opt.resume == "last" and not opt.output_dir:
         raise UserError("--resume without a path continues the run in --output_dir; give that folder")
     if opt.data_root and (opt.train_root or opt.test_root):
@@ -246,6 +279,14 @@ def options_changed_since(stored: dict, opt: argparse.Namespace) -> list[str]:
     return changed
 
 
-def parse_opts(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
+def check_network_length(length: int, option: str) -> None:
+    """Refuse a signal length the discriminator's four strided convolutions cannot take."""
+    if discriminator_feature_length(length) < 1:
+        shortest = next(n for n in itertools.count(1) if discriminator_feature_length(n) >= 1)
+        raise UserError(f"{option} {length} is too short: the discriminator needs at least {shortest} samples")
+
+
+def parse_opts(argv: Sequence[str] | None = None, description: str = "GRLNet",
+               prog: str | None = None) -> argparse.Namespace:
     """Parse the command line and resolve the data-dependent defaults."""
-    return resolve_presets(build_parser(description).parse_args(argv))
+    return resolve_presets(build_parser(description, prog).parse_args(argv))

@@ -21,29 +21,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
+import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
 import textwrap
 import time
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import matplotlib
 import numpy as np
 
 from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
-from baselines.dcase_autoencoder import run_baseline
 from data.layouts import labelled_wav_items
-from errors import UserError
-from main import train
+from errors import UserError, make_folder
 from metrics import compute_metrics
 from opts import build_parser as build_grlnet_parser
-from opts import parse_opts, positive_int, total_epochs
+from opts import non_negative_int, parse_opts, positive_int, total_epochs
 from plots import read_columns, read_scores
 
 matplotlib.use("Agg")
@@ -64,6 +62,10 @@ QUICK_ARGS = ["--epochs", "3", "--segment_hop", "8192"]
 TINY_ARGS = ["--mess_length", "4096", "--segment_length", "256", "--segment_hop", "1024", "--epochs", "1",
              "--synthetic_train_clips", "4", "--synthetic_test_clips", "4"]
 LITE_TRAIN_NORMAL = 2
+REPO = Path(__file__).resolve().parent
+POLL_SECONDS = 0.2  # how often the runs in flight are checked
+INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C/SIGINT after saving its checkpoint
+GRLNET_ARGS_PROG = "reproduce.py --grlnet_args (train.py's options)"  # names them in their option errors
 PER_RUN_OPTIONS = ("--update", "--bf16", "--compile", "--seed", "--output_dir")  # set by reproduce.py for every run
 # The options of a run's list that the baseline reads (baselines/dcase_autoencoder.run_baseline).
 BASELINE_OPTIONS = {"--data_root", "--train_root", "--train_label_path", "--test_root", "--test_label_path",
@@ -174,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="which data and split (below)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS),
                    help="methods to run (default: " + " ".join(DEFAULT_METHODS) + ")")
-    p.add_argument("--seeds", type=int, nargs="+", default=None,
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
                    help="seeds to run (default 0 1 2; tiny: 0)")
     p.add_argument("--data_dir", default="../shared/data",
                    help="folder holding the data sets (default %(default)s)")
@@ -208,7 +210,10 @@ def run_args(protocol: Protocol, args: argparse.Namespace) -> list[str]:
         extra += ["--epochs", str(args.epochs)]
     if args.mess_length is not None:
         extra += ["--mess_length", str(args.mess_length)]
-    passed = shlex.split(args.grlnet_args)
+    try:
+        passed = shlex.split(args.grlnet_args)
+    except ValueError as err:
+        raise UserError(f"--grlnet_args {args.grlnet_args!r}: {err}") from None
     clashes = sorted({token.split("=")[0] for token in passed} & set(PER_RUN_OPTIONS))
     if clashes:
         raise UserError(f"--grlnet_args may not set {', '.join(clashes)}: reproduce.py sets it for every run")
@@ -222,17 +227,51 @@ def method_argv(task: Task, method: str, seed: int, shared: list[str]) -> list[s
             "--output_dir", str(run_folder), "--quiet", *shared]
 
 
-def run_one(method: str, argv: list[str], baseline_epochs: int) -> dict:
-    """Train and score one method; final-epoch AUC and pAUC, GRLNet's AUC per epoch, and the wall
-    time of the whole run (data loading and scoring included)."""
-    opt = parse_opts(argv)
-    started = time.perf_counter()
+def run_command(method: str, argv: list[str], baseline_epochs: int) -> list[str]:
+    """The command line of one run, in a fresh Python process: train.py, or the baseline's module."""
     if method == BASELINE:
-        outcome = result(opt.output_dir, run_baseline(opt, baseline_epochs))
-    else:
-        train(opt)
-        outcome = grlnet_result(opt.output_dir)
-    return {**outcome, "seconds": round(time.perf_counter() - started, 1)}
+        return [sys.executable, "-m", "baselines.dcase_autoencoder", *argv, "--baseline_epochs", str(baseline_epochs)]
+    return [sys.executable, str(REPO / "train.py"), *argv]
+
+
+def run_result(method: str, output_dir: str) -> dict:
+    """A finished run's result, read from its folder: GRLNet's metrics.csv, the baseline's scores.csv."""
+    if method == BASELINE:
+        return result(output_dir, compute_metrics(*read_scores(Path(output_dir) / "scores.csv")))
+    return grlnet_result(output_dir)
+
+
+def run_commands(commands: list[list[str]], names: list[str], jobs: int) -> list[float]:
+    """Run each command in its own process, ``jobs`` at a time; return each one's wall time (s).
+
+    Ctrl-C, or a run that fails, stops the runs still going with SIGINT: a GRLNet run finishes its
+    step, saves a checkpoint and exits, so ``--reuse`` continues it.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    waiting, running, seconds = list(range(len(commands))), {}, [0.0] * len(commands)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                index = waiting.pop(0)
+                running[index] = (subprocess.Popen(commands[index], env=env), time.perf_counter())
+            for index, (process, started) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[index]
+                if process.returncode == INTERRUPTED:
+                    raise KeyboardInterrupt
+                if process.returncode != 0:
+                    raise UserError(f"{names[index]} failed (exit status {process.returncode}, its output is "
+                                    "above); the other runs were stopped at a checkpoint: fix the cause and "
+                                    "continue with --reuse")
+                seconds[index] = round(time.perf_counter() - started, 1)
+            time.sleep(POLL_SECONDS)
+    finally:
+        for process, _ in running.values():
+            process.send_signal(signal.SIGINT)
+        for process, _ in running.values():
+            process.wait()
+    return seconds
 
 
 def result(output_dir: str, metrics: dict, auc_per_epoch: list[float] | None = None) -> dict:
@@ -274,9 +313,7 @@ def finished_run(method: str, argv: list[str]) -> dict | None:
     opt = parse_opts(argv)
     folder = Path(opt.output_dir)
     if method == BASELINE:
-        if not (folder / "scores.csv").is_file():
-            return None
-        return result(opt.output_dir, compute_metrics(*read_scores(folder / "scores.csv")))
+        return run_result(method, opt.output_dir) if (folder / "scores.csv").is_file() else None
     if not (stored_options_match(argv) and (folder / "metrics.csv").is_file()):
         return None
     if len(read_columns(folder / "metrics.csv")["epoch"]) != total_epochs(opt):
@@ -306,14 +343,13 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
         resumed.add(index)
         print(f"[{task.name}] {method} seed {seed}: continuing the interrupted run from its last checkpoint",
               flush=True)
-    methods_to_run = [planned[i][0] for i in to_run]
-    argvs_to_run = [planned[i][2] + (["--resume"] if i in resumed else []) for i in to_run]
-    with run_pool(jobs) as parallel_map:
-        results = parallel_map(run_one, methods_to_run, argvs_to_run, [baseline_epochs] * len(to_run))
-        finished = dict(zip(to_run, results))
+    commands = [run_command(planned[i][0], planned[i][2] + (["--resume"] if i in resumed else []),
+                            baseline_epochs) for i in to_run]
+    names = [f"[{task.name}] {planned[i][0]} seed {planned[i][1]}" for i in to_run]
+    seconds = dict(zip(to_run, run_commands(commands, names, jobs)))
     runs = {}
     for index, (method, seed, argv) in enumerate(planned):
-        result = earlier[index] or finished[index]
+        result = earlier[index] or {**run_result(method, parse_opts(argv).output_dir), "seconds": seconds[index]}
         note = "  (earlier run, --reuse)" if earlier[index] else ""
         print(f"[{task.name}] {method} seed {seed}: AUC {result['auc']:.4f}  pAUC {result['pauc']:.4f}{note}",
               flush=True)
@@ -323,22 +359,11 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
                         for method, method_runs in runs.items()}}
 
 
-@contextmanager
-def run_pool(jobs: int) -> Iterator[Callable]:
-    """A ``map`` that runs ``jobs`` calls at a time: the built-in one for one job, else a pool's, in
-    fresh (spawned) processes, so several runs share one GPU (each is small and launch-bound)."""
-    if jobs == 1:
-        yield map
-        return
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool.map
-
-
 def check_argv(tasks: list[Task], methods: Sequence[str], seeds: Sequence[int], shared: list[str]) -> None:
     """Parse every run's options before training anything, so a typo fails at once."""
     for task in tasks:
         for method in methods:
-            parse_opts(method_argv(task, method, seeds[0], shared))
+            parse_opts(method_argv(task, method, seeds[0], shared), prog=GRLNET_ARGS_PROG)
 
 
 def options_shown(method: str, argv: list[str]) -> list[str]:
@@ -444,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     seeds = args.seeds or list(protocol.seeds)
     folder = Path(args.out) / args.protocol
     tasks = protocol.tasks(Path(args.data_dir), folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, "output folder (--out)")
     shared = run_args(protocol, args)
     methods = [m for m in METHODS if m in args.methods]
     check_argv(tasks, methods, seeds, shared)
@@ -472,3 +497,6 @@ if __name__ == "__main__":
     except UserError as err:
         print(f"error: {err}", flush=True)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT to the process group: each run saved a checkpoint
+        print("interrupted: run the same command with --reuse to continue", flush=True)
+        raise SystemExit(130) from None

@@ -9,5 +9,4 @@ from main import run_cli, train
 from opts import parse_opts
 
 if __name__ == "__main__":
-    options = parse_opts(description=__doc__)
-    run_cli(train, options)
+    run_cli(train, lambda: parse_opts(description=__doc__))

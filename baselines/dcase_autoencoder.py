@@ -8,6 +8,8 @@ Training: Adam (learning rate 1e-3) on the MSE, batch 512, shuffled. A clip's an
 mean squared reconstruction error over its vectors. Unlike the Keras baseline, no validation split
 is held out (every training vector trains) and a last batch of a single vector is skipped
 (BatchNorm needs two).
+
+    python -m baselines.dcase_autoencoder --data_root ../shared/data/mimii_fan_id02 --output_dir runs/ae
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from torch import nn
 from data import ClipSet, load_datasets
 from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
 from errors import UserError
-from main import resolve_device
-from metrics import compute_metrics
+from main import resolve_device, run_cli
+from metrics import compute_metrics, format_metrics
+from opts import build_parser, positive_int, resolve_presets
 
 N_MELS, N_FFT, HOP_LENGTH, POWER, FRAMES = 128, 1024, 512, 2.0, 5
 INPUT_DIM = N_MELS * FRAMES
@@ -154,3 +157,21 @@ def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
     if opt.output_dir:  # None unless given: the baseline makes no run folder of its own
         write_scores(test, scores, Path(opt.output_dir) / "scores.csv")
     return compute_metrics(test.binary_labels(), scores)
+
+
+def parse_baseline_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """GRLNet's options (the baseline reads the data options, --seed, --device and --output_dir) and
+    --baseline_epochs, so the baseline takes the same option list as a GRLNet run on the same split."""
+    parser = build_parser(__doc__.splitlines()[0])
+    parser.add_argument("--baseline_epochs", type=positive_int, default=EPOCHS,
+                        help="autoencoder training epochs")
+    return resolve_presets(parser.parse_args(argv))
+
+
+def main(opt: argparse.Namespace) -> None:
+    """Train and score the baseline, print its metrics."""
+    print(format_metrics(run_baseline(opt, opt.baseline_epochs)), flush=True)
+
+
+if __name__ == "__main__":
+    run_cli(main, parse_baseline_args)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from data.signals import fit_length, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from errors import UserError
 from progress import progress
+
+log = logging.getLogger("grlnet.data")  # under main's "grlnet" log: its console and log file once set up
 
 
 @dataclass
@@ -50,24 +53,44 @@ class ClipSet:
         return (self.labels > 0).astype(np.int64)
 
 
+def _read(path: Path, opt: argparse.Namespace, rates: dict[int, Path]) -> np.ndarray:
+    """One file decoded and checked: its sample rate agrees with ``rates``, it fills one window."""
+    if path.suffix.lower() == ".csv":
+        signal = read_csv_signal(path)
+    else:
+        signal, rate = read_wav(path, opt.sample_rate)
+        if rates and rate not in rates:
+            first_rate, first_path = next(iter(rates.items()))
+            raise UserError(f"{path}: sample rate {rate} Hz differs from {first_rate} Hz of "
+                            f"{first_path}; give --sample_rate to resample all files")
+        rates.setdefault(rate, path)
+    if signal.shape[0] < opt.segment_length:
+        raise UserError(f"{path}: {signal.shape[0]} samples, shorter than one window (--segment_length "
+                        f"{opt.segment_length}); give a smaller --segment_length or longer recordings")
+    return signal
+
+
+def _warn_mostly_padding(short: list[tuple[Path, int]], total: int, what: str, mess_length: int) -> None:
+    """One warning for the clips that are more than half zero padding (they score mostly silence)."""
+    if short:
+        path, length = short[0]
+        log.warning("warning: %d of %d %s are shorter than half of --mess_length %d and are zero-padded "
+                    "to it (the first: %s, %d samples)", len(short), total, what, mess_length, path, length)
+
+
 def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
             rates: dict[int, Path] | None = None) -> ClipSet:
     """Decode every file once, check it, and bring it to ``mess_length``.
 
     ``rates`` maps each sample rate seen so far in the run to its first file: all must agree.
     """
-    signals, rates = [], {} if rates is None else rates
+    signals, short, rates = [], [], {} if rates is None else rates
     for path, _ in progress(items, desc=f"reading {what}", unit="file", quiet=opt.quiet):
-        if path.suffix.lower() == ".csv":
-            signal = read_csv_signal(path)
-        else:
-            signal, rate = read_wav(path, opt.sample_rate)
-            if rates and rate not in rates:
-                first_rate, first_path = next(iter(rates.items()))
-                raise UserError(f"{path}: sample rate {rate} Hz differs from {first_rate} Hz of "
-                                f"{first_path}; give --sample_rate to resample all files")
-            rates.setdefault(rate, path)
+        signal = _read(path, opt, rates)
+        if 2 * signal.shape[0] < opt.mess_length:
+            short.append((path, signal.shape[0]))
         signals.append(fit_length(signal, opt.mess_length))
+    _warn_mostly_padding(short, len(items), what, opt.mess_length)
     opt.detected_sample_rate = next(iter(rates), opt.sample_rate)
     labels = np.array([label for _, label in items], dtype=np.int64)
     return ClipSet([str(path) for path, _ in items], np.stack(signals).astype(np.float32), labels)

@@ -26,36 +26,79 @@ def _existing_folder(root: str | Path) -> Path:
     return folder
 
 
+def _label_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A label file's stripped column names and its later rows with their line numbers.
+
+    Read as UTF-8 with or without a BOM (Excel writes one); blank lines at the end are dropped.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            names = [name.strip() for name in next(reader, [])]
+            rows = [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: the label file is not UTF-8 text ({err.reason} at byte "
+                        f"{err.start})") from None
+    except csv.Error as err:
+        raise UserError(f"{path}: not a readable CSV file ({err})") from None
+    while rows and _blank(rows[-1][1]):
+        rows.pop()
+    return names, rows
+
+
+def _blank(row: list[str]) -> bool:
+    """Whether a CSV row holds nothing but white space (csv.DictReader would skip it silently)."""
+    return not "".join(row).strip()
+
+
+def _label_value(text: str, path: Path, line: int) -> int:
+    """One label, refused unless it is 0-3 written as a number (``1`` or ``1.0``)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise UserError(f"{path}, line {line}: label {text!r} is not a number") from None
+    if number not in RELEASE_LABELS:
+        raise UserError(f"{path}, line {line}: label {text!r} is not one of "
+                        f"{', '.join(map(str, RELEASE_LABELS))}")
+    return int(number)
+
+
 def read_labels(label_path: str | Path) -> list[int]:
     """The release's label file: a CSV with a ``label`` column, row i labels ``<i>.csv``."""
     path = Path(label_path)
     if not path.is_file():
         raise UserError(f"{path}: label file not found")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "label" not in reader.fieldnames:
-            raise UserError(f"{path}: the label file has no 'label' column "
-                            f"(columns: {', '.join(reader.fieldnames or []) or 'none'})")
-        labels = []
-        for row_number, row in enumerate(reader, start=2):
-            text = (row["label"] or "").strip()
-            try:
-                value = int(float(text))
-            except ValueError:
-                raise UserError(f"{path}, line {row_number}: label {text!r} is not a number") from None
-            if value not in RELEASE_LABELS or float(text) != value:
-                raise UserError(f"{path}, line {row_number}: label {text!r} is not one of "
-                                f"{', '.join(map(str, RELEASE_LABELS))}")
-            labels.append(value)
+    names, rows = _label_rows(path)
+    if "label" not in names:
+        raise UserError(f"{path}: the label file has no 'label' column "
+                        f"(columns: {', '.join(map(repr, names)) or 'none'})")
+    column, labels = names.index("label"), []
+    for line, row in rows:
+        if _blank(row):
+            raise UserError(f"{path}, line {line}: blank line; row i labels <i>.csv, so a skipped row "
+                            "would shift every later label onto the wrong file")
+        labels.append(_label_value(row[column].strip() if column < len(row) else "", path, line))
     if not labels:
         raise UserError(f"{path}: the label file holds no labels")
     return labels
 
 
+def _indexed_files(folder: Path) -> dict[int, Path]:
+    """The ``<index>.csv`` files by index; two names for one index (1.csv, 01.csv) are refused."""
+    files: dict[int, Path] = {}
+    for path in sorted(folder.glob("*.csv")):
+        if path.stem.isdigit():
+            first = files.setdefault(int(path.stem), path)
+            if first != path:
+                raise UserError(f"{path}: same index {int(path.stem)} as {first.name} (row i of the label "
+                                "file labels one <i>.csv); remove or rename one of them")
+    return files
+
+
 def csv_items(root: str | Path, label_path: str | Path | None) -> list[Item]:
     """The release's layout: ``<root>/0.csv, 1.csv, ...`` labelled by the rows of a label file."""
     folder = _existing_folder(root)
-    files = {int(p.stem): p for p in folder.glob("*.csv") if p.stem.isdigit()}
+    files = _indexed_files(folder)
     if not files:
         raise UserError(f"{folder}: no <index>.csv files (the release's layout: 0.csv, 1.csv, ...)")
     indices = sorted(files)
@@ -67,7 +110,7 @@ def csv_items(root: str | Path, label_path: str | Path | None) -> list[Item]:
         raise UserError(f"{folder}: the release's CSV layout needs a label file "
                         "(--train_label_path / --test_label_path)")
     labels = read_labels(label_path)
-    if len(labels) < len(indices):
+    if len(labels) != len(indices):
         raise UserError(f"{label_path}: {len(labels)} labels for {len(indices)} files in {folder}")
     return [(files[i], labels[i]) for i in indices]
 

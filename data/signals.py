@@ -1,9 +1,11 @@
 """Reading one signal from a file and bringing it to a fixed length, with checks that name the file."""
 from __future__ import annotations
 
+import struct
 import warnings
-import wave
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import librosa
 import numpy as np
@@ -11,18 +13,26 @@ import soundfile
 
 from errors import UserError
 
+EXTENSIBLE = 0xFFFE  # WAVE_FORMAT_EXTENSIBLE: the real format tag is in the sub-format GUID
+FRAME_PER_BLOCK = {1, 3, 6, 7}  # PCM, IEEE float, A-law, mu-law: one block holds one frame
+STREAMED_SIZE = 0xFFFFFFFF  # a data size written by streaming encoders that could not seek back
+
 
 def check_signal(signal: np.ndarray, source: str) -> np.ndarray:
-    """Refuse empty signals and NaN/inf samples; return the signal as float32."""
+    """Refuse empty, non-finite and constant signals (no model can learn from them); return float32."""
     if signal.size == 0:
         raise UserError(f"{source}: the signal is empty")
     bad = np.flatnonzero(~np.isfinite(signal))
     if bad.size:
         raise UserError(f"{source}: sample {bad[0]} is {signal[bad[0]]} (NaN or infinite values "
                         f"in {bad.size} samples)")
-    if not np.any(signal):
-        raise UserError(f"{source}: every sample is zero (a silent or broken recording; "
-                        "LayerNorm of a constant signal carries no information)")
+    if signal.size == 1:
+        raise UserError(f"{source}: the signal holds a single sample")
+    if np.ptp(signal) == 0:
+        value, kind = (("zero", "a silent or broken recording") if signal[0] == 0
+                       else (f"{signal[0]:g}", "a constant, DC-only recording"))
+        raise UserError(f"{source}: every sample is {value} ({kind}; LayerNorm of a constant signal "
+                        "carries no information)")
     return signal.astype(np.float32, copy=False)
 
 
@@ -56,13 +66,53 @@ def wav_sample_rate(path: Path) -> int:
         raise UserError(f"{path}: not a readable audio file ({err})") from None
 
 
-def _declared_frames(path: Path) -> int | None:
-    """Frames announced by a PCM WAV header (libsndfile silently trusts the file size instead)."""
-    try:
-        with wave.open(str(path)) as handle:
-            return handle.getnframes()
-    except (wave.Error, EOFError):
+def _chunks(handle: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """Each RIFF chunk's id and declared size, with ``handle`` at the start of its data."""
+    while len(header := handle.read(8)) == 8:
+        chunk_id, size = struct.unpack("<4sI", header)
+        start = handle.tell()
+        yield chunk_id, size
+        handle.seek(start + size + size % 2)
+
+
+def _data_chunk(path: Path) -> tuple[bytes, int, int] | None:
+    """A RIFF/WAVE file's ``fmt `` block and its data chunk's declared and present byte counts."""
+    with path.open("rb") as handle:
+        header = handle.read(12)
+        if header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            return None
+        fmt = b""
+        for chunk_id, declared in _chunks(handle):
+            if chunk_id == b"fmt ":
+                fmt = handle.read(min(declared, 40))
+            elif chunk_id == b"data":
+                return fmt, declared, min(declared, path.stat().st_size - handle.tell())
+    return None
+
+
+def _truncation(path: Path) -> str | None:
+    """How a WAV file's data chunk is cut short (libsndfile silently decodes what is there), or None."""
+    chunk = _data_chunk(path)
+    if chunk is None or chunk[1] == STREAMED_SIZE:
         return None
+    fmt, declared, present = chunk
+    unit, per_unit = _data_unit(fmt)
+    if present // per_unit == declared // per_unit:
+        return None
+    return (f"truncated, the header announces {declared // per_unit} {unit} but only "
+            f"{present // per_unit} are in the file")
+
+
+def _data_unit(fmt: bytes) -> tuple[str, int]:
+    """How to count a data chunk: in samples (frames) where one block is one frame, else in bytes."""
+    if len(fmt) < 16:
+        return "bytes of audio", 1
+    tag, block_align = struct.unpack_from("<H", fmt)[0], struct.unpack_from("<H", fmt, 12)[0]
+    if tag == EXTENSIBLE and len(fmt) >= 26:
+        tag = struct.unpack_from("<H", fmt, 24)[0]  # the sub-format GUID starts with the format tag
+    if tag in FRAME_PER_BLOCK and block_align:
+        return "samples", block_align
+    return "bytes of audio", 1
 
 
 def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
@@ -73,12 +123,10 @@ def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
         raise UserError(f"{path}: not a readable audio file ({err})") from None
     if audio.shape[0] == 0:
         raise UserError(f"{path}: the audio file holds no samples")
-    declared = _declared_frames(path)
-    if declared is not None and audio.shape[0] < declared:
-        raise UserError(f"{path}: truncated, the header announces {declared} samples but only "
-                        f"{audio.shape[0]} are in the file")
-    mono = librosa.to_mono(audio.T)
-    check_signal(mono, str(path))
+    problem = _truncation(path)
+    if problem is not None:
+        raise UserError(f"{path}: {problem}")
+    mono = check_signal(audio.mean(axis=1, dtype=np.float64), str(path))  # checked before librosa sees it
     if sample_rate is not None and rate != sample_rate:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate)
         rate = sample_rate

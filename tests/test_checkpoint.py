@@ -1,5 +1,6 @@
 """Checkpoints: atomic writes, no unpickling of code, refusal of other lengths and keys."""
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,46 @@ def test_not_a_checkpoint(tmp_path):
         load_file(path)
     with pytest.raises(UserError, match="checkpoint not found"):
         load_file(tmp_path / "missing.pt")
+
+
+def test_code_carrying_zip_checkpoint_names_the_global_and_is_never_run(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    torch.save({"models": _Payload(marker)}, path)
+    with pytest.raises(UserError, match=r"evil.pt: refused, .* could run code \(it asks for getattr\)"):
+        load_file(path)
+    assert not marker.exists()
+
+
+def _truncated_checkpoint(path: Path) -> bytes:
+    save_checkpoint({"epoch": 1, "weights": torch.zeros(64)}, path)
+    return path.read_bytes()[:200]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"hi\n", "it is not in the format torch.save writes"),
+    (b"junk", "it is not in the format torch.save writes"),
+    (bytes(range(256)) * 4, "it is not in the format torch.save writes"),  # was called code-carrying
+    (b"", "the file is empty"),
+    (b"\x80\x02junk", "its content is corrupt"),
+    (_truncated_checkpoint, "PytorchStreamReader failed reading zip archive"),
+])
+def test_files_that_are_no_checkpoint_are_called_unreadable(tmp_path, content, reason):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content(tmp_path / "good.pt") if callable(content) else content)
+    with pytest.raises(UserError, match=rf"bad.pt: not a readable PyTorch checkpoint \({reason}"):
+        load_file(path)
+
+
+def test_a_folder_is_named_as_one_with_the_file_to_give(tmp_path):
+    expected = re.escape(f"{tmp_path}: is a folder, not a checkpoint; give a file in it, such as "
+                         f"{tmp_path / 'checkpoints' / 'last.pt'}")
+    with pytest.raises(UserError, match=f"^{expected}$"):
+        load_file(tmp_path)
+
+
+def test_a_state_dict_must_hold_tensors():
+    with pytest.raises(UserError, match="ckpt: expected a state dict of tensors"):
+        load_weights(D_Net(256), {"gfl.layernorm.weight": [1.0]}, "ckpt")
+    with pytest.raises(UserError, match="ckpt: expected a state dict of tensors"):
+        load_weights(D_Net(256), torch.zeros(3), "ckpt")

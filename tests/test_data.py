@@ -24,6 +24,14 @@ def tone(seconds: float = 0.1, rate: int = 16000, frequency: float = 440.0, seed
     return (0.3 * np.sin(2 * np.pi * frequency * t) + noise).astype(np.float32)
 
 
+def write_mimii_set(root: Path) -> Path:
+    """Two normal and one abnormal 0.1 s tone at 16 kHz, in the MIMII layout."""
+    for i in range(2):
+        write_wav(root / "normal" / f"{i}.wav", tone(seed=i))
+    write_wav(root / "abnormal" / "0.wav", tone(frequency=900))
+    return root
+
+
 def write_release_csv(root: Path, signals: list[np.ndarray], labels: list[int]) -> tuple[Path, Path]:
     root.mkdir(parents=True, exist_ok=True)
     for i, signal in enumerate(signals):
@@ -70,7 +78,8 @@ def test_dcase_layout_and_resampling(tmp_path):
     assert len(train_set) == 2 and test_set.labels.tolist() == [1, 0]  # name order: anomaly_ first
     expected = soundfile.read(tmp_path / "test" / "anomaly_id_00_00000001.wav", dtype="float32")[0]
     np.testing.assert_allclose(test_set.signals[0], expected[:1600])
-    resampled = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1600", "--sample_rate", "8000"])
+    resampled = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1600", "--sample_rate", "8000",
+                           "--segment_length", "512"])
     _, test_8k = load_datasets(resampled)
     assert np.count_nonzero(test_8k.signals[0]) == pytest.approx(800, abs=2)  # 0.1 s at 8 kHz, padded
 

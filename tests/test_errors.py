@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_script
+from conftest import TINY, run_script
 from data import load_datasets
 from errors import UserError
 from opts import parse_opts
-from test_data import csv_opts, tone, write_release_csv, write_wav
+from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 
 def _good_csv_sets(tmp_path: Path, test_labels=(0, 1)):
@@ -83,27 +83,20 @@ def test_training_set_with_abnormal_files_is_refused(tmp_path):
     _expect("abnormal file", train[0] / "0.csv", lambda: _load_csv(train, test))
 
 
-def _wav_set(tmp_path: Path) -> Path:
-    for i in range(2):
-        write_wav(tmp_path / "normal" / f"{i}.wav", tone(seed=i))
-    write_wav(tmp_path / "abnormal" / "0.wav", tone(frequency=900))
-    return tmp_path
-
-
 def _load_wav(root: Path, *extra: str):
     return load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024",
                                      "--train_normal_files", "1", *extra]))
 
 
 def test_truncated_wav(tmp_path):
-    root = _wav_set(tmp_path)
+    root = write_mimii_set(tmp_path)
     path = root / "abnormal" / "0.wav"
     path.write_bytes(path.read_bytes()[: 44 + 1000])
     _expect("truncated", path, lambda: _load_wav(root))
 
 
 def test_empty_and_non_audio_wav(tmp_path):
-    root = _wav_set(tmp_path)
+    root = write_mimii_set(tmp_path)
     path = root / "abnormal" / "0.wav"
     path.write_bytes(b"")
     _expect("not a readable audio file", path, lambda: _load_wav(root))
@@ -114,7 +107,7 @@ def test_empty_and_non_audio_wav(tmp_path):
 
 
 def test_mixed_sample_rates_without_resampling(tmp_path):
-    root = _wav_set(tmp_path)
+    root = write_mimii_set(tmp_path)
     odd = write_wav(root / "abnormal" / "0.wav", tone(rate=8000), rate=8000)
     _expect("sample rate 8000 Hz differs from 16000 Hz", odd, lambda: _load_wav(root))
     _, test_set = _load_wav(root, "--sample_rate", "16000")
@@ -137,3 +130,60 @@ def test_sample_rates_must_agree_across_training_and_test_sets(tmp_path):
     _expect("differs from 16000 Hz", odd,
             lambda: load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "800",
                                                    "--segment_length", "0"])))
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--d_net_learning_rate", "-1"], "argument --d_net_learning_rate: expected a finite number > 0, got -1"),
+    (["--r_g_net_learning_rate", "nan"], "argument --r_g_net_learning_rate: expected a finite number > 0"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["--snr", "nan"], "argument --snr: expected a level in dB (inf: no noise), got nan"),
+    (["--instance_noise_snr=-inf"], "argument --instance_noise_snr: expected a level in dB"),
+    (["--threshold", "inf"], "argument --threshold: expected a finite number, got inf"),
+    (["--synthetic_test_clips", "1"], "argument --synthetic_test_clips: expected at least 2"),
+])
+def test_bad_option_values_are_refused_with_the_option_named(options, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_opts(options)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--mess_length", "60", "--segment_length", "0"], "--mess_length 60 is too short: the discriminator "
+                                                       "needs at least 61 samples"),
+    (["--segment_length", "3"], "--segment_length 3 is too short: the discriminator needs at least 61"),
+])
+def test_signal_too_short_for_the_discriminator(options, message):
+    with pytest.raises(UserError, match=message):
+        parse_opts(options)
+    parse_opts(["--mess_length", "61", "--segment_length", "0"])  # the shortest that fits
+
+
+def test_option_errors_print_one_line_from_every_script(tmp_path):
+    """Errors found while resolving options, and output paths that cannot be folders."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    cases = [
+        (["train.py", "--segment_length", "8192"], "error: --segment_length 8192 is longer than --mess_length 4096"),
+        (["train.py", *TINY, "--output_dir", str(a_file)],
+         f"error: {a_file}: cannot create the run folder there"),
+        (["reproduce.py", "--protocol", "tiny", "--out", str(a_file)],
+         f"error: {a_file / 'tiny'}: cannot create the output folder (--out) there"),
+        (["reproduce.py", "--protocol", "tiny", "--grlnet_args", '--snr "2'],
+         "error: --grlnet_args '--snr \"2': No closing quotation"),
+        (["bench.py", "--device", "cpu", "--profile", str(a_file)],
+         f"error: {a_file}: cannot create the profile folder (--profile) there"),
+    ]
+    for args, message in cases:
+        result = run_script(*args, check=False)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert message in result.stdout, (args, result.stdout)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+
+
+def test_grlnet_args_errors_say_they_are_train_options(tmp_path):
+    result = run_script("reproduce.py", "--protocol", "tiny", "--out", str(tmp_path),
+                        "--grlnet_args", "--epochs 0", check=False)
+    assert result.returncode == 2
+    assert ("reproduce.py --grlnet_args (train.py's options): error: argument --epochs: "
+            "expected a positive integer, got 0") in result.stderr

@@ -1,14 +1,18 @@
-"""reproduce.py end to end on its tiny protocol: results files, consistent numbers, two figures."""
+"""reproduce.py end to end on its tiny protocol: results files, consistent numbers, two figures,
+interruption and continuation."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-import main
-import reproduce
-from conftest import run_script
+from checkpoint import load_file
+from conftest import REPO, run_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("grlnet_standard", "grlnet_released", "dcase_autoencoder")
@@ -85,33 +89,44 @@ def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
     assert metrics_csv.stat().st_mtime_ns != written
 
 
-def test_reuse_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeypatch):
-    command = ["--protocol", "tiny", "--out", str(tmp_path), "--methods", "grlnet_standard", "--epochs", "2"]
-    saving = main.Trainer.save
+def test_ctrl_c_stops_every_run_at_a_checkpoint_and_reuse_continues_them(tmp_path):
+    """SIGINT to reproduce.py alone: it passes it on to the runs in flight, each saves and stops;
+    --reuse then continues each from its checkpoint instead of training it again."""
+    command = ["reproduce.py", "--protocol", "tiny", "--out", str(tmp_path), "--methods", "grlnet_standard",
+               "--seeds", "0", "1", "--jobs", "2", "--epochs", "30"]
+    runs = [tmp_path / "tiny" / "grlnet_standard" / f"seed{seed}" for seed in (0, 1)]
+    process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not all((run / "metrics.csv").is_file() for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "interrupted: run the same command with --reuse to continue" in output
+    first_epochs = [(run / "metrics.csv").read_text().splitlines()[1] for run in runs]
+    assert all(load_file(run / "checkpoints" / "last.pt")["epoch"] < 30 for run in runs)
 
-    def save_then_stop(trainer, name="last"):  # as Ctrl-C right after the first epoch's checkpoint
-        saving(trainer, name)
-        trainer.stop_requested = True
-
-    monkeypatch.setattr(main.Trainer, "save", save_then_stop)
-    with pytest.raises(SystemExit) as stopped:
-        reproduce.main(command)
-    assert stopped.value.code == 130
-    monkeypatch.undo()
-    run = tmp_path / "tiny" / "grlnet_standard" / "seed0"
-    first_epoch = (run / "metrics.csv").read_text().splitlines()[1]
-
-    continued = run_script("reproduce.py", *command, "--reuse", timeout=120)
-    assert "grlnet_standard seed 0: continuing the interrupted run from its last checkpoint" in continued.stdout
-    assert "resumed from" in (run / "train.log").read_text()
-    lines = (run / "metrics.csv").read_text().splitlines()
-    assert len(lines) == 3 and lines[1] == first_epoch  # epoch 0, with its timing, was not trained again
+    continued = run_script(*command, "--reuse", timeout=300)
+    for seed, run, first_epoch in zip((0, 1), runs, first_epochs):
+        assert f"grlnet_standard seed {seed}: continuing the interrupted run from its last checkpoint" in continued.stdout
+        assert "resumed from" in (run / "train.log").read_text()
+        lines = (run / "metrics.csv").read_text().splitlines()
+        assert len(lines) == 31 and lines[1] == first_epoch  # epoch 0, with its timing, was not trained again
     results = json.loads((tmp_path / "tiny" / "results.json").read_text())
-    assert results["tasks"]["tiny"]["methods"]["grlnet_standard"]["runs"][0]["resumed"] is True
-    assert " min (resumed) |" in (tmp_path / "tiny" / "results.md").read_text()
+    assert all(run["resumed"] for run in results["tasks"]["tiny"]["methods"]["grlnet_standard"]["runs"])
+    assert " min (resumed)" in (tmp_path / "tiny" / "results.md").read_text()
 
-    again = run_script("reproduce.py", *command, "--reuse", timeout=120)  # finished now, though resumed
+    again = run_script(*command, "--reuse", timeout=120)  # finished now, though resumed
     assert "(earlier run, --reuse)" in again.stdout
+
+
+def test_a_failing_run_is_named(tmp_path):
+    result = run_script("reproduce.py", "--protocol", "tiny", "--out", str(tmp_path), "--methods",
+                        "grlnet_standard", "--grlnet_args", f"--resume {tmp_path / 'missing.pt'}", check=False)
+    assert result.returncode == 2
+    assert ("error: [tiny] grlnet_standard seed 0 failed (exit status 2, its output is above)"
+            in result.stdout), result.stdout
+    assert f"error: {tmp_path / 'missing.pt'}: checkpoint not found" in result.stdout
 
 
 def test_fp32_method_runs_without_bf16_and_compile_and_matches_on_cpu(tmp_path):

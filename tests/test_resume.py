@@ -81,7 +81,7 @@ def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
     assert load_file(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
     calls["n"] = 0
     with pytest.raises(SystemExit) as exit_info:
-        main.run_cli(main.train, parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
+        main.run_cli(main.train, lambda: parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
     assert exit_info.value.code == 3
 
 

@@ -1,0 +1,154 @@
+"""test.py's checks on what it is given: the data's sample rate, the checkpoint's structure, and
+options on the command line that contradict the checkpoint."""
+import csv
+import re
+from pathlib import Path
+
+import librosa
+import pytest
+import torch
+
+import evaluate
+import main
+from conftest import TINY, run_script
+from errors import UserError
+from evaluate import parse_test_args, restore
+from opts import parse_opts
+from test_data import tone, write_wav
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny run on the embedded data set, whose clips are at 16 kHz (windows of 256, no resampling)."""
+    folder = tmp_path_factory.mktemp("run")
+    main.train(parse_opts([*TINY, "--output_dir", str(folder)]))
+    return folder / "checkpoints" / "last.pt"
+
+
+def write_clips(folder: Path, rate: int) -> Path:
+    """Two normal (440 Hz) and two abnormal (1500 Hz) clips with DCASE names, made at 16 kHz and
+    written at ``rate``: the same sound at every rate."""
+    for i in range(2):
+        for kind, frequency in (("normal", 440.0), ("anomaly", 1500.0)):
+            clip = librosa.resample(tone(0.05, frequency=frequency, seed=i), orig_sr=16000, target_sr=rate)
+            write_wav(folder / f"{kind}_id_00_{i:08d}.wav", clip, rate)
+    return folder
+
+
+def scores_of(path: Path) -> dict[str, float]:
+    with path.open() as handle:
+        return {Path(row["file"]).name: float(row["score"]) for row in csv.DictReader(handle)}
+
+
+def score(checkpoint: Path, out: Path, *args: str) -> dict[str, float]:
+    """Run test.py's work in this process and read back its scores."""
+    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--output_dir", str(out), "--quiet",
+                                   *args]))
+    return scores_of(out / "scores.csv")
+
+
+def with_changes(checkpoint: Path, path: Path, change) -> Path:
+    """A copy of ``checkpoint`` with ``change`` applied to its dict."""
+    state = torch.load(checkpoint, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    return path
+
+
+def test_data_at_another_rate_is_refused_naming_a_file_both_rates_and_the_fix(checkpoint, tmp_path):
+    clips = write_clips(tmp_path / "at44k", 44100)
+    result = run_script("test.py", "--checkpoint", str(checkpoint), "--test_root", str(clips),
+                        "--output_dir", str(tmp_path / "out"), "--quiet", check=False)
+    assert result.returncode == 2
+    assert result.stdout.splitlines()[-1] == (
+        f"error: {clips / 'anomaly_id_00_00000000.wav'}: sample rate 44100 Hz, but {checkpoint} was "
+        "trained on 16000 Hz audio; give --sample_rate 16000 to resample")
+    with pytest.raises(UserError, match=r"normal_id_00_00000001.wav: sample rate 44100 Hz, .* on 16000 Hz"):
+        score(checkpoint, tmp_path / "input", "--input", str(clips / "normal_id_00_00000001.wav"))
+
+
+def test_sample_rate_resamples_to_the_trained_rate(checkpoint, tmp_path):
+    at_16k, at_44k = write_clips(tmp_path / "at16k", 16000), write_clips(tmp_path / "at44k", 44100)
+    expected = score(checkpoint, tmp_path / "16k", "--test_root", str(at_16k))
+    resampled = score(checkpoint, tmp_path / "44k", "--test_root", str(at_44k), "--sample_rate", "16000")
+    assert resampled == pytest.approx(expected, rel=1e-3)
+    with pytest.raises(UserError, match=r"^--sample_rate 44100 differs from the 16000 Hz the checkpoint was "
+                                        r"trained at \(.*last.pt\); give --sample_rate 16000$"):
+        restore(parse_test_args(["--checkpoint", str(checkpoint), "--sample_rate", "44100"]))
+
+
+def test_a_run_resampled_in_training_resamples_its_test_data_again(tmp_path):
+    data = tmp_path / "data"
+    for i in range(3):
+        write_wav(data / "train" / f"normal_id_00_{i:08d}.wav", tone(0.05, rate=44100, seed=10 + i), 44100)
+    write_clips(data / "test", 44100)
+    run = tmp_path / "run"
+    main.train(parse_opts(["--data_root", str(data), "--sample_rate", "16000", "--mess_length", "512",
+                           "--segment_length", "256", "--segment_hop", "256", "--epochs", "1", "--quiet",
+                           "--output_dir", str(run)]))
+    rescored = score(run / "checkpoints" / "last.pt", tmp_path / "test", "--test_root", str(data / "test"))
+    assert rescored == scores_of(run / "scores.csv")
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda state: state["models"].pop("local"), r": incomplete GRLNet checkpoint: 'models' has no 'local'$"),
+    (lambda state: state.update(metrics={"threshold": 0.5}),
+     r": incomplete GRLNet checkpoint: 'metrics' is missing or not a list$"),
+    (lambda state: state["metrics"][-1].pop("threshold"),
+     r": incomplete GRLNet checkpoint: the last 'metrics' entry has no 'threshold'$"),
+    (lambda state: state.update(calibration=torch.zeros(3)),
+     r": incomplete GRLNet checkpoint: 'calibration' is not a 2 x 3 tensor$"),
+    (lambda state: state["models"].update(regional=torch.zeros(3)),
+     r" \(regional\): expected a state dict of tensors$"),
+    (lambda state: state["options"].pop("data_root"),
+     r": its stored options lack data_root, so its data are unknown; name the data to score with "
+     r"--data_root, --test_root or --input$"),
+])
+def test_an_incomplete_checkpoint_is_refused_naming_what_it_lacks(checkpoint, tmp_path, change, problem):
+    damaged = with_changes(checkpoint, tmp_path / "damaged.pt", change)
+    with pytest.raises(UserError, match=f"^{re.escape(str(damaged))}{problem}"):
+        restore(parse_test_args(["--checkpoint", str(damaged)]))
+
+
+def test_an_option_older_checkpoints_lack_counts_at_its_default(checkpoint, tmp_path):
+    older = with_changes(checkpoint, tmp_path / "older.pt",
+                         lambda state: state["options"].pop("calibration_clips"))
+    restored = restore(parse_test_args(["--checkpoint", str(older)]))
+    assert restored.opt.calibration_clips == 0
+    assert restored.threshold == torch.load(checkpoint, weights_only=True)["metrics"][-1]["threshold"]
+    with pytest.raises(UserError, match="^--calibration_clips 2 differs from the checkpoint's 0 "):
+        restore(parse_test_args(["--checkpoint", str(older), "--calibration_clips", "2"]))
+
+
+def test_given_options_are_told_from_defaults():
+    opt = parse_test_args(["--checkpoint", "x.pt", "--segment_length", "256", "--no-bf16", "--seed", "0"])
+    assert opt.given_options == {"checkpoint", "segment_length", "bf16", "seed"}
+    assert opt.bf16 is False and opt.mess_length is None
+
+
+@pytest.mark.parametrize("given, message", [
+    (["--segment_length", "128"], "--segment_length 128 differs from the checkpoint's 256"),
+    (["--segment_hop", "128"], "--segment_hop 128 differs from the checkpoint's 256"),
+    (["--global_filter", "learned"], "--global_filter learned differs from the checkpoint's released"),
+    (["--no-bf16"], "--bf16 False differs from the checkpoint's True"),
+    (["--calibration_clips", "2"], "--calibration_clips 2 differs from the checkpoint's 0"),
+])
+def test_a_given_model_option_must_match_the_checkpoint(checkpoint, given, message):
+    with pytest.raises(UserError, match=rf"^{message} \(.*last.pt\); leave it out to use the checkpoint's$"):
+        restore(parse_test_args(["--checkpoint", str(checkpoint), *given]))
+
+
+def test_given_options_that_agree_with_the_checkpoint_or_name_its_data_are_kept(checkpoint):
+    same = restore(parse_test_args(["--checkpoint", str(checkpoint), "--segment_length", "256",
+                                    "--global_filter", "released", "--bf16", "True"])).opt
+    assert (same.segment_length, same.global_filter, same.synthetic_test_clips) == (256, "released", 8)
+    fewer = restore(parse_test_args(["--checkpoint", str(checkpoint), "--synthetic_test_clips", "4"])).opt
+    assert fewer.synthetic_test_clips == 4
+
+
+def test_cli_refuses_a_segment_length_the_checkpoint_was_not_trained_with(checkpoint):
+    result = run_script("test.py", "--checkpoint", str(checkpoint), "--segment_length", "512", check=False)
+    assert result.returncode == 2
+    assert result.stdout.splitlines()[-1] == (
+        f"error: --segment_length 512 differs from the checkpoint's 256 ({checkpoint}); "
+        "leave it out to use the checkpoint's")
