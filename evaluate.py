@@ -12,7 +12,7 @@ import torch
 
 from checkpoint import load_file, load_released, load_weights
 from data import load_datasets, load_unlabelled
-from errors import UserError
+from errors import UserError, make_folder
 from main import (autocast_context, configure_logging, log, place_model, resolve_device,
                   write_scores_csv)
 from metrics import compute_metrics, format_metrics
@@ -167,8 +167,8 @@ def test(opt: argparse.Namespace) -> dict | None:
     model, opt, stored_threshold, calibration, trained_rate = restore(opt)
     device = resolve_device(opt)
     place_model(model, device, opt)
-    folder = Path(opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}",
+                         "output folder")
     configure_logging(folder / "test.log")
     autocast = autocast_context(device, opt)
 
@@ -176,6 +176,10 @@ def test(opt: argparse.Namespace) -> dict | None:
         threshold = opt.threshold if opt.threshold is not None else stored_threshold
         if threshold is None:
             raise UserError("no decision threshold: give --threshold (the release's files store none)")
+        output = Path(opt.output or folder / "scores.csv")
+        if output.is_dir():
+            raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
+        make_folder(output.parent, "folder of --output")
         clips = load_unlabelled(opt.input, opt)
         _require_trained_rate(opt, trained_rate, clips.names[0])
         scores = score_clips(model, clips, opt, device, autocast, calibration=calibration)
@@ -183,7 +187,6 @@ def test(opt: argparse.Namespace) -> dict | None:
             log.info("%s  score %.6f  %s", name, score, "ABNORMAL" if score >= threshold else "normal")
         log.info("threshold %.6f (%s)", threshold, "--threshold" if opt.threshold is not None
                  else "the checkpoint's last EER threshold")
-        output = Path(opt.output or folder / "scores.csv")
         write_scores_csv(clips, scores, output)
         log.info("scores written to %s", output)
         return None

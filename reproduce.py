@@ -261,9 +261,9 @@ def run_commands(commands: list[list[str]], names: list[str], jobs: int) -> list
                 if process.returncode == INTERRUPTED:
                     raise KeyboardInterrupt
                 if process.returncode != 0:
+                    stopped = "; the runs in flight were stopped at a checkpoint" if running else ""
                     raise UserError(f"{names[index]} failed (exit status {process.returncode}, its output is "
-                                    "above); the other runs were stopped at a checkpoint: fix the cause and "
-                                    "continue with --reuse")
+                                    f"above){stopped}: fix the cause and continue with --reuse")
                 seconds[index] = round(time.perf_counter() - started, 1)
             time.sleep(POLL_SECONDS)
     finally:

@@ -152,3 +152,13 @@ def test_cli_refuses_a_segment_length_the_checkpoint_was_not_trained_with(checkp
     assert result.stdout.splitlines()[-1] == (
         f"error: --segment_length 512 differs from the checkpoint's 256 ({checkpoint}); "
         "leave it out to use the checkpoint's")
+
+
+def test_output_file_of_input_mode_must_be_a_file_and_gets_its_folder(checkpoint, tmp_path):
+    clips = write_clips(tmp_path / "clips", 16000)
+    with pytest.raises(UserError, match=f"{re.escape(str(tmp_path))}: --output is a folder; give a file name"):
+        score(checkpoint, tmp_path / "out", "--input", str(clips), "--output", str(tmp_path))
+    nested = tmp_path / "new" / "folder" / "scores.csv"
+    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(nested),
+                                   "--output_dir", str(tmp_path / "out"), "--quiet"]))
+    assert set(scores_of(nested)) == {path.name for path in clips.iterdir()}
