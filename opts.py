@@ -175,7 +175,8 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                        help="after --epochs, this many epochs that train D alone, generators frozen, to tell "
                             "normal windows and their reconstructions (0) from pseudo-anomalies made of them "
                             f"(1): reconstructions of inputs noised {PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr, "
-                            "and mixtures of two windows' reconstructions (OGNet's second phase; a study option, see REPRODUCTION.md)")
+                            "and mixtures of two windows' reconstructions (OGNet's second phase; a study option, "
+                            "see REPRODUCTION.md)")
     model.add_argument("--calibration_clips", type=non_negative_int, default=0,
                        help="0: the paper's score. N: hold the last N normal training clips out of "
                             "training and score each term by its distance from them, in their standard "

@@ -108,7 +108,8 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_reuse_continues_them(tmp_pat
 
     continued = run_script(*command, "--reuse", timeout=300)
     for seed, run, first_epoch in zip((0, 1), runs, first_epochs):
-        assert f"grlnet_standard seed {seed}: continuing the interrupted run from its last checkpoint" in continued.stdout
+        continuing = f"grlnet_standard seed {seed}: continuing the interrupted run from its last checkpoint"
+        assert continuing in continued.stdout
         assert "resumed from" in (run / "train.log").read_text()
         lines = (run / "metrics.csv").read_text().splitlines()
         assert len(lines) == 9 and lines[1] == first_epoch  # epoch 0, with its timing, was not trained again
