@@ -17,7 +17,7 @@ from main import (autocast_context, configure_logging, log, place_model, resolve
                   write_scores_csv)
 from metrics import compute_metrics, format_metrics
 from network import GRLNet
-from opts import RELEASE_PRESET, build_parser, network_length, resolve_presets
+from opts import RELEASE_PRESET, build_parser, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
 from scoring import score_clips
 
@@ -76,7 +76,7 @@ def _use_stored_data(opt: argparse.Namespace, stored: dict, source: str) -> None
 def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, source: str) -> argparse.Namespace:
     """``opt`` with the checkpoint's model options (one it predates counts at its default) and sample
     rate, and with its data unless the command line names data."""
-    defaults = vars(build_parser().parse_args([]))
+    defaults = option_defaults()
     for name in MODEL_OPTIONS:
         stored_value = stored.get(name, defaults[name])
         _refuse_other_value(opt, name, stored_value, source)

@@ -37,7 +37,7 @@ from distributed import (Process, average_tensor, broadcast_value, init_process,
 from errors import UserError, make_folder
 from metrics import compute_metrics, format_metrics
 from network import GRLNet, use_channels_last
-from opts import PSEUDO_ANOMALY_SNR_DROP, network_length, options_changed_since, total_epochs
+from opts import PSEUDO_ANOMALY_SNR_DROP, RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
 from scoring import SCORE_COLUMNS, calibration_statistics, score_clips
@@ -389,7 +389,7 @@ def read_resume_checkpoint(opt: argparse.Namespace) -> tuple[Path, dict]:
     missing = [name for name in ("regional", "local", "discriminator") if name not in state["models"]]
     if missing:
         raise UserError(f"{path}: incomplete checkpoint, no weights for {', '.join(missing)}")
-    changed = options_changed_since(state["options"], opt)
+    changed = changed_options(state["options"], opt, RESUME_MAY_CHANGE)
     if changed:
         raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "
                         f"start a new run ({'; '.join(changed)})")

@@ -10,7 +10,7 @@ import argparse
 import itertools
 import math
 import sys
-from typing import Sequence
+from typing import Collection, Sequence
 
 from errors import UserError
 from network import GLOBAL_FILTERS, discriminator_feature_length
@@ -268,14 +268,19 @@ def network_length(opt: argparse.Namespace) -> int:
     return opt.segment_length or opt.mess_length
 
 
-def options_changed_since(stored: dict, opt: argparse.Namespace) -> list[str]:
-    """The options that define a run (all but ``RESUME_MAY_CHANGE``) whose values in ``opt`` differ
-    from ``stored``, each as "--name: stored -> now"; an option ``stored`` predates counts at its default."""
-    defaults = vars(build_parser().parse_args([]))
+def option_defaults() -> dict:
+    """Every option's default as the parser holds it (data-dependent ones None, before the presets)."""
+    return vars(build_parser().parse_args([]))
+
+
+def changed_options(stored: dict, opt: argparse.Namespace, ignore: Collection[str] = ()) -> list[str]:
+    """The options, all but ``ignore``, whose values in ``opt`` differ from ``stored`` (a run's
+    options.json or checkpoint), each as "--name: stored -> now"; one ``stored`` predates counts at
+    its default."""
     changed = []
-    for name, default in defaults.items():
+    for name, default in option_defaults().items():
         before, now = stored.get(name, default), getattr(opt, name)
-        if name not in RESUME_MAY_CHANGE and before != now:
+        if name not in ignore and before != now:
             changed.append(f"--{name}: {before!r} -> {now!r}")
     return changed
 

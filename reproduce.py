@@ -40,8 +40,7 @@ from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
 from data.layouts import labelled_wav_items
 from errors import UserError, make_folder
 from metrics import compute_metrics
-from opts import build_parser as build_grlnet_parser
-from opts import non_negative_int, parse_opts, positive_int, total_epochs
+from opts import changed_options, non_negative_int, parse_opts, positive_int, total_epochs
 from plots import read_columns, read_scores
 
 matplotlib.use("Agg")
@@ -298,10 +297,7 @@ def stored_options_match(argv: list[str]) -> bool:
     options_json = Path(opt.output_dir) / "options.json"
     if not options_json.is_file():
         return False
-    stored = json.loads(options_json.read_text())
-    defaults = build_grlnet_parser()
-    return all(stored.get(name, defaults.get_default(name)) == value
-               for name, value in vars(opt).items() if name != "resume")
+    return not changed_options(json.loads(options_json.read_text()), opt, ignore={"resume"})
 
 
 def finished_run(method: str, argv: list[str]) -> dict | None:
