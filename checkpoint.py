@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from errors import UserError
+from network import NETWORKS
 
 RELEASED_FILES = {"regional": "Regional_Generator.pth", "local": "Local_Generator.pth",
                   "discriminator": "Discirminator.pth"}  # the release's spelling
@@ -117,3 +118,23 @@ def load_released(model, model_dir: str | Path) -> None:
     for attribute, name in RELEASED_FILES.items():
         path = folder / name
         load_weights(getattr(model, attribute), load_file(path), str(path))
+
+
+def train_checkpoint_problems(state: dict) -> list[str]:
+    """What scoring and resuming need from a train.py checkpoint (a dict with 'models' and 'options')
+    and ``state`` lacks, each in a few words."""
+    problems = [] if isinstance(state["options"], dict) else ["'options' is not a dict"]
+    models, metrics, calibration = state["models"], state.get("metrics"), state.get("calibration")
+    if not isinstance(models, dict):
+        problems.append("'models' is not a dict")
+    else:
+        problems += [f"'models' has no '{name}'" for name in NETWORKS if name not in models]
+    if not isinstance(metrics, list):
+        problems.append("'metrics' is missing or not a list")
+    elif metrics and not isinstance(metrics[-1], dict):
+        problems.append("the last 'metrics' entry is not a dict")
+    elif metrics and not isinstance(metrics[-1].get("threshold"), float):
+        problems.append("the last 'metrics' entry has no 'threshold'")
+    if calibration is not None and (not isinstance(calibration, torch.Tensor) or calibration.shape != (2, 3)):
+        problems.append("'calibration' is not a 2 x 3 tensor")
+    return problems

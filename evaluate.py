@@ -10,13 +10,13 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from checkpoint import load_file, load_released, load_weights
+from checkpoint import load_file, load_released, load_weights, train_checkpoint_problems
 from data import load_datasets, load_unlabelled
 from errors import UserError, make_folder
 from main import (autocast_context, configure_logging, log, place_model, resolve_device,
                   write_scores_csv)
 from metrics import compute_metrics, format_metrics
-from network import GRLNet
+from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
 from scoring import score_clips
@@ -28,7 +28,6 @@ MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter"
 # Stored options that name the data: used when the command line names no data, unless it gives them.
 DATA_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
                 "train_normal_files", "synthetic_train_clips", "synthetic_test_clips", "seed")
-NETWORKS = ("regional", "local", "discriminator")  # GRLNet's parts, each a state dict in a checkpoint
 
 
 def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
@@ -87,32 +86,13 @@ def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, source: str
     return resolve_presets(opt)
 
 
-def _checkpoint_problems(state: dict) -> list[str]:
-    """What scoring needs from a train.py checkpoint and ``state`` lacks, each in a few words."""
-    problems = [] if isinstance(state["options"], dict) else ["'options' is not a dict"]
-    models, metrics, calibration = state["models"], state.get("metrics"), state.get("calibration")
-    if not isinstance(models, dict):
-        problems.append("'models' is not a dict")
-    else:
-        problems += [f"'models' has no '{name}'" for name in NETWORKS if name not in models]
-    if not isinstance(metrics, list):
-        problems.append("'metrics' is missing or not a list")
-    elif metrics and not isinstance(metrics[-1], dict):
-        problems.append("the last 'metrics' entry is not a dict")
-    elif metrics and not isinstance(metrics[-1].get("threshold"), float):
-        problems.append("the last 'metrics' entry has no 'threshold'")
-    if calibration is not None and (not isinstance(calibration, torch.Tensor) or calibration.shape != (2, 3)):
-        problems.append("'calibration' is not a 2 x 3 tensor")
-    return problems
-
-
 def _load_train_checkpoint(path: str) -> dict:
     """A checkpoint train.py wrote, refused once, naming what is missing, before any of it is used."""
     state = load_file(path)
     if not isinstance(state, dict) or "models" not in state or "options" not in state:
         raise UserError(f"{path}: not a GRLNet checkpoint written by train.py "
                         "(for the release's three .pth files use --model_dir)")
-    problems = _checkpoint_problems(state)
+    problems = train_checkpoint_problems(state)
     if problems:
         raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
     return state

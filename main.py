@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from checkpoint import load_file, load_weights, save_checkpoint
+from checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
 from data import ClipSet, load_datasets, split_calibration
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
                          shutdown, wait_for_all)
@@ -386,9 +386,9 @@ def read_resume_checkpoint(opt: argparse.Namespace) -> tuple[Path, dict]:
     if not isinstance(state, dict) or not RESUME_ENTRIES <= state.keys():
         raise UserError(f"{path}: not a checkpoint written by train.py, so it cannot be resumed "
                         "(the release's weight files are scored with test.py --model_dir)")
-    missing = [name for name in ("regional", "local", "discriminator") if name not in state["models"]]
-    if missing:
-        raise UserError(f"{path}: incomplete checkpoint, no weights for {', '.join(missing)}")
+    problems = train_checkpoint_problems(state)
+    if problems:
+        raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
     changed = changed_options(state["options"], opt, RESUME_MAY_CHANGE)
     if changed:
         raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "

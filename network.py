@@ -196,6 +196,9 @@ class D_Net(nn.Module):
         return torch.sigmoid(self.logits(x))
 
 
+NETWORKS = ("regional", "local", "discriminator")  # GRLNet's networks by attribute; a checkpoint's state dicts
+
+
 class GRLNet(nn.Module):
     """The three networks of one run, built for one signal length and one global filter."""
 

@@ -10,7 +10,7 @@ import argparse
 import itertools
 import math
 import sys
-from typing import Collection, Sequence
+from typing import Callable, Collection, Sequence
 
 from errors import UserError
 from network import GLOBAL_FILTERS, discriminator_feature_length
@@ -60,27 +60,21 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: s
     parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
-def positive_int(value: str) -> int:
-    """An argparse type: an integer greater than zero (also used by bench.py and reproduce.py)."""
-    number = int(value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return number
+def _int_at_least(minimum: int, expected: str, name: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``; its error says ``expected``, argparse names it ``name``."""
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return number
+    parse.__name__ = name
+    return parse
 
 
-def non_negative_int(value: str) -> int:
-    """An argparse type: an integer >= 0 (seeds, counts that may be zero)."""
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return number
-
-
-def _test_clip_count(value: str) -> int:
-    number = int(value)
-    if number < 2:
-        raise argparse.ArgumentTypeError(f"expected at least 2 (a normal and a cavitation clip), got {value}")
-    return number
+# Also used by bench.py, reproduce.py and the baseline.
+positive_int = _int_at_least(1, "a positive integer", "positive_int")
+non_negative_int = _int_at_least(0, "an integer >= 0", "non_negative_int")  # seeds, counts that may be 0
+_test_clip_count = _int_at_least(2, "at least 2 (a normal and a cavitation clip)", "test_clip_count")
 
 
 def _learning_rate(value: str) -> float:
