@@ -582,21 +582,31 @@ def train(opt: argparse.Namespace) -> dict:
 
 
 def run_cli(main_function: Callable[[argparse.Namespace], object],
-            parse: Callable[[], argparse.Namespace]) -> None:
-    """Parse a script's options and run its body; user errors, in the options too, print one line and
-    exit non-zero (traceback with --debug)."""
+            parse: Callable[[], argparse.Namespace], interrupted: str = "interrupted") -> None:
+    """Parse a script's options and run its body; user errors, in the options too, and running out of
+    memory print one line and exit non-zero (traceback with --debug)."""
     opt = None
     try:
         opt = parse()
         main_function(opt)
-    except UserError as err:
-        if opt is not None and opt.debug:
+    except (UserError, MemoryError, torch.OutOfMemoryError) as err:
+        if getattr(opt, "debug", False):
             raise
         close_logging()
-        print(f"error: {err}", flush=True)
-        raise SystemExit(2 if not isinstance(err, DivergedError) else 3) from None
+        message = err if isinstance(err, UserError) else out_of_memory_message(err, opt)
+        print(f"error: {message}", flush=True)
+        raise SystemExit(3 if isinstance(err, DivergedError) else 2) from None
     except KeyboardInterrupt:  # train() saves and exits on its own; elsewhere there is nothing to keep
         close_logging()
-        print("interrupted", flush=True)
+        print(interrupted, flush=True)
         raise SystemExit(130) from None
 
+
+def out_of_memory_message(err: BaseException, opt: argparse.Namespace | None) -> str:
+    """Say which memory ran out and which options size what was being allocated."""
+    where = "GPU memory" if isinstance(err, torch.OutOfMemoryError) else "memory"
+    sizes = [f"{name} {getattr(opt, name[2:])}" for name in ("--mess_length", "--segment_length", "--batch_size")
+             if getattr(opt, name[2:], None) is not None]
+    cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"out of {where} ({cause}); lower the sizes of signals or batches" + (
+        f" (now {', '.join(sizes)})" if sizes else "")

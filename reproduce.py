@@ -39,6 +39,7 @@ import numpy as np
 from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
 from data.layouts import labelled_wav_items
 from errors import UserError, make_folder
+from main import run_cli
 from metrics import compute_metrics
 from opts import changed_options, non_negative_int, parse_opts, positive_int, total_epochs
 from plots import read_columns, read_scores
@@ -457,10 +458,21 @@ def plot_score_distributions(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Run the protocol, write results.md, results.json and the two figures; return the results."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """reproduce.py's options, with the command line itself kept as ``argv`` for results.json."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the protocol, write results.md, results.json and the two figures; return the results."""
+    return run_protocol(parse_args(argv))
+
+
+def run_protocol(args: argparse.Namespace) -> dict:
+    """The body of reproduce.py, for options from ``parse_args``."""
     protocol = PROTOCOLS[args.protocol]
     seeds = args.seeds or list(protocol.seeds)
     folder = Path(args.out) / args.protocol
@@ -472,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     baseline_epochs = args.baseline_epochs or protocol.baseline_epochs
     standing = protocol.standing + (" (reduced --quick settings)" if args.quick else "")
     results = {"protocol": args.protocol, "standing": standing,
-               "command": shlex.join(["python", "reproduce.py", *argv]), "methods": methods, "seeds": seeds,
+               "command": shlex.join(["python", "reproduce.py", *args.argv]), "methods": methods, "seeds": seeds,
                "baseline_epochs": baseline_epochs,
                "tasks": {t.name: run_task(t, methods, seeds, shared, baseline_epochs, args.jobs, args.reuse)
                          for t in tasks}}
@@ -487,12 +499,5 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return results
 
 
-if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:
-        print(f"error: {err}", flush=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:  # Ctrl-C, or SIGINT to the process group: each run saved a checkpoint
-        print("interrupted: run the same command with --reuse to continue", flush=True)
-        raise SystemExit(130) from None
+if __name__ == "__main__":  # Ctrl-C, or SIGINT to the process group: each run saves a checkpoint
+    run_cli(run_protocol, parse_args, interrupted="interrupted: run the same command with --reuse to continue")

@@ -1,12 +1,18 @@
 """Every kind of bad input stops with one message that names the file and the problem."""
+import argparse
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import TINY, run_script
+from conftest import REPO, TINY, run_script
 from data import load_datasets
 from errors import UserError
+from main import run_cli
 from opts import parse_opts
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
@@ -187,3 +193,30 @@ def test_grlnet_args_errors_say_they_are_train_options(tmp_path):
     assert result.returncode == 2
     assert ("reproduce.py --grlnet_args (train.py's options): error: argument --epochs: "
             "expected a positive integer, got 0") in result.stderr
+
+
+def test_running_out_of_memory_prints_the_sizes_to_lower(tmp_path):
+    """A clip length that needs 15 GiB, under a 6 GiB address-space limit: one line, no traceback."""
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+    result = subprocess.run([sys.executable, "train.py", "--mess_length", "2000000000", "--output_dir",
+                             str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True, timeout=300,
+                            preexec_fn=limit_memory)
+    assert result.returncode == 2, result.stderr
+    assert "error: out of memory (Unable to allocate 14.9 GiB" in result.stdout
+    assert "(now --mess_length 2000000000, " in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_gpu_out_of_memory_names_the_batch_size(capsys):
+    def allocate(opt):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+
+    opt = argparse.Namespace(mess_length=233472, segment_length=None, batch_size=64, debug=False)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(allocate, lambda: opt)
+    assert stop.value.code == 2
+    assert capsys.readouterr().out == ("error: out of GPU memory (CUDA out of memory. Tried to allocate 20.00 GiB); "
+                                       "lower the sizes of signals or batches (now --mess_length 233472, "
+                                       "--batch_size 64)\n")
