@@ -155,6 +155,9 @@ def split_data_root(root: str | Path, train_normal_files: int | None) -> tuple[l
     items = labelled_wav_items(folder)
     normal = [item for item in items if item[1] == 0]
     abnormal = [item for item in items if item[1] != 0]
+    if train_normal_files is None and len(normal) < 2:
+        raise UserError(f"{folder}: {len(normal)} normal clip(s) in normal/; the MIMII split needs at "
+                        "least 2 (half train, the rest are tested with the abnormal clips)")
     count = train_normal_files if train_normal_files is not None else len(normal) // 2
     if not 0 < count < len(normal):
         raise UserError(f"{folder}: --train_normal_files {count} leaves no normal clips to "

@@ -94,6 +94,16 @@ def _load_wav(root: Path, *extra: str):
                                      "--train_normal_files", "1", *extra]))
 
 
+def test_mimii_split_of_one_normal_clip_names_the_clip_count(tmp_path):
+    root = write_mimii_set(tmp_path)
+    (root / "normal" / "1.wav").unlink()
+    opt = parse_opts(["--data_root", str(root), "--mess_length", "1024"])
+    _expect("1 normal clip(s) in normal/; the MIMII split needs at least 2", root, lambda: load_datasets(opt))
+    opt = parse_opts(["--data_root", str(root), "--mess_length", "1024", "--train_normal_files", "1"])
+    _expect("--train_normal_files 1 leaves no normal clips to test (there are 1)", root,
+            lambda: load_datasets(opt))
+
+
 def test_truncated_wav(tmp_path):
     root = write_mimii_set(tmp_path)
     path = root / "abnormal" / "0.wav"
