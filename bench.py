@@ -34,12 +34,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from data import ClipSet, load_datasets
 from data.synthetic import make_synthetic_set
 from errors import UserError, make_folder
-from main import (Networks, autocast_context, batch_order, build_optimizers, compile_networks,
-                  place_model, released_step, resolve_device, run_cli, standard_step)
+from main import batch_order, run_cli
 from metrics import compute_metrics
 from network import GRLNet
 from opts import network_length, non_negative_int, parse_opts, positive_int
+from runtime import autocast_context, build_optimizers, compile_networks, place_model, resolve_device
 from scoring import score_clips
+from steps import Networks, released_step, standard_step
 
 PAPER_BATCH = 2
 DEFAULTS = {  # per device: --mess_length, --batch_sizes, --steps, --warmup

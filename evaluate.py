@@ -13,12 +13,12 @@ import torch
 from checkpoint import load_file, load_released, load_weights, train_checkpoint_problems
 from data import load_datasets, load_unlabelled
 from errors import UserError, make_folder
-from main import (autocast_context, configure_logging, log, place_model, resolve_device,
-                  write_scores_csv)
+from main import configure_logging, log, write_scores_csv
 from metrics import compute_metrics, format_metrics
 from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
+from runtime import autocast_context, place_model, resolve_device
 from scoring import score_clips
 
 # Stored options that define the networks and the score: a checkpoint always brings its own, and one

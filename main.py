@@ -1,15 +1,10 @@
-"""GRLNet training: the adversarial step, the epoch loop, evaluation, logs and checkpoints.
+"""GRLNet training: the epoch loop, evaluation after every epoch, logs, checkpoints and resuming.
 
-One step (SPEC section 3), labels real = 0, reconstruction = 1:
-  (1) update D on the input and the *detached* reconstructions of its noisy copy;
-  (2) update both generators: reconstruction MSE plus fooling the (just updated) D.
-``--update released`` runs the release's joint step instead (both losses back-propagated, then all
-three optimizers step, so D also receives the generators' adversarial gradients).
+The step itself and its losses are in steps.py, where and how the networks run in runtime.py.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import gc
 import json
@@ -17,17 +12,13 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-import torch._functorch.config
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
@@ -36,225 +27,20 @@ from distributed import (Process, average_tensor, broadcast_value, init_process,
                          shutdown, wait_for_all)
 from errors import UserError, make_folder
 from metrics import compute_metrics, format_metrics
-from network import GRLNet, use_channels_last
-from opts import PSEUDO_ANOMALY_SNR_DROP, RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
+from network import GRLNet
+from opts import RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
+from runtime import autocast_context, build_optimizers, compile_networks, place_model, resolve_device
 from scoring import SCORE_COLUMNS, calibration_statistics, score_clips
+from steps import STEP_STATS, STEPS, pseudo_anomaly_step
 
 log = logging.getLogger("grlnet")
-STEP_STATS = ("loss_d", "loss_g", "loss_rec", "d_real", "d_regional", "d_local")
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
 
 
 class DivergedError(UserError):
     """A loss became NaN or infinite."""
-
-
-# ---------------------------------------------------------------- set-up
-
-def resolve_device(opt: argparse.Namespace) -> torch.device:
-    """``--device auto`` picks CUDA when present; asking for CUDA without one is an error."""
-    if opt.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda (or --cuda) was given but no CUDA device is available")
-    if opt.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(opt.device)
-
-
-def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``--bf16``; a null context on CPU."""
-    if device.type == "cuda" and opt.bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def place_model(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> GRLNet:
-    """Move the networks to ``device``; on CUDA with ``--channels_last`` they run channels-last."""
-    return use_channels_last(model.to(device), device.type == "cuda" and opt.channels_last)
-
-
-def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device) -> dict:
-    """Adam per network with the release's learning rates; fused kernels on CUDA."""
-    fused = {"fused": True} if device.type == "cuda" else {}
-    return {
-        "regional": torch.optim.Adam(model.regional.parameters(), lr=opt.r_g_net_learning_rate, **fused),
-        "local": torch.optim.Adam(model.local.parameters(), lr=opt.l_g_net_learning_rate, **fused),
-        "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=opt.d_net_learning_rate,
-                                          **fused),
-    }
-
-
-class _Logits(nn.Module):
-    """D's logits as a module's forward, so DistributedDataParallel can wrap them."""
-
-    def __init__(self, discriminator: nn.Module):
-        super().__init__()
-        self.discriminator = discriminator
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.discriminator.logits(x)
-
-
-@dataclass
-class Networks:
-    """The callables the training step uses: the plain modules, or their compiled / DDP wrappers."""
-
-    regional: Callable[[torch.Tensor], torch.Tensor]
-    local: Callable[[torch.Tensor], torch.Tensor]
-    d_logits: Callable[[torch.Tensor], torch.Tensor]
-    d_no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-
-    def d_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.d_logits(x))
-
-
-def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
-    """torch.compile on CUDA with ``--compile``; a compiler that fails falls back to eager code."""
-    if device.type != "cuda" or not opt.compile:
-        return module
-    # Compilation happens at the first call; with this set, a failure there warns and runs eagerly.
-    torch._dynamo.config.suppress_errors = True
-    # The release's step back-propagates twice through one forward (retain_graph=True), which a
-    # compiled backward allows only without donated buffers (seen failing on CUDA with torch 2.11).
-    torch._functorch.config.donated_buffer = opt.update != "released"
-    try:
-        return torch.compile(module)
-    except RuntimeError as err:  # e.g. a Python version torch.compile does not support
-        log.warning("torch.compile unavailable (%s); running eagerly", err)
-        return module
-
-
-def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace,
-                     process: Process = Process()) -> Networks:
-    """Wrap the networks for this run: DistributedDataParallel over several processes, then
-    torch.compile on CUDA when ``--compile``; checkpoints always come from the unwrapped ``model``."""
-    modules = [model.regional, model.local, _Logits(model.discriminator)]
-    d_no_sync = contextlib.nullcontext
-    if process.distributed:
-        ids = [process.local_rank] if device.type == "cuda" else None
-        modules = [DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False) for m in modules]
-        d_no_sync = modules[2].no_sync
-    regional, local, d_logits = (_compile(m, device, opt) for m in modules)
-    return Networks(regional, local, d_logits, d_no_sync)
-
-
-# ---------------------------------------------------------------- the step
-
-def noise_at_snr(x: torch.Tensor, snr_db: float) -> torch.Tensor:
-    """``x`` plus Gaussian noise at ``snr_db`` dB of each signal's power."""
-    signal_power = x.pow(2).mean(dim=-1, keepdim=True)  # [B, 1, 1]
-    return x + torch.randn_like(x) * torch.sqrt(signal_power / 10 ** (snr_db / 10))
-
-
-def add_noise(x: torch.Tensor, opt: argparse.Namespace) -> torch.Tensor:
-    """The generators' input: noise at ``--snr`` dB of each signal's power; ``--noise released``:
-    unit variance."""
-    if opt.noise == "released":
-        return x + torch.randn_like(x)
-    return noise_at_snr(x, opt.snr)
-
-
-def discriminator_input(x: torch.Tensor, opt: argparse.Namespace) -> torch.Tensor:
-    """What D sees in training: ``x``, or with ``--instance_noise_snr`` a fresh noisy copy of it."""
-    return x if opt.instance_noise_snr is None else noise_at_snr(x, opt.instance_noise_snr)
-
-
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
-
-
-def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
-                  opt: argparse.Namespace, autocast) -> torch.Tensor:
-    """D on detached reconstructions, then the generators against the updated D; BCE on logits."""
-    alpha, lam = opt.alpha, opt.adversarial_training_factor
-
-    def d_logits(signal: torch.Tensor) -> torch.Tensor:
-        return nets.d_logits(discriminator_input(signal, opt))
-
-    noisy = add_noise(x, opt)
-    with autocast:
-        regional, local = nets.regional(noisy), nets.local(noisy)
-        fake_r, fake_l = d_logits(regional.detach()), d_logits(local.detach())
-        real = d_logits(x)
-        loss_d = (alpha * _bce(real, opt.label_smoothing)
-                  + (1 - alpha) * (_bce(fake_r, 1.0) + _bce(fake_l, 1.0)))
-    optimizers["discriminator"].zero_grad(set_to_none=True)
-    loss_d.backward()
-    optimizers["discriminator"].step()
-
-    model.discriminator.requires_grad_(False)
-    with autocast, nets.d_no_sync():
-        adv_r, adv_l = d_logits(regional), d_logits(local)
-        loss_rec = F.mse_loss(regional.float(), x) + F.mse_loss(local.float(), x)
-        loss_g = (1 - lam) * loss_rec + lam * (_bce(adv_r, 0.0) + _bce(adv_l, 0.0))
-    optimizers["regional"].zero_grad(set_to_none=True)
-    optimizers["local"].zero_grad(set_to_none=True)
-    loss_g.backward()
-    optimizers["regional"].step()
-    optimizers["local"].step()
-    model.discriminator.requires_grad_(True)
-    probs = torch.sigmoid(torch.stack([real, fake_r, fake_l]).detach().float()).mean(1)
-    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach().float(), probs])
-
-
-def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
-                  opt: argparse.Namespace, autocast) -> torch.Tensor:
-    """The release's step: one forward, D loss then G loss back-propagated, all three step.
-
-    Reconstructions are not detached, so D's gradient is that of the D loss plus that of the
-    generators' adversarial terms (SPEC defect b). BCE is taken on the Sigmoid's output, as released.
-    """
-    alpha, lam = opt.alpha, opt.adversarial_training_factor
-    for optimizer in optimizers.values():
-        optimizer.zero_grad(set_to_none=True)
-    noisy = add_noise(x, opt)
-    with autocast:
-        regional, local = nets.regional(noisy), nets.local(noisy)
-        p_r, p_l, p_real = (nets.d_prob(discriminator_input(signal, opt)).float()
-                            for signal in (regional, local, x))
-    fake, valid = torch.ones_like(p_real), torch.zeros_like(p_real)
-    real_target = torch.full_like(p_real, opt.label_smoothing)
-    loss_d = alpha * F.binary_cross_entropy(p_real, real_target) + (1 - alpha) * (
-        F.binary_cross_entropy(p_r, fake) + F.binary_cross_entropy(p_l, fake))
-    loss_d.backward(retain_graph=True)
-    optimizers["regional"].zero_grad(set_to_none=True)
-    optimizers["local"].zero_grad(set_to_none=True)
-    loss_rec = F.mse_loss(regional.float(), x) + F.mse_loss(local.float(), x)
-    loss_g = (1 - lam) * loss_rec + lam * (F.binary_cross_entropy(p_r, valid)
-                                           + F.binary_cross_entropy(p_l, valid))
-    loss_g.backward()
-    for optimizer in optimizers.values():
-        optimizer.step()
-    probs = torch.stack([p_real, p_r, p_l]).detach().mean(1)
-    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach(), probs])
-
-
-def pseudo_anomaly_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
-                        opt: argparse.Namespace, autocast) -> torch.Tensor:
-    """OGNet's second phase (Zaheer et al., CVPR 2020) with the generators frozen: D learns to call
-    normal windows and their reconstructions normal (0), and pseudo-anomalies made of them anomalous
-    (1): reconstructions of the windows noised ``PSEUDO_ANOMALY_SNR_DROP`` dB below ``--snr``, and
-    the mean of two windows' reconstructions. Each group's BCE is averaged, and the two are added."""
-    degraded = noise_at_snr(x, opt.snr - PSEUDO_ANOMALY_SNR_DROP)
-    with torch.no_grad(), autocast:
-        good = [nets.regional(x), nets.local(x)]
-        poor = [nets.regional(degraded), nets.local(degraded)]
-    mixed = [(r + r.roll(1, 0)) / 2 for r in good] if len(x) > 1 else []
-    with autocast:
-        real, good_r, good_l = (nets.d_logits(signal) for signal in (x, *good))
-        pseudo = [nets.d_logits(signal) for signal in (*poor, *mixed)]
-        loss_d = (sum(_bce(logits, 0.0) for logits in (real, good_r, good_l)) / 3
-                  + sum(_bce(logits, 1.0) for logits in pseudo) / len(pseudo))
-    optimizers["discriminator"].zero_grad(set_to_none=True)
-    loss_d.backward()
-    optimizers["discriminator"].step()
-    loss_rec = F.mse_loss(good[0].float(), x) + F.mse_loss(good[1].float(), x)
-    probs = torch.sigmoid(torch.stack([real, good_r, good_l]).detach().float()).mean(1)
-    return torch.cat([torch.stack([loss_d.detach().float(), torch.zeros_like(loss_rec), loss_rec]), probs])
-
-
-STEPS = {"standard": standard_step, "released": released_step}
 
 
 # ---------------------------------------------------------------- run folder and logs

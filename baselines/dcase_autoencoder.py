@@ -27,9 +27,10 @@ from torch import nn
 from data import ClipSet, load_datasets
 from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
 from errors import UserError
-from main import resolve_device, run_cli
+from main import run_cli
 from metrics import compute_metrics, format_metrics
 from opts import build_parser, positive_int, resolve_presets
+from runtime import resolve_device
 
 N_MELS, N_FFT, HOP_LENGTH, POWER, FRAMES = 128, 1024, 512, 2.0, 5
 INPUT_DIM = N_MELS * FRAMES

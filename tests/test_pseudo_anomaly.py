@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from checkpoint import load_file
 from conftest import TINY, run_script
-from main import Networks, pseudo_anomaly_step
 from network import GRLNet
+from steps import Networks, pseudo_anomaly_step
 from test_step import _opt, _sgd
 
 LENGTH = 256

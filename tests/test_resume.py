@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import main
+import steps
 from checkpoint import load_file
 from conftest import REPO, TINY, run_script
 from errors import UserError
@@ -64,7 +65,7 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
 
 
 def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
-    real_step = main.STEPS["standard"]
+    real_step = steps.STEPS["standard"]
     calls = {"n": 0}
 
     def failing_step(*args):
@@ -74,7 +75,7 @@ def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
             stats[1] = float("nan")
         return stats
 
-    monkeypatch.setitem(main.STEPS, "standard", failing_step)
+    monkeypatch.setitem(steps.STEPS, "standard", failing_step)
     opt = parse_opts([*TINY, "--epochs", "3", "--output_dir", str(tmp_path)])
     with pytest.raises(main.DivergedError, match="loss_g is nan at epoch 1, step 2"):
         main.train(opt)

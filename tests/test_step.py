@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from main import Networks, add_noise, released_step, standard_step
 from network import GRLNet
+from steps import Networks, add_noise, released_step, standard_step
 
 LENGTH = 256
 

@@ -1,0 +1,92 @@
+"""Where and how the networks run: device, bf16 autocast, channels-last, fused Adam, torch.compile
+and DistributedDataParallel wrappers (BENCHMARKS.md measures each)."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+
+import torch
+import torch._functorch.config
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from distributed import Process
+from errors import UserError
+from network import GRLNet, use_channels_last
+from steps import Networks
+
+log = logging.getLogger("grlnet")
+
+
+def resolve_device(opt: argparse.Namespace) -> torch.device:
+    """``--device auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    if opt.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda (or --cuda) was given but no CUDA device is available")
+    if opt.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(opt.device)
+
+
+def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``--bf16``; a null context on CPU."""
+    if device.type == "cuda" and opt.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def place_model(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> GRLNet:
+    """Move the networks to ``device``; on CUDA with ``--channels_last`` they run channels-last."""
+    return use_channels_last(model.to(device), device.type == "cuda" and opt.channels_last)
+
+
+def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device) -> dict:
+    """Adam per network with the release's learning rates; fused kernels on CUDA."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return {
+        "regional": torch.optim.Adam(model.regional.parameters(), lr=opt.r_g_net_learning_rate, **fused),
+        "local": torch.optim.Adam(model.local.parameters(), lr=opt.l_g_net_learning_rate, **fused),
+        "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=opt.d_net_learning_rate,
+                                          **fused),
+    }
+
+
+class _Logits(nn.Module):
+    """D's logits as a module's forward, so DistributedDataParallel can wrap them."""
+
+    def __init__(self, discriminator: nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator.logits(x)
+
+
+def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
+    """torch.compile on CUDA with ``--compile``; a compiler that fails falls back to eager code."""
+    if device.type != "cuda" or not opt.compile:
+        return module
+    # Compilation happens at the first call; with this set, a failure there warns and runs eagerly.
+    torch._dynamo.config.suppress_errors = True
+    # The release's step back-propagates twice through one forward (retain_graph=True), which a
+    # compiled backward allows only without donated buffers (seen failing on CUDA with torch 2.11).
+    torch._functorch.config.donated_buffer = opt.update != "released"
+    try:
+        return torch.compile(module)
+    except RuntimeError as err:  # e.g. a Python version torch.compile does not support
+        log.warning("torch.compile unavailable (%s); running eagerly", err)
+        return module
+
+
+def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace,
+                     process: Process = Process()) -> Networks:
+    """Wrap the networks for this run: DistributedDataParallel over several processes, then
+    torch.compile on CUDA when ``--compile``; checkpoints always come from the unwrapped ``model``."""
+    modules = [model.regional, model.local, _Logits(model.discriminator)]
+    d_no_sync = contextlib.nullcontext
+    if process.distributed:
+        ids = [process.local_rank] if device.type == "cuda" else None
+        modules = [DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False) for m in modules]
+        d_no_sync = modules[2].no_sync
+    regional, local, d_logits = (_compile(m, device, opt) for m in modules)
+    return Networks(regional, local, d_logits, d_no_sync)
