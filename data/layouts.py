@@ -13,7 +13,8 @@ from errors import UserError
 
 Item = tuple[Path, int]
 RELEASE_LABELS = (0, 1, 2, 3)
-DCASE_NAME = re.compile(r"^(normal|anomaly)_", re.IGNORECASE)
+# DCASE 2020 (normal_id_00_00000000.wav) and DCASE 2021-2024 (section_00_source_test_anomaly_0001_*.wav)
+DCASE_NAME = re.compile(r"^(?:section_\d+_(?:source|target)_(?:train|test)_)?(normal|anomaly)_", re.IGNORECASE)
 MIMII_FOLDERS = {"normal": 0, "abnormal": 1}
 
 
@@ -125,7 +126,8 @@ def _wav_files(folder: Path) -> list[Path]:
 
 
 def labelled_wav_items(root: str | Path) -> list[Item]:
-    """A WAV folder labelled by MIMII subfolders (normal/, abnormal/) or DCASE names (anomaly_*)."""
+    """A WAV folder labelled by MIMII subfolders (normal/, abnormal/) or DCASE names (anomaly_*,
+    section_00_target_test_anomaly_*)."""
     folder = _existing_folder(root)
     subfolders = [folder / name for name in MIMII_FOLDERS if (folder / name).is_dir()]
     if subfolders:
@@ -134,8 +136,9 @@ def labelled_wav_items(root: str | Path) -> list[Item]:
     for path in _wav_files(folder):
         match = DCASE_NAME.match(path.name)
         if match is None:
-            raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or "
-                            "anomaly_*.wav (DCASE), or put them in normal/ and abnormal/ (MIMII)")
+            raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or anomaly_*.wav "
+                            "(DCASE 2020), section_00_source_test_normal_*.wav or ..._anomaly_*.wav "
+                            "(DCASE 2021-2024), or put them in normal/ and abnormal/ (MIMII)")
         items.append((path, 0 if match.group(1).lower() == "normal" else 1))
     return items
 

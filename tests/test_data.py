@@ -84,6 +84,24 @@ def test_dcase_layout_and_resampling(tmp_path):
     assert np.count_nonzero(test_8k.signals[0]) == pytest.approx(800, abs=2)  # 0.1 s at 8 kHz, padded
 
 
+def test_dcase_2021_to_2024_names(tmp_path):
+    """Sections and domains in the names (DCASE 2021-2024); a name without a label token is refused."""
+    for i, domain in enumerate(("source", "target")):
+        write_wav(tmp_path / "train" / f"section_00_{domain}_train_normal_{i:04d}_a1.wav", tone(seed=i))
+    names = ["section_00_source_test_normal_0000_vel_8.wav", "section_01_target_test_anomaly_0003_vel_4.wav",
+             "Section_02_Source_Test_Anomaly_0001.wav"]
+    for i, name in enumerate(names):
+        write_wav(tmp_path / "test" / name, tone(frequency=300 + 300 * i, seed=i))
+    train_set, test_set = load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
+    assert len(train_set) == 2 and train_set.labels.tolist() == [0, 0]
+    assert {Path(n).name: y for n, y in zip(test_set.names, test_set.labels.tolist())} == {
+        names[0]: 0, names[1]: 1, names[2]: 1}
+    unlabelled = tmp_path / "test" / "section_00_source_test_0004.wav"
+    write_wav(unlabelled, tone(seed=9))
+    with pytest.raises(UserError, match="section_00_source_test_0004.wav: cannot tell its label"):
+        load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
+
+
 def test_mimii_layout_split(tmp_path):
     for i in range(4):
         write_wav(tmp_path / "normal" / f"{i:08d}.wav", tone(seed=i))
