@@ -137,7 +137,8 @@ def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[Cli
         test_items = layouts.csv_items(opt.test_root, opt.test_label_path) if opt.test_root else None
         where = opt.test_root
     else:
-        train_items = layouts.labelled_wav_items(opt.train_root) if need_train and opt.train_root else None
+        train_items = (layouts.labelled_wav_items(opt.train_root, training=True)
+                       if need_train and opt.train_root else None)
         test_items = layouts.labelled_wav_items(opt.test_root) if opt.test_root else None
         where = opt.test_root
     if test_items is None:

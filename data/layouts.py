@@ -125,9 +125,10 @@ def _wav_files(folder: Path) -> list[Path]:
     return files
 
 
-def labelled_wav_items(root: str | Path) -> list[Item]:
+def labelled_wav_items(root: str | Path, training: bool = False) -> list[Item]:
     """A WAV folder labelled by MIMII subfolders (normal/, abnormal/) or DCASE names (anomaly_*,
-    section_00_target_test_anomaly_*)."""
+    section_00_target_test_anomaly_*). In a ``training`` folder, which holds normal recordings only,
+    a name without a label is normal; one that says anomaly is still refused by the caller."""
     folder = _existing_folder(root)
     subfolders = [folder / name for name in MIMII_FOLDERS if (folder / name).is_dir()]
     if subfolders:
@@ -135,6 +136,9 @@ def labelled_wav_items(root: str | Path) -> list[Item]:
     items = []
     for path in _wav_files(folder):
         match = DCASE_NAME.match(path.name)
+        if match is None and training:
+            items.append((path, 0))
+            continue
         if match is None:
             raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or anomaly_*.wav "
                             "(DCASE 2020), section_00_source_test_normal_*.wav or ..._anomaly_*.wav "
@@ -151,7 +155,7 @@ def split_data_root(root: str | Path, train_normal_files: int | None) -> tuple[l
     """
     folder = _existing_folder(root)
     if (folder / "train").is_dir() and (folder / "test").is_dir():
-        return labelled_wav_items(folder / "train"), labelled_wav_items(folder / "test")
+        return labelled_wav_items(folder / "train", training=True), labelled_wav_items(folder / "test")
     if not (folder / "normal").is_dir():
         raise UserError(f"{folder}: expected train/ and test/ (DCASE 2020) or normal/ and "
                         "abnormal/ (MIMII) subfolders")

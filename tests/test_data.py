@@ -102,6 +102,26 @@ def test_dcase_2021_to_2024_names(tmp_path):
         load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
 
 
+def test_training_folder_names_need_no_label(tmp_path):
+    """Training folders hold normal recordings only, so any name is normal there; not in a test folder."""
+    for i, name in enumerate(("pump_2026-11-01.wav", "pump_2026-11-02.wav")):
+        write_wav(tmp_path / "mine" / name, tone(seed=i))
+    write_wav(tmp_path / "test" / "normal" / "a.wav", tone(seed=3))
+    write_wav(tmp_path / "test" / "abnormal" / "b.wav", tone(frequency=900))
+    opt = parse_opts(["--train_root", str(tmp_path / "mine"), "--test_root", str(tmp_path / "test"),
+                      "--mess_length", "1024"])
+    train_set, _ = load_datasets(opt)
+    assert [Path(n).name for n in train_set.names] == ["pump_2026-11-01.wav", "pump_2026-11-02.wav"]
+    assert train_set.labels.tolist() == [0, 0]
+    write_wav(tmp_path / "mine" / "anomaly_0001.wav", tone(frequency=900))
+    with pytest.raises(UserError, match="anomaly_0001.wav: the training set holds 1 abnormal file"):
+        load_datasets(opt)
+    swapped = parse_opts(["--train_root", str(tmp_path / "test"), "--test_root", str(tmp_path / "mine"),
+                          "--mess_length", "1024"])
+    with pytest.raises(UserError, match="pump_2026-11-01.wav: cannot tell its label"):
+        load_datasets(swapped)
+
+
 def test_mimii_layout_split(tmp_path):
     for i in range(4):
         write_wav(tmp_path / "normal" / f"{i:08d}.wav", tone(seed=i))
