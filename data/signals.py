@@ -58,14 +58,6 @@ def read_csv_signal(path: Path) -> np.ndarray:
     return check_signal(table[:, 0], str(path))
 
 
-def wav_sample_rate(path: Path) -> int:
-    """The sample rate in a WAV header, or a clear error if the file is not audio."""
-    try:
-        return soundfile.info(str(path)).samplerate
-    except (soundfile.LibsndfileError, RuntimeError) as err:
-        raise UserError(f"{path}: not a readable audio file ({err})") from None
-
-
 def _chunks(handle: BinaryIO) -> Iterator[tuple[bytes, int]]:
     """Each RIFF chunk's id and declared size, with ``handle`` at the start of its data."""
     while len(header := handle.read(8)) == 8:
