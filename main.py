@@ -274,15 +274,17 @@ class Trainer:
                                                  autocast_context(self.device, opt))
             self.step += 1
             bar.update()
-            if opt.checkpoint_minutes and time.monotonic() - self.saved_at > 60 * opt.checkpoint_minutes:
-                self.save()
-            if self.device.type == "cpu" or self.step % REFRESH_EVERY == 0 or self.step == len(batches):
+            save_due = opt.checkpoint_minutes and time.monotonic() - self.saved_at > 60 * opt.checkpoint_minutes
+            if save_due or self.device.type == "cpu" or self.step % REFRESH_EVERY == 0 or self.step == len(batches):
                 recent = self.step_stats[checked:self.step].cpu()
-                check_finite(recent, self.epoch, checked)
+                check_finite(recent, self.epoch, checked)  # before any save: no checkpoint holds a diverged step
                 checked = self.step
                 bar.set_postfix({k: f"{v:.3g}" for k, v in zip(
                     ("loss_d", "loss_g", "D(real)", "D(rec)"),
                     (*recent[-1, :2].tolist(), recent[-1, 3].item(), recent[-1, 4:].mean().item()))})
+            if save_due:
+                self.save()
+        check_finite(self.step_stats[checked:self.step].cpu(), self.epoch, checked)  # before an interrupt's save
         bar.close()
 
     def evaluate(self) -> tuple[dict, dict]:

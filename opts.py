@@ -10,6 +10,7 @@ import argparse
 import itertools
 import math
 import sys
+from pathlib import Path
 from typing import Callable, Collection, Sequence
 
 from errors import UserError
@@ -198,7 +199,8 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                      help="also save checkpoints/last.pt inside an epoch after this many minutes "
                           "(0: at the end of epochs only)")
     run.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
-                     help="resume from a checkpoint; without PATH, the output folder's last one")
+                     help="resume from a checkpoint; without PATH, the output folder's last one; "
+                          "RUN/checkpoints/*.pt continues in RUN unless --output_dir says otherwise")
     _add_flag(run, "save_best", False, "also keep checkpoints/best.pt, chosen by test AUC (says so)")
     _add_flag(run, "quiet", False, "no progress bars")
     _add_flag(run, "debug", False, "show tracebacks for user errors")
@@ -247,6 +249,8 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
     check_network_length(network_length(opt), "--segment_length" if opt.segment_length else "--mess_length")
     if opt.resume == "last" and not opt.output_dir:
         raise UserError("--resume without a path continues the run in --output_dir; give that folder")
+    if opt.resume and not opt.output_dir and Path(opt.resume).parent.name == "checkpoints":
+        opt.output_dir = str(Path(opt.resume).parent.parent)  # RUN/checkpoints/last.pt continues in RUN
     if opt.data_root and (opt.train_root or opt.test_root):
         raise UserError("give either --data_root or --train_root/--test_root, not both")
     return opt

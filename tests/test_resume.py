@@ -60,7 +60,7 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
     assert start_and_stop(tmp_path, signal.SIGINT) == 130
     state = load_file(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] > 0 or state["epoch"] > 1  # saved where it stopped, not at an epoch boundary
-    run_script("train.py", *RUN, "--output_dir", str(tmp_path), "--resume", str(tmp_path / "checkpoints" / "last.pt"))
+    run_script("train.py", *RUN, "--resume", str(tmp_path / "checkpoints" / "last.pt"))  # continues in its folder
     assert comparable(tmp_path) == uninterrupted
 
 
@@ -84,6 +84,27 @@ def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         main.run_cli(main.train, lambda: parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
     assert exit_info.value.code == 3
+
+
+def test_no_checkpoint_holds_the_diverged_step(tmp_path, monkeypatch):
+    """A save due at the diverged step itself is not made: last.pt stays at the step before."""
+    real_step = steps.STEPS["standard"]
+    calls = {"n": 0}
+
+    def failing_step(*args):
+        calls["n"] += 1
+        stats = real_step(*args)
+        if calls["n"] == 3:
+            stats[0] = float("inf")
+        return stats
+
+    monkeypatch.setitem(steps.STEPS, "standard", failing_step)
+    opt = parse_opts([*TINY, "--checkpoint_minutes", "1e-9", "--output_dir", str(tmp_path)])
+    with pytest.raises(main.DivergedError, match="loss_d is inf at epoch 0, step 2"):
+        main.train(opt)
+    state = load_file(tmp_path / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["step"]) == (0, 2)
+    assert torch.isfinite(state["step_stats"][:2]).all()
 
 
 def test_checkpoints_inside_an_epoch_after_the_set_time(tmp_path, monkeypatch):
