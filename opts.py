@@ -57,7 +57,7 @@ def str2bool(value: str | bool) -> bool:
 def _add_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
     """A boolean option accepting ``--name``, ``--no-name`` and the release's ``--name False``."""
     parser.add_argument(f"--{name}", type=str2bool, nargs="?", const=True, default=default,
-                        metavar="BOOL", help=f"{help} (default {default})")
+                        metavar="BOOL", help=help)
     parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
@@ -113,18 +113,29 @@ def _smoothing(value: str) -> float:
     return number
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the description's line breaks and shows each default that is set and not already
+    in the option's text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser(description: str = "GRLNet", prog: str | None = None) -> argparse.ArgumentParser:
     """The parser shared by train.py, test.py and the scripts around them (``prog`` names the options
     in its messages when another script passes them on)."""
     p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     data = p.add_argument_group("data (no data path: the embedded synthetic valve data set)")
     data.add_argument("--train_root", help="training folder: <i>.csv files (release layout) or WAV files")
     data.add_argument("--train_label_path", help="label CSV of the training folder (release layout)")
     data.add_argument("--test_root", help="test folder: <i>.csv files (release layout) or WAV files")
     data.add_argument("--test_label_path", help="label CSV of the test folder (release layout)")
     data.add_argument("--data_root", help="a WAV data set in the MIMII (normal/, abnormal/) or "
-                      "DCASE 2020 (train/, test/) layout, split automatically")
+                      "DCASE 2020-2024 (train/, test/) layout, split automatically")
     data.add_argument("--train_normal_files", type=positive_int, default=None,
                       help="MIMII layout: the first N normal clips (name order) train; default half")
     data.add_argument("--sample_rate", type=positive_int, default=None,
@@ -205,7 +216,7 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     _add_flag(run, "quiet", False, "no progress bars")
     _add_flag(run, "debug", False, "show tracebacks for user errors")
 
-    scoring = p.add_argument_group("test.py")
+    scoring = p.add_argument_group("test.py (train.py ignores these)")
     scoring.add_argument("--checkpoint", help="a checkpoint written by train.py")
     scoring.add_argument("--model_dir", default=None,
                          help="folder with the release's Regional_Generator.pth, Local_Generator.pth, "

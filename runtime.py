@@ -1,5 +1,5 @@
 """Where and how the networks run: device, bf16 autocast, channels-last, fused Adam, torch.compile
-and DistributedDataParallel wrappers (BENCHMARKS.md measures each)."""
+and DistributedDataParallel wrappers (BENCHMARKS.md measures all but DDP)."""
 from __future__ import annotations
 
 import argparse

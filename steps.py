@@ -1,4 +1,5 @@
-"""One training step of each update, with its losses (SPEC section 3); labels real = 0, reconstruction = 1.
+"""One training step of each update, with its losses (SPEC section 3), and the D-only step of the
+pseudo-anomaly phase; labels real = 0, reconstruction = 1.
 
 ``--update standard``: (1) update D on the input and the *detached* reconstructions of its noisy
 copy; (2) update both generators: reconstruction MSE plus fooling the (just updated) D.

@@ -2,7 +2,7 @@
 
     python train.py                                   # embedded demo
     python train.py --data_root ../shared/data/mimii_fan_id02
-    python train.py --train_root Train --train_label_path train_label.csv \
+    python train.py --train_root Train --train_label_path train_label.csv \\
                     --test_root Test --test_label_path test_label.csv   # the release's CSV layout
 """
 from main import run_cli, train
