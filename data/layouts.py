@@ -136,14 +136,11 @@ def labelled_wav_items(root: str | Path, training: bool = False) -> list[Item]:
     items = []
     for path in _wav_files(folder):
         match = DCASE_NAME.match(path.name)
-        if match is None and training:
-            items.append((path, 0))
-            continue
-        if match is None:
+        if match is None and not training:
             raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or anomaly_*.wav "
                             "(DCASE 2020), section_00_source_test_normal_*.wav or ..._anomaly_*.wav "
                             "(DCASE 2021-2024), or put them in normal/ and abnormal/ (MIMII)")
-        items.append((path, 0 if match.group(1).lower() == "normal" else 1))
+        items.append((path, 0 if match is None or match.group(1).lower() == "normal" else 1))
     return items
 
 
@@ -157,7 +154,7 @@ def split_data_root(root: str | Path, train_normal_files: int | None) -> tuple[l
     if (folder / "train").is_dir() and (folder / "test").is_dir():
         return labelled_wav_items(folder / "train", training=True), labelled_wav_items(folder / "test")
     if not (folder / "normal").is_dir():
-        raise UserError(f"{folder}: expected train/ and test/ (DCASE 2020) or normal/ and "
+        raise UserError(f"{folder}: expected train/ and test/ (DCASE) or normal/ and "
                         "abnormal/ (MIMII) subfolders")
     items = labelled_wav_items(folder)
     normal = [item for item in items if item[1] == 0]

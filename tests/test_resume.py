@@ -64,18 +64,25 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
     assert comparable(tmp_path) == uninterrupted
 
 
-def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
+def _diverge_at(monkeypatch, call: int, column: int, value: float) -> dict:
+    """Make the standard step's ``call``-th call (from 1) report ``value`` as loss ``column``; returns
+    the call counter, which a test may reset."""
     real_step = steps.STEPS["standard"]
     calls = {"n": 0}
 
     def failing_step(*args):
         calls["n"] += 1
         stats = real_step(*args)
-        if calls["n"] == 8 + 3:  # epoch 1 (second epoch of 8 steps), step 2
-            stats[1] = float("nan")
+        if calls["n"] == call:
+            stats[column] = value
         return stats
 
     monkeypatch.setitem(steps.STEPS, "standard", failing_step)
+    return calls
+
+
+def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
+    calls = _diverge_at(monkeypatch, 8 + 3, 1, float("nan"))  # epoch 1 (second epoch of 8 steps), step 2
     opt = parse_opts([*TINY, "--epochs", "3", "--output_dir", str(tmp_path)])
     with pytest.raises(main.DivergedError, match="loss_g is nan at epoch 1, step 2"):
         main.train(opt)
@@ -88,17 +95,7 @@ def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
 
 def test_no_checkpoint_holds_the_diverged_step(tmp_path, monkeypatch):
     """A save due at the diverged step itself is not made: last.pt stays at the step before."""
-    real_step = steps.STEPS["standard"]
-    calls = {"n": 0}
-
-    def failing_step(*args):
-        calls["n"] += 1
-        stats = real_step(*args)
-        if calls["n"] == 3:
-            stats[0] = float("inf")
-        return stats
-
-    monkeypatch.setitem(steps.STEPS, "standard", failing_step)
+    _diverge_at(monkeypatch, 3, 0, float("inf"))
     opt = parse_opts([*TINY, "--checkpoint_minutes", "1e-9", "--output_dir", str(tmp_path)])
     with pytest.raises(main.DivergedError, match="loss_d is inf at epoch 0, step 2"):
         main.train(opt)
