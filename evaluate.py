@@ -100,14 +100,28 @@ def _load_train_checkpoint(path: str) -> dict:
 
 class Restored(NamedTuple):
     """What test.py scores with: the networks, the resolved options, and from a checkpoint its last
-    EER threshold, its score calibration (None for the release's files and uncalibrated runs) and the
-    sample rate of its training data (None where unknown: the release's files, CSV data)."""
+    decision threshold and where that comes from, its score calibration (None for the release's files
+    and uncalibrated runs) and the sample rate of its training data (None where unknown: the release's
+    files, CSV data)."""
 
     model: GRLNet
     opt: argparse.Namespace
     threshold: float | None = None
+    threshold_source: str = ""
     calibration: torch.Tensor | None = None
     sample_rate: int | None = None
+
+
+def _stored_threshold(state: dict) -> tuple[float | None, str]:
+    """A train.py checkpoint's last decision threshold (None before its first epoch ends), and its source:
+    the test set's EER point, or a quantile of held-out normal clips' scores in a run without a test set."""
+    if not state["metrics"]:
+        return None, ""
+    last, options = state["metrics"][-1], state["options"]
+    if "auc" in last:
+        return last["threshold"], "the checkpoint's last EER threshold, on its labelled test set"
+    return last["threshold"], (f"the checkpoint's threshold: the {options['threshold_quantile']:g}-quantile of "
+                               f"the scores of its {options['threshold_clips']} held-out normal clips")
 
 
 def restore(opt: argparse.Namespace) -> Restored:
@@ -121,8 +135,8 @@ def restore(opt: argparse.Namespace) -> Restored:
         model = GRLNet(network_length(opt), opt.global_filter)
         for name in NETWORKS:
             load_weights(getattr(model, name), state["models"][name], f"{opt.checkpoint} ({name})")
-        threshold = state["metrics"][-1]["threshold"] if state["metrics"] else None
-        return Restored(model, opt, threshold, state.get("calibration"), stored.get("detected_sample_rate"))
+        threshold, source = _stored_threshold(state)
+        return Restored(model, opt, threshold, source, state.get("calibration"), stored.get("detected_sample_rate"))
     for name, value in RELEASE_PRESET.items():  # the authors' weights are for the release's length
         if getattr(opt, name) is None:
             setattr(opt, name, value)
@@ -144,7 +158,7 @@ def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, fir
 def test(opt: argparse.Namespace) -> dict | None:
     """Evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
     configure_logging()
-    model, opt, stored_threshold, calibration, trained_rate = restore(opt)
+    model, opt, stored_threshold, threshold_source, calibration, trained_rate = restore(opt)
     device = resolve_device(opt)
     place_model(model, device, opt)
     folder = make_folder(opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}",
@@ -155,7 +169,8 @@ def test(opt: argparse.Namespace) -> dict | None:
     if opt.input:
         threshold = opt.threshold if opt.threshold is not None else stored_threshold
         if threshold is None:
-            raise UserError("no decision threshold: give --threshold (the release's files store none)")
+            raise UserError("no decision threshold: give --threshold (the release's files store none, nor "
+                            "does a checkpoint saved before its first epoch ended)")
         output = Path(opt.output or folder / "scores.csv")
         if output.is_dir():
             raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
@@ -165,8 +180,7 @@ def test(opt: argparse.Namespace) -> dict | None:
         scores = score_clips(model, clips, opt, device, autocast, calibration=calibration)
         for name, score in zip(clips.names, scores["score"]):
             log.info("%s  score %.6f  %s", name, score, "ABNORMAL" if score >= threshold else "normal")
-        log.info("threshold %.6f (%s)", threshold, "--threshold" if opt.threshold is not None
-                 else "the checkpoint's last EER threshold")
+        log.info("threshold %.6f (%s)", threshold, "--threshold" if opt.threshold is not None else threshold_source)
         write_scores_csv(clips, scores, output)
         log.info("scores written to %s", output)
         return None

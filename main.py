@@ -22,11 +22,11 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
-from data import ClipSet, load_datasets, split_calibration
+from data import ClipSet, hold_out_for_threshold, hold_out_last, load_datasets
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
                          shutdown, wait_for_all)
 from errors import UserError, make_folder
-from metrics import compute_metrics, format_metrics
+from metrics import compute_metrics, format_held_out_threshold, format_metrics, held_out_threshold
 from network import GRLNet
 from opts import RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
 from plots import redraw, save_reconstruction_examples
@@ -87,15 +87,21 @@ def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -
         log.addHandler(to_file)
 
 
-def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device: torch.device,
+def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, device: torch.device,
                  process: Process) -> None:
     """The first lines of every run: which data, which settings, where the results go."""
     what = {"synthetic": "embedded synthetic valve data set (demo preset)",
             "csv": "release CSV layout", "wav": "WAV recordings"}[opt.data_kind]
     windows = (f"windows of {opt.segment_length} every {opt.segment_hop} (clip score = window mean)"
                if opt.segment_length else "whole signals")
-    log.info("data: %s; %d training clips (normal), %d test clips (%d abnormal)", what, len(train),
-             len(test), int(test.binary_labels().sum()))
+    if test is None:
+        log.info("data: %s; %d training clips (normal), no labelled test set: the last %d normal clips (name "
+                 "order) are held out, and the decision threshold is the %g-quantile of their scores "
+                 "(--threshold_clips, --threshold_quantile)", what, len(train), opt.threshold_clips,
+                 opt.threshold_quantile)
+    else:
+        log.info("data: %s; %d training clips (normal), %d test clips (%d abnormal)", what, len(train),
+                 len(test), int(test.binary_labels().sum()))
     log.info("settings: length %d, %s, %d epochs, batch %d, update %s, noise %s (SNR %g dB), "
              "global filter %s, seed %d, device %s%s", opt.mess_length, windows, opt.epochs,
              opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed, device,
@@ -113,8 +119,8 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet, device:
     if opt.calibration_clips:
         log.info("score: each term's distance from %d held-out normal training clips (the last in name "
                  "order), in their standard deviations (--calibration_clips)", opt.calibration_clips)
-    log.info("run folder: %s (options.json, train.log, metrics.csv, scores.csv, checkpoints/, figures/)",
-             opt.output_dir)
+    log.info("run folder: %s (options.json, train.log, metrics.csv, %s, checkpoints/, figures/)",
+             opt.output_dir, "scores.csv" if test is not None else "threshold_scores.csv")
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
@@ -197,9 +203,13 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
         self.train_set, self.test_set = load_datasets(opt)
-        self.held_out, self.calibration = None, None
+        self.calibration_set, self.calibration = None, None
         if opt.calibration_clips:
-            self.train_set, self.held_out = split_calibration(self.train_set, opt.calibration_clips)
+            self.train_set, self.calibration_set = hold_out_last(self.train_set, opt.calibration_clips,
+                                                                 "--calibration_clips")
+        self.threshold_set = None
+        if self.test_set is None:
+            self.train_set, self.threshold_set = hold_out_for_threshold(self.train_set, opt)
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
         resumed = read_resume_checkpoint(opt) if opt.resume else None  # before options.json is rewritten
         self.folder = setup_run_folder(opt, self.process.is_main)
@@ -288,13 +298,26 @@ class Trainer:
         bar.close()
 
     def evaluate(self) -> tuple[dict, dict]:
+        """Score the labelled test set and compute its metrics, or, without one, score the held-out
+        normal clips and set the decision threshold on them."""
         share_buffers(self.model, self.process)
         autocast = autocast_context(self.device, self.opt)
-        if self.held_out is not None:
-            self.calibration = calibration_statistics(self.model, self.held_out, self.opt, self.device, autocast)
-        scores = score_clips(self.model, self.test_set, self.opt, self.device, autocast, self.process,
-                             self.calibration)
+        if self.calibration_set is not None:
+            self.calibration = calibration_statistics(self.model, self.calibration_set, self.opt, self.device,
+                                                      autocast)
+        clips = self.threshold_set if self.test_set is None else self.test_set
+        scores = score_clips(self.model, clips, self.opt, self.device, autocast, self.process, self.calibration)
+        if self.test_set is None:
+            return held_out_threshold(scores["score"], self.opt.threshold_quantile), scores
         return compute_metrics(self.test_set.binary_labels(), scores["score"]), scores
+
+    def describe_evaluation(self, metrics: dict) -> tuple[str, str]:
+        """An evaluation in an epoch's log: the end of its line, and the lines under it."""
+        if self.test_set is None:
+            return (f"threshold {metrics['threshold']:.6f}",
+                    format_held_out_threshold(metrics, self.opt.threshold_quantile, len(self.threshold_set)))
+        return (f"AUC {metrics['auc']:.4f}  pAUC {metrics['pauc']:.4f}  EER {metrics['eer']:.4f}",
+                format_metrics(metrics, with_auc=False))
 
     def run(self) -> dict:
         """Train the remaining epochs; evaluate, log and checkpoint after each."""
@@ -308,15 +331,16 @@ class Trainer:
             means = average_tensor(self.step_stats.mean(0), self.process).tolist()
             row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means)), **metrics,
                    "seconds": round(time.perf_counter() - started, 2)}
-            (tn, fp), (fn, tp) = metrics["confusion"]
-            row.update(tn=tn, fp=fp, fn=fn, tp=tp)
+            if "confusion" in metrics:
+                (tn, fp), (fn, tp) = metrics["confusion"]
+                row.update(tn=tn, fp=fp, fn=fn, tp=tp)
             self.history.append(row)
             phase = " (pseudo-anomalies)" if self.in_pseudo_anomaly_phase() else ""
+            summary, details = self.describe_evaluation(metrics)
             log.info("epoch %d/%d%s  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
-                     "D(local) %.3f  AUC %.4f  pAUC %.4f  EER %.4f  (%.1f s)", self.epoch + 1,
-                     total_epochs(self.opt), phase, *means, metrics["auc"], metrics["pauc"], metrics["eer"],
-                     row["seconds"])
-            log.info("  %s", format_metrics(metrics, with_auc=False).replace("\n", "\n  "))
+                     "D(local) %.3f  %s  (%.1f s)", self.epoch + 1, total_epochs(self.opt), phase, *means,
+                     summary, row["seconds"])
+            log.info("  %s", details.replace("\n", "\n  "))
             self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
             self.save()
             if self.process.is_main:
@@ -330,11 +354,19 @@ class Trainer:
         if not self.process.is_main:
             return final
         write_metrics_csv(self.history, self.folder / "metrics.csv")  # also when resumed after the last epoch
-        write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
-        save_reconstruction_examples(self.model, self.test_set, self.opt, self.device,
-                                     self.folder / "figures" / "examples.npz")
+        if self.test_set is None:
+            write_scores_csv(self.threshold_set, scores, self.folder / "threshold_scores.csv")
+        else:
+            write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
+            save_reconstruction_examples(self.model, self.test_set, self.opt, self.device,
+                                         self.folder / "figures" / "examples.npz")
         log.info("figures: %s", ", ".join(p.name for p in redraw(self.folder)))
-        log.info("final (last epoch, %d):\n%s", final["epoch"] + 1, format_metrics(final))
+        if self.test_set is None:
+            log.info("final (last epoch, %d): %s\nscore recordings with: python test.py --checkpoint %s --input "
+                     "FILES_OR_FOLDERS", final["epoch"] + 1, self.describe_evaluation(final)[1],
+                     self.folder / "checkpoints" / "last.pt")
+        else:
+            log.info("final (last epoch, %d):\n%s", final["epoch"] + 1, format_metrics(final))
         return final
 
 

@@ -51,6 +51,22 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
+def held_out_threshold(scores: np.ndarray, quantile: float) -> dict:
+    """The decision threshold of a run without a labelled test set: the ``quantile`` of the scores of
+    normal clips held out of training (so about 1 - quantile of normal recordings score above it)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise UserError("the model produced non-finite scores; the run has diverged")
+    return {"threshold": float(np.quantile(scores, quantile)), "held_out_mean": float(scores.mean()),
+            "held_out_max": float(scores.max())}
+
+
+def format_held_out_threshold(m: dict, quantile: float, clips: int) -> str:
+    """One line for logs: the threshold and where it comes from."""
+    return (f"threshold {m['threshold']:.6f}: the {quantile:g}-quantile of the scores of {clips} held-out "
+            f"normal clips (mean {m['held_out_mean']:.6f}, max {m['held_out_max']:.6f})")
+
+
 def format_metrics(m: dict, with_auc: bool = True) -> str:
     """A multi-line report for logs; its last line names the AUC as ``AUC <value>`` (unless not wanted)."""
     (tn, fp), (fn, tp) = m["confusion"]

@@ -149,6 +149,13 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                            "a clip's score is the mean of its windows'")
     data.add_argument("--segment_hop", type=int, default=None,
                       help="hop between windows (0: equal to --segment_length)")
+    data.add_argument("--threshold_clips", type=positive_int, default=None,
+                      help="no labelled test set (--train_root alone): hold the last N normal training clips "
+                           "(name order) out of training to set the decision threshold on "
+                           "(default: a tenth of the training clips, rounded down, at least 2)")
+    data.add_argument("--threshold_quantile", type=_fraction, default=0.9,
+                      help="no labelled test set: the decision threshold is this quantile of the held-out "
+                           "clips' scores, so about 1 - q of normal recordings are flagged")
     data.add_argument("--synthetic_train_clips", type=positive_int, default=64,
                       help="embedded data set: normal training clips")
     data.add_argument("--synthetic_test_clips", type=_test_clip_count, default=40,
@@ -224,7 +231,8 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     scoring.add_argument("--input", nargs="+", default=None,
                          help="score these unlabelled WAV/CSV files or folders")
     scoring.add_argument("--threshold", type=_finite, default=None,
-                         help="decision threshold for --input (default: the checkpoint's EER threshold)")
+                         help="decision threshold for --input (default: the checkpoint's, its test set's EER "
+                              "point or, trained without one, the quantile of its held-out clips' scores)")
     scoring.add_argument("--output", default=None, help="CSV file for the scores of --input")
     return p
 
@@ -264,7 +272,18 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         opt.output_dir = str(Path(opt.resume).parent.parent)  # RUN/checkpoints/last.pt continues in RUN
     if opt.data_root and (opt.train_root or opt.test_root):
         raise UserError("give either --data_root or --train_root/--test_root, not both")
+    if has_labelled_test_set(opt) and opt.threshold_clips:
+        raise UserError("--threshold_clips sets the decision threshold of a run without a labelled test set; "
+                        "with one (--test_root, --data_root or the embedded data) the threshold is its EER point")
+    if not has_labelled_test_set(opt) and opt.save_best:
+        raise UserError("--save_best picks a checkpoint by test AUC, and this run has no labelled test set "
+                        "(give --test_root)")
     return opt
+
+
+def has_labelled_test_set(opt: argparse.Namespace) -> bool:
+    """Whether the data named include a labelled test set (else training holds out clips for a threshold)."""
+    return opt.data_kind == "synthetic" or bool(opt.data_root or opt.test_root)
 
 
 def total_epochs(opt: argparse.Namespace) -> int:

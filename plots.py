@@ -81,24 +81,29 @@ def has_labels(scores_csv: str | Path) -> bool:
 # ---------------------------------------------------------------- the figures
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
-    """Losses, mean D outputs and AUC/pAUC per epoch: is training stable, and is it learning?"""
+    """Losses, mean D outputs and AUC/pAUC per epoch (without a labelled test set: the held-out normal
+    clips' scores and the threshold set on them): is training stable, and is it learning?"""
     columns = read_columns(metrics_csv)
     epochs = columns["epoch"] + 1  # metrics.csv counts from 0, the log from 1
+    labelled = "auc" in columns
     panels = (
         (("loss_d", "D loss"), ("loss_g", "G loss")),
         (("d_real", "D(x), real input"), ("d_regional", "D(R(x)), regional rec."),
          ("d_local", "D(Lo(x)), local rec.")),
-        (("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")),
+        (("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")) if labelled else
+        (("threshold", "decision threshold"), ("held_out_mean", "mean"), ("held_out_max", "max")),
     )
-    ylabels = ("training loss (epoch mean)", "mean D output\n(P[reconstruction])", "test-set AUC / pAUC")
+    ylabels = ("training loss (epoch mean)", "mean D output\n(P[reconstruction])",
+               "test-set AUC / pAUC" if labelled else "anomaly score of\nheld-out normal clips")
     with _figure(out_png, 3, 1, sharex=True, figsize=(7, 8.5)) as (fig, axes):
         for ax, curves, ylabel in zip(axes, panels, ylabels):
             for (column, label), marker, style in zip(curves, "os^", ("-", "--", "-.")):
                 ax.plot(epochs, columns[column], marker=marker, markersize=4, linestyle=style, label=label)
             ax.set_ylabel(ylabel)
-        for ax in axes[1:]:
+        for ax in axes[1:2 + labelled]:
             ax.set_ylim(-0.02, 1.02)
-        axes[2].axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+        if labelled:
+            axes[2].axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
         for ax in axes:
             ax.legend(loc="best")
         axes[2].set_xlabel("epoch")

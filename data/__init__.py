@@ -1,4 +1,4 @@
 """Data: decoding files, the supported layouts, the embedded synthetic set, and windows."""
-from data.datasets import ClipSet, load_datasets, load_unlabelled, split_calibration
+from data.datasets import ClipSet, hold_out_for_threshold, hold_out_last, load_datasets, load_unlabelled
 
-__all__ = ["ClipSet", "load_datasets", "load_unlabelled", "split_calibration"]
+__all__ = ["ClipSet", "hold_out_for_threshold", "hold_out_last", "load_datasets", "load_unlabelled"]

@@ -124,8 +124,12 @@ def _synthetic(opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
     return train, test
 
 
-def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[ClipSet | None, ClipSet]:
-    """The training set (normal clips only) and the labelled test set that ``opt`` names."""
+def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[ClipSet | None, ClipSet | None]:
+    """The training set (normal clips only) and the labelled test set that ``opt`` names.
+
+    Training needs no test set (None): a run on normal recordings alone sets its decision threshold
+    on held-out training clips instead (``--threshold_clips``).
+    """
     if opt.data_kind == "synthetic":
         return _synthetic(opt)
     if opt.data_root:
@@ -141,26 +145,43 @@ def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[Cli
                        if need_train and opt.train_root else None)
         test_items = layouts.labelled_wav_items(opt.test_root) if opt.test_root else None
         where = opt.test_root
-    if test_items is None:
-        raise UserError("no test data: give --test_root (or --data_root)")
+    if test_items is None and not (need_train and train_items):
+        raise UserError("no test data: give --test_root (or --data_root), or score unlabelled "
+                        "recordings with --input")
     if need_train and train_items is None:
         raise UserError("no training data: give --train_root (or --data_root)")
     train, rates = None, {}
     if need_train:
         _require_normal(train_items)
         train = _decode(train_items, opt, "training files", rates)
+    if test_items is None:
+        return train, None
     test = _decode(test_items, opt, "test files", rates)
     _require_both_classes(test, where)
     return train, test
 
 
-def split_calibration(train: ClipSet, count: int) -> tuple[ClipSet, ClipSet]:
-    """The training set without its last ``count`` clips, and those clips (held out for calibration)."""
+def hold_out_last(train: ClipSet, count: int, option: str) -> tuple[ClipSet, ClipSet]:
+    """The training set without its last ``count`` clips (name order), and those clips, held out of
+    training for what ``option`` (the option that asks for them) does with them."""
     if count >= len(train):
-        raise UserError(f"--calibration_clips {count} leaves no training clip: the training set has "
+        raise UserError(f"{option} {count} leaves no training clip: the training set has "
                         f"{len(train)} clips")
     keep = len(train) - count
     return train.part(slice(None, keep)), train.part(slice(keep, None))
+
+
+def hold_out_for_threshold(train: ClipSet, opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
+    """Without a labelled test set: the clips that train, and the last ``--threshold_clips`` (name order),
+    held out to set the decision threshold on; the default count (a tenth, rounded down, at least 2)
+    is stored in ``opt``, so a resumed run holds out the same clips."""
+    if opt.threshold_clips is None:
+        opt.threshold_clips = max(2, len(train) // 10)
+        if opt.threshold_clips >= len(train):
+            raise UserError(f"{len(train)} normal training clips and no labelled test set: too few to train and "
+                            f"also hold out {opt.threshold_clips} to set the decision threshold on; give more "
+                            "recordings, or a labelled test set with --test_root")
+    return hold_out_last(train, opt.threshold_clips, "--threshold_clips")
 
 
 def _unlabelled_files(path: Path) -> list[Path]:

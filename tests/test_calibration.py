@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY, run_script
-from data import load_datasets, split_calibration
+from data import hold_out_last, load_datasets
 from errors import UserError
 from network import GRLNet
 from opts import network_length, parse_opts
@@ -21,16 +21,16 @@ def tiny_sets():
 
 def test_split_holds_out_the_last_clips_and_refuses_an_empty_training_set():
     _, train, _ = tiny_sets()
-    kept, held_out = split_calibration(train, 2)
+    kept, held_out = hold_out_last(train, 2, "--calibration_clips")
     assert kept.names == train.names[:4] and held_out.names == train.names[4:]
     np.testing.assert_array_equal(held_out.signals, train.signals[4:])
     with pytest.raises(UserError, match="--calibration_clips 6 leaves no training clip"):
-        split_calibration(train, 6)
+        hold_out_last(train, 6, "--calibration_clips")
 
 
 def test_calibrated_score_is_the_blend_of_absolute_z_scores():
     opt, train, test = tiny_sets()
-    _, held_out = split_calibration(train, 3)
+    _, held_out = hold_out_last(train, 3, "--calibration_clips")
     torch.manual_seed(0)
     model, cpu = GRLNet(network_length(opt)), torch.device("cpu")
     statistics = calibration_statistics(model, held_out, opt, cpu)
