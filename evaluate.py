@@ -13,7 +13,7 @@ import torch
 from checkpoint import load_file, load_released, load_weights, train_checkpoint_problems
 from data import load_datasets, load_unlabelled
 from errors import UserError, make_folder
-from main import configure_logging, log, write_scores_csv
+from main import configure_logging, decide, log, write_scores_csv
 from metrics import compute_metrics, format_metrics
 from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, network_length, option_defaults, resolve_presets
@@ -179,9 +179,9 @@ def test(opt: argparse.Namespace) -> dict | None:
         _require_trained_rate(opt, trained_rate, clips.names[0])
         scores = score_clips(model, clips, opt, device, autocast, calibration=calibration)
         for name, score in zip(clips.names, scores["score"]):
-            log.info("%s  score %.6f  %s", name, score, "ABNORMAL" if score >= threshold else "normal")
+            log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
         log.info("threshold %.6f (%s)", threshold, "--threshold" if opt.threshold is not None else threshold_source)
-        write_scores_csv(clips, scores, output)
+        write_scores_csv(clips, scores, output, threshold)
         log.info("scores written to %s", output)
         return None
 

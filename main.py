@@ -131,14 +131,23 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path) -> None:
-    """One row per clip: file, label (empty when unknown), D(x), D(regional), D(local), score."""
+def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
+                     threshold: float | None = None) -> None:
+    """One row per clip: file, label (empty when unknown), D(x), D(regional), D(local), score, and
+    with ``threshold`` the decision at it (abnormal: score >= threshold)."""
+    decided = ("decision",) if threshold is not None else ()
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(("file", "label", *SCORE_COLUMNS))
+        writer.writerow(("file", "label", *SCORE_COLUMNS, *decided))
         for i, name in enumerate(clips.names):
             label = "" if clips.labels is None else int(clips.labels[i])
-            writer.writerow((name, label, *(repr(float(scores[c][i])) for c in SCORE_COLUMNS)))
+            decision = (decide(scores["score"][i], threshold),) if decided else ()
+            writer.writerow((name, label, *(repr(float(scores[c][i])) for c in SCORE_COLUMNS), *decision))
+
+
+def decide(score: float, threshold: float) -> str:
+    """The decision at a threshold, as logs and score files write it."""
+    return "ABNORMAL" if score >= threshold else "normal"
 
 
 # ---------------------------------------------------------------- the loop

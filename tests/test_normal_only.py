@@ -79,12 +79,15 @@ def test_train_on_normal_recordings_then_score_new_ones(tmp_path):
     scored = run_script("test.py", "--checkpoint", checkpoint, "--input", str(recordings),
                         "--output", str(tmp_path / "new.csv"), "--output_dir", str(tmp_path / "score"), "--quiet")
     assert "the 0.5-quantile of the scores of its 3 held-out normal clips" in scored.stdout
-    new = {row["file"]: float(row["score"]) for row in _rows(tmp_path / "new.csv")}
+    rows = _rows(tmp_path / "new.csv")
+    new = {row["file"]: float(row["score"]) for row in rows}
     for row in held_out:
         assert new[row["file"]] == pytest.approx(float(row["score"]), rel=1e-9)
     threshold = float(epochs[-1]["threshold"])
     flagged = {line.split()[0] for line in scored.stdout.splitlines() if line.endswith("ABNORMAL")}
     assert flagged == {name for name, score in new.items() if score >= threshold}
+    assert flagged == {row["file"] for row in rows if row["decision"] == "ABNORMAL"}
+    assert {row["decision"] for row in rows} <= {"ABNORMAL", "normal"}
 
     no_data = run_script("test.py", "--checkpoint", checkpoint, "--output_dir", str(tmp_path / "s2"), check=False)
     assert no_data.returncode == 2
