@@ -26,7 +26,7 @@ from data import ClipSet, hold_out_for_threshold, hold_out_last, load_datasets
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
                          shutdown, wait_for_all)
 from errors import UserError, make_folder
-from metrics import compute_metrics, format_held_out_threshold, format_metrics, held_out_threshold
+from metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
 from network import GRLNet
 from opts import RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
 from plots import redraw, save_reconstruction_examples
@@ -124,11 +124,19 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, 
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
-    rows = [{k: v for k, v in row.items() if k != "confusion"} for row in history]
+    rows = [{k: v for k, v in row.items() if k not in ("confusion", "sections")} for row in history]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_sections_csv(metrics: dict, path: Path) -> None:
+    """The per-section metrics of a DCASE 2021-2024 test set, one row per section (empty: undefined)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(metrics["sections"][0]))
+        writer.writeheader()
+        writer.writerows(metrics["sections"])
 
 
 def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
@@ -318,7 +326,8 @@ class Trainer:
         scores = score_clips(self.model, clips, self.opt, self.device, autocast, self.process, self.calibration)
         if self.test_set is None:
             return held_out_threshold(scores["score"], self.opt.threshold_quantile), scores
-        return compute_metrics(self.test_set.binary_labels(), scores["score"]), scores
+        test = self.test_set
+        return labelled_metrics(test.binary_labels(), scores["score"], test.dcase_sections()), scores
 
     def describe_evaluation(self, metrics: dict) -> tuple[str, str]:
         """An evaluation in an epoch's log: the end of its line, and the lines under it."""
@@ -326,7 +335,7 @@ class Trainer:
             return (f"threshold {metrics['threshold']:.6f}",
                     format_held_out_threshold(metrics, self.opt.threshold_quantile, len(self.threshold_set)))
         return (f"AUC {metrics['auc']:.4f}  pAUC {metrics['pauc']:.4f}  EER {metrics['eer']:.4f}",
-                format_metrics(metrics, with_auc=False))
+                format_labelled_metrics(metrics, with_auc=False))
 
     def run(self) -> dict:
         """Train the remaining epochs; evaluate, log and checkpoint after each."""
@@ -367,6 +376,8 @@ class Trainer:
             write_scores_csv(self.threshold_set, scores, self.folder / "threshold_scores.csv")
         else:
             write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
+            if "sections" in final:
+                write_sections_csv(final, self.folder / "sections.csv")
             save_reconstruction_examples(self.model, self.test_set, self.opt, self.device,
                                          self.folder / "figures" / "examples.npz")
         log.info("figures: %s", ", ".join(p.name for p in redraw(self.folder)))
@@ -375,7 +386,7 @@ class Trainer:
                      "FILES_OR_FOLDERS", final["epoch"] + 1, self.describe_evaluation(final)[1],
                      self.folder / "checkpoints" / "last.pt")
         else:
-            log.info("final (last epoch, %d):\n%s", final["epoch"] + 1, format_metrics(final))
+            log.info("final (last epoch, %d):\n%s", final["epoch"] + 1, format_labelled_metrics(final))
         return final
 
 

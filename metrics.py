@@ -6,6 +6,7 @@ both classes and named; the release printed those of the *normal* class only.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import hmean
 from sklearn import metrics as skm
 
 from errors import UserError
@@ -49,6 +50,63 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
         "f1_abnormal": float(f1[1]),
         "confusion": confusion.tolist(),
     }
+
+
+def _auc_if_defined(labels: np.ndarray, scores: np.ndarray, max_fpr: float | None = None) -> float | None:
+    """ROC AUC (or pAUC), None where the items lack one of the classes."""
+    if len(set(labels.tolist())) < 2:
+        return None
+    return float(skm.roc_auc_score(labels, scores, max_fpr=max_fpr))
+
+
+def dcase_section_metrics(labels: np.ndarray, scores: np.ndarray, sections: list[str],
+                          domains: list[str]) -> tuple[list[dict], float | None]:
+    """DCASE 2022-2024's metrics per section, and their official score.
+
+    Per section: AUC per domain (that domain's normal clips against all the section's anomalies)
+    and pAUC over all its clips; the official score is the harmonic mean of all of these that are
+    defined (None where a section lacks a domain's normal clips or any anomaly).
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    sections, domains = np.asarray(sections), np.asarray(domains)
+    rows = []
+    for section in sorted(set(sections.tolist())):
+        in_section = sections == section
+        row = {"section": section}
+        for domain in ("source", "target"):
+            chosen = in_section & ((domains == domain) | (labels == 1))
+            row[f"auc_{domain}"] = _auc_if_defined(labels[chosen], scores[chosen])
+        row["pauc"] = _auc_if_defined(labels[in_section], scores[in_section], MAX_FPR)
+        rows.append(row)
+    defined = [row[k] for row in rows for k in ("auc_source", "auc_target", "pauc") if row[k] is not None]
+    return rows, float(hmean(defined)) if defined else None
+
+
+def format_sections(rows: list[dict], official_score: float | None) -> str:
+    """The per-section table of ``dcase_section_metrics`` for logs ("n/a" where undefined)."""
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+    lines = [f"section {r['section']}: AUC source {number(r['auc_source'])}  AUC target {number(r['auc_target'])}"
+             f"  pAUC {number(r['pauc'])}" for r in rows]
+    return "\n".join(lines + [f"DCASE official score (harmonic mean of the above) {number(official_score)}"])
+
+
+def labelled_metrics(labels: np.ndarray, scores: np.ndarray,
+                     sections: tuple[list[str], list[str]] | None = None) -> dict:
+    """``compute_metrics``; with each item's section and domain (DCASE 2021-2024 names), also the
+    per-section metrics ("sections") and DCASE's official score ("official_score")."""
+    metrics = compute_metrics(labels, scores)
+    if sections is not None:
+        metrics["sections"], metrics["official_score"] = dcase_section_metrics(labels, scores, *sections)
+    return metrics
+
+
+def format_labelled_metrics(metrics: dict, with_auc: bool = True) -> str:
+    """``format_metrics`` after the per-section table where there is one (the last line stays the AUC)."""
+    text = format_metrics(metrics, with_auc)
+    if "sections" not in metrics:
+        return text
+    return f"{format_sections(metrics['sections'], metrics['official_score'])}\n{text}"
 
 
 def held_out_threshold(scores: np.ndarray, quantile: float) -> dict:

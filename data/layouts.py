@@ -14,7 +14,8 @@ from errors import UserError
 Item = tuple[Path, int]
 RELEASE_LABELS = (0, 1, 2, 3)
 # DCASE 2020 (normal_id_00_00000000.wav) and DCASE 2021-2024 (section_00_source_test_anomaly_0001_*.wav)
-DCASE_NAME = re.compile(r"^(?:section_\d+_(?:source|target)_(?:train|test)_)?(normal|anomaly)_", re.IGNORECASE)
+DCASE_NAME = re.compile(r"^(?:section_(?P<section>\d+)_(?P<domain>source|target)_(?:train|test)_)?"
+                        r"(?P<label>normal|anomaly)_", re.IGNORECASE)
 MIMII_FOLDERS = {"normal": 0, "abnormal": 1}
 
 
@@ -140,8 +141,16 @@ def labelled_wav_items(root: str | Path, training: bool = False) -> list[Item]:
             raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or anomaly_*.wav "
                             "(DCASE 2020), section_00_source_test_normal_*.wav or ..._anomaly_*.wav "
                             "(DCASE 2021-2024), or put them in normal/ and abnormal/ (MIMII)")
-        items.append((path, 0 if match is None or match.group(1).lower() == "normal" else 1))
+        items.append((path, 0 if match is None or match["label"].lower() == "normal" else 1))
     return items
+
+
+def dcase_section_and_domain(path: str | Path) -> tuple[str, str] | None:
+    """The section ("00") and domain ("source" or "target") in a DCASE 2021-2024 file name, else None."""
+    match = DCASE_NAME.match(Path(path).name)
+    if match is None or match["section"] is None:
+        return None
+    return match["section"], match["domain"].lower()
 
 
 def split_data_root(root: str | Path, train_normal_files: int | None) -> tuple[list[Item], list[Item]]:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from errors import UserError
-from metrics import compute_metrics, equal_error_rate, format_metrics
+from metrics import compute_metrics, dcase_section_metrics, equal_error_rate, format_metrics, format_sections
 
 
 def test_small_example_by_hand():
@@ -45,3 +45,27 @@ def test_one_class_or_nan_scores_are_refused():
         compute_metrics(np.array([0, 0]), np.array([0.1, 0.2]))
     with pytest.raises(UserError, match="non-finite"):
         compute_metrics(np.array([0, 1]), np.array([0.1, np.nan]))
+
+
+def test_dcase_section_metrics_by_hand():
+    # Section 00: source normals 0.1, 0.4; target normals 0.3, 0.6; anomalies 0.5 (source), 0.2 (target).
+    # Section 01: one source normal 0.2, one source anomaly 0.9, no target normal.
+    labels = np.array([0, 0, 0, 0, 1, 1, 0, 1])
+    scores = np.array([0.1, 0.4, 0.3, 0.6, 0.5, 0.2, 0.2, 0.9])
+    sections = ["00"] * 6 + ["01"] * 2
+    domains = ["source", "source", "target", "target", "source", "target", "source", "source"]
+    rows, official = dcase_section_metrics(labels, scores, sections, domains)
+    first, second = rows
+    # Source AUC: normals {0.1, 0.4} against both anomalies {0.5, 0.2}: 3 of 4 pairs ranked right.
+    assert first["auc_source"] == pytest.approx(0.75)
+    # Target AUC: normals {0.3, 0.6} against {0.5, 0.2}: only 0.5 > 0.3.
+    assert first["auc_target"] == pytest.approx(0.25)
+    # pAUC over the section: the top item (0.6) is normal, so TPR is 0 up to FPR 0.25;
+    # McClish-standardised partial area 0.5 * (1 + (0 - 0.005) / (0.1 - 0.005)).
+    assert first["pauc"] == pytest.approx(0.5 * (1 - 0.005 / 0.095))
+    assert second == {"section": "01", "auc_source": 1.0, "auc_target": None, "pauc": 1.0}
+    defined = [0.75, 0.25, 0.5 * (1 - 0.005 / 0.095), 1.0, 1.0]
+    assert official == pytest.approx(len(defined) / sum(1 / v for v in defined))
+    text = format_sections(rows, official)
+    assert "section 01: AUC source 1.0000  AUC target n/a  pAUC 1.0000" in text
+    assert text.endswith(f"harmonic mean of the above) {official:.4f}")
