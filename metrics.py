@@ -1,7 +1,9 @@
 """Detection metrics, computed the way the DCASE 2020 baseline and the release report them.
 
 Abnormal (1) is the positive class for AUC, pAUC and EER. F1, precision and recall are reported for
-both classes and named; the release printed those of the *normal* class only.
+both classes and named; the release printed those of the *normal* class only. DCASE 2021-2024 test
+sets also get DCASE 2022-2024's per-section metrics and official score; a run without a labelled test
+set gets a decision threshold from held-out normal clips instead.
 """
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
             for (column, label), marker, style in zip(curves, "os^", ("-", "--", "-.")):
                 ax.plot(epochs, columns[column], marker=marker, markersize=4, linestyle=style, label=label)
             ax.set_ylabel(ylabel)
-        for ax in axes[1:2 + labelled]:
+        for ax in axes[1:] if labelled else axes[1:2]:  # D outputs and AUCs lie in [0, 1]; scores need not
             ax.set_ylim(-0.02, 1.02)
         if labelled:
             axes[2].axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
