@@ -9,8 +9,9 @@ from sklearn.metrics import roc_auc_score
 
 from data import load_datasets, load_unlabelled
 from data.synthetic import make_synthetic_set
-from conftest import run_script
 from errors import UserError
+from evaluate import parse_test_args, test as score_checkpoint
+from main import train
 from opts import parse_opts
 
 
@@ -104,7 +105,7 @@ def test_dcase_2021_to_2024_names(tmp_path):
         load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
 
 
-def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path):
+def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path, capsys):
     """train.py and test.py report each section's AUC per domain and pAUC, from the final scores."""
     for i in range(3):
         write_wav(tmp_path / "train" / f"section_00_source_train_normal_{i:04d}.wav", tone(0.05, seed=i))
@@ -113,8 +114,9 @@ def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path):
         write_wav(tmp_path / "test" / f"section_00_{domain}_test_{label}_{i:04d}.wav",
                   tone(0.05, frequency=300 + 200 * i, seed=10 + i))
     run = tmp_path / "run"
-    trained = run_script("train.py", "--data_root", str(tmp_path), "--mess_length", "768", "--segment_length",
-                         "256", "--epochs", "1", "--quiet", "--output_dir", str(run))
+    train(parse_opts(["--data_root", str(tmp_path), "--mess_length", "768", "--segment_length", "256",
+                      "--epochs", "1", "--quiet", "--output_dir", str(run)]))
+    assert "DCASE official score (harmonic mean of the above)" in capsys.readouterr().out
     with open(run / "scores.csv") as handle:
         rows = list(csv.DictReader(handle))
     score = {}  # (domain, label) -> scores
@@ -128,14 +130,13 @@ def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path):
         normals = score[domain, "0"]
         expected = roc_auc_score([0] * len(normals) + [1] * len(anomalies), normals + anomalies)
         assert float(section[f"auc_{domain}"]) == pytest.approx(expected, abs=1e-12)
-    assert "DCASE official score (harmonic mean of the above)" in trained.stdout
     with open(run / "metrics.csv") as handle:
         assert "official_score" in next(csv.DictReader(handle))
 
-    scored = run_script("test.py", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
-                        str(tmp_path / "again"), "--quiet")
+    score_checkpoint(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
+                                      str(tmp_path / "again"), "--quiet"]))
     assert (tmp_path / "again" / "sections.csv").read_text() == (run / "sections.csv").read_text()
-    assert "section 00: AUC source" in scored.stdout
+    assert "section 00: AUC source" in capsys.readouterr().out
 
 
 def test_training_folder_names_need_no_label(tmp_path):

@@ -9,6 +9,8 @@ import pytest
 from conftest import TINY, run_script
 from data import ClipSet, hold_out_for_threshold
 from errors import UserError
+from evaluate import parse_test_args, test as score_checkpoint
+from main import train
 from metrics import held_out_threshold
 from opts import parse_opts
 from test_data import tone, write_wav
@@ -53,15 +55,15 @@ def test_too_few_clips_and_contradictory_options_are_refused():
         parse_opts(["--train_root", "mine", "--save_best"])
 
 
-def test_train_on_normal_recordings_then_score_new_ones(tmp_path):
+def test_train_on_normal_recordings_then_score_new_ones(tmp_path, capsys):
     recordings = tmp_path / "mine"
     for i in range(6):
         write_wav(recordings / f"pump_{i:02d}.wav", tone(0.05, seed=i))
     run = tmp_path / "run"
-    trained = run_script("train.py", "--train_root", str(recordings), "--mess_length", "768",
-                         "--segment_length", "256", "--segment_hop", "256", "--epochs", "2", "--quiet",
-                         "--threshold_clips", "3", "--threshold_quantile", "0.5", "--output_dir", str(run))
-    assert "3 training clips (normal), no labelled test set: the last 3 normal clips" in trained.stdout
+    train(parse_opts(["--train_root", str(recordings), "--mess_length", "768", "--segment_length", "256",
+                      "--segment_hop", "256", "--epochs", "2", "--quiet", "--threshold_clips", "3",
+                      "--threshold_quantile", "0.5", "--output_dir", str(run)]))
+    assert "3 training clips (normal), no labelled test set: the last 3 normal clips" in capsys.readouterr().out
 
     held_out = _rows(run / "threshold_scores.csv")
     assert [row["file"] for row in held_out] == [str(recordings / f"pump_{i:02d}.wav") for i in (3, 4, 5)]
@@ -89,7 +91,6 @@ def test_train_on_normal_recordings_then_score_new_ones(tmp_path):
     assert flagged == {row["file"] for row in rows if row["decision"] == "ABNORMAL"}
     assert {row["decision"] for row in rows} <= {"ABNORMAL", "normal"}
 
-    no_data = run_script("test.py", "--checkpoint", checkpoint, "--output_dir", str(tmp_path / "s2"), check=False)
-    assert no_data.returncode == 2
-    assert "no test data: give --test_root (or --data_root), or score unlabelled recordings with --input" \
-        in no_data.stdout
+    with pytest.raises(UserError, match=r"no test data: give --test_root \(or --data_root\), or score unlabelled "
+                       "recordings with --input"):
+        score_checkpoint(parse_test_args(["--checkpoint", checkpoint, "--output_dir", str(tmp_path / "s2")]))
