@@ -27,14 +27,20 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, flo
     return float((fpr[point] + fnr[point]) / 2), float(thresholds[point]), float(fpr[point])
 
 
+def _finite_scores(scores: np.ndarray) -> np.ndarray:
+    """The scores as float64, refused where a diverged model made any of them NaN or infinite."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise UserError("the model produced non-finite scores; the run has diverged")
+    return scores
+
+
 def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
     """All metrics of one evaluation; ``labels`` 0/1, ``scores`` higher = more anomalous."""
     labels = np.asarray(labels)
-    scores = np.asarray(scores, dtype=np.float64)
     if set(np.unique(labels).tolist()) != {0, 1}:
         raise UserError("metrics need both normal (0) and abnormal (1) items")
-    if not np.all(np.isfinite(scores)):
-        raise UserError("the model produced non-finite scores; the run has diverged")
+    scores = _finite_scores(scores)
     eer, threshold, err = equal_error_rate(labels, scores)
     predictions = (scores >= threshold).astype(np.int64)
     precision, recall, f1, _ = skm.precision_recall_fscore_support(
@@ -114,9 +120,7 @@ def format_labelled_metrics(metrics: dict, with_auc: bool = True) -> str:
 def held_out_threshold(scores: np.ndarray, quantile: float) -> dict:
     """The decision threshold of a run without a labelled test set: the ``quantile`` of the scores of
     normal clips held out of training (so about 1 - quantile of normal recordings score above it)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if not np.all(np.isfinite(scores)):
-        raise UserError("the model produced non-finite scores; the run has diverged")
+    scores = _finite_scores(scores)
     return {"threshold": float(np.quantile(scores, quantile)), "held_out_mean": float(scores.mean()),
             "held_out_max": float(scores.max())}
 
