@@ -27,8 +27,8 @@ from torch import nn
 from data import ClipSet, load_datasets
 from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
 from errors import UserError
-from main import run_cli
-from metrics import compute_metrics, format_metrics
+from main import run_cli, write_sections_csv
+from metrics import format_labelled_metrics, labelled_metrics
 from opts import build_parser, positive_int, resolve_presets
 from runtime import resolve_device
 
@@ -150,14 +150,18 @@ def write_scores(clips: ClipSet, scores: np.ndarray, path: Path) -> None:
 
 
 def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
-    """Train and score the baseline on the split ``opt`` names; writes scores.csv to ``opt.output_dir``."""
+    """Train and score the baseline on the split ``opt`` names, with GRLNet's metrics (per section too,
+    for DCASE 2021-2024 names); writes scores.csv (and sections.csv) to ``opt.output_dir``."""
     train, test = load_datasets(opt)
     rate = sample_rate_of(opt)
     model = train_baseline(train, rate, epochs, opt.seed, resolve_device(opt))
     scores = score_baseline(model, test, rate)
+    metrics = labelled_metrics(test.binary_labels(), scores, test.dcase_sections())
     if opt.output_dir:  # None unless given: the baseline makes no run folder of its own
         write_scores(test, scores, Path(opt.output_dir) / "scores.csv")
-    return compute_metrics(test.binary_labels(), scores)
+        if "sections" in metrics:
+            write_sections_csv(metrics, Path(opt.output_dir) / "sections.csv")
+    return metrics
 
 
 def parse_baseline_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,7 +175,7 @@ def parse_baseline_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> None:
     """Train and score the baseline, print its metrics."""
-    print(format_metrics(run_baseline(opt, opt.baseline_epochs)), flush=True)
+    print(format_labelled_metrics(run_baseline(opt, opt.baseline_epochs)), flush=True)
 
 
 if __name__ == "__main__":

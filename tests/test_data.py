@@ -7,6 +7,7 @@ import pytest
 import soundfile
 from sklearn.metrics import roc_auc_score
 
+from baselines.dcase_autoencoder import main as baseline_main, parse_baseline_args
 from data import load_datasets, load_unlabelled
 from data.synthetic import make_synthetic_set
 from errors import UserError
@@ -105,18 +106,19 @@ def test_dcase_2021_to_2024_names(tmp_path):
         load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
 
 
-def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path, capsys):
-    """train.py and test.py report each section's AUC per domain and pAUC, from the final scores."""
+def write_dcase_2021_set(root: Path, seconds: float) -> Path:
+    """Three normal training clips and five test clips of section 00, both domains, DCASE 2021-2024 names."""
     for i in range(3):
-        write_wav(tmp_path / "train" / f"section_00_source_train_normal_{i:04d}.wav", tone(0.05, seed=i))
+        write_wav(root / "train" / f"section_00_source_train_normal_{i:04d}.wav", tone(seconds, seed=i))
     for i, (domain, label) in enumerate([("source", "normal"), ("target", "normal"), ("source", "anomaly"),
                                          ("target", "anomaly"), ("target", "normal")]):
-        write_wav(tmp_path / "test" / f"section_00_{domain}_test_{label}_{i:04d}.wav",
-                  tone(0.05, frequency=300 + 200 * i, seed=10 + i))
-    run = tmp_path / "run"
-    train(parse_opts(["--data_root", str(tmp_path), "--mess_length", "768", "--segment_length", "256",
-                      "--epochs", "1", "--quiet", "--output_dir", str(run)]))
-    assert "DCASE official score (harmonic mean of the above)" in capsys.readouterr().out
+        write_wav(root / "test" / f"section_00_{domain}_test_{label}_{i:04d}.wav",
+                  tone(seconds, frequency=300 + 200 * i, seed=10 + i))
+    return root
+
+
+def assert_sections_recomputed_from_scores(run: Path) -> None:
+    """sections.csv's AUC per domain = that domain's normal clips against every anomaly, from scores.csv."""
     with open(run / "scores.csv") as handle:
         rows = list(csv.DictReader(handle))
     score = {}  # (domain, label) -> scores
@@ -126,10 +128,20 @@ def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path, capsys):
     with open(run / "sections.csv") as handle:
         (section,) = csv.DictReader(handle)
     assert section["section"] == "00"
-    for domain in ("source", "target"):  # that domain's normal clips against every anomaly
+    for domain in ("source", "target"):
         normals = score[domain, "0"]
         expected = roc_auc_score([0] * len(normals) + [1] * len(anomalies), normals + anomalies)
         assert float(section[f"auc_{domain}"]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path, capsys):
+    """train.py and test.py report each section's AUC per domain and pAUC, from the final scores."""
+    write_dcase_2021_set(tmp_path, 0.05)
+    run = tmp_path / "run"
+    train(parse_opts(["--data_root", str(tmp_path), "--mess_length", "768", "--segment_length", "256",
+                      "--epochs", "1", "--quiet", "--output_dir", str(run)]))
+    assert "DCASE official score (harmonic mean of the above)" in capsys.readouterr().out
+    assert_sections_recomputed_from_scores(run)
     with open(run / "metrics.csv") as handle:
         assert "official_score" in next(csv.DictReader(handle))
 
@@ -137,6 +149,16 @@ def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path, capsys):
                                       str(tmp_path / "again"), "--quiet"]))
     assert (tmp_path / "again" / "sections.csv").read_text() == (run / "sections.csv").read_text()
     assert "section 00: AUC source" in capsys.readouterr().out
+
+
+def test_the_baseline_gets_the_same_per_section_metrics(tmp_path, capsys):
+    """The DCASE autoencoder baseline on DCASE 2021-2024 names: sections.csv from its scores, on screen too."""
+    write_dcase_2021_set(tmp_path, 0.3)
+    run = tmp_path / "baseline"
+    baseline_main(parse_baseline_args(["--data_root", str(tmp_path), "--mess_length", "4096", "--output_dir",
+                                       str(run), "--baseline_epochs", "2"]))
+    assert "DCASE official score (harmonic mean of the above)" in capsys.readouterr().out
+    assert_sections_recomputed_from_scores(run)
 
 
 def test_training_folder_names_need_no_label(tmp_path):
