@@ -12,10 +12,11 @@ For every seed it trains and scores three methods on the same split, each in its
 and on request (--methods) a fourth, to compare precisions on a GPU (BENCHMARKS.md):
   grlnet_fp32        GRLNet's defaults without bf16 and torch.compile (the same run as grlnet_standard on CPU)
 Metrics are those of the final epoch of every run: no epoch and no setting is chosen on test clips.
-It writes <out>/<protocol>/results.md, results.json, score_distributions.png and (with a GRLNet method)
-auc_per_epoch.png. --reuse keeps finished runs found in the run folders and continues interrupted
-GRLNet runs from their last checkpoint (saved after every epoch and every --checkpoint_minutes), so
-an interrupted protocol continues where it stopped.
+It writes <out>/<protocol>/results.md, results.json, results.tex (booktabs tables for a paper),
+score_distributions.png and (with a GRLNet method) auc_per_epoch.png. --reuse keeps finished runs
+found in the run folders and continues interrupted GRLNet runs from their last checkpoint (saved
+after every epoch and every --checkpoint_minutes), so an interrupted protocol continues where it
+stopped.
 """
 from __future__ import annotations
 
@@ -417,6 +418,29 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def latex_text(text: str) -> str:
+    """``text`` with the characters LaTeX reads as commands escaped (names such as mimii_fan_id02)."""
+    return "".join("\\" + char if char in "_&%#$" else char for char in text)
+
+
+def results_latex(results: dict) -> str:
+    """results.tex: one booktabs table per task (mean ± population std over seeds), for a paper."""
+    def cell(summary: dict) -> str:
+        return f"${summary['mean']:.4f} \\pm {summary['std']:.4f}$"
+
+    seeds = ", ".join(map(str, results["seeds"]))
+    blocks = [r"% written by python reproduce.py; needs \usepackage{booktabs}"]
+    for task_name, task in results["tasks"].items():
+        caption = latex_text(f"{task_name}: final-epoch AUC and pAUC (max FPR 0.1), mean ± population standard "
+                             f"deviation over seeds {seeds} ({results['standing']}).").replace("±", r"$\pm$")
+        rows = [f"{LABELS[method]} & {cell(summary['auc'])} & {cell(summary['pauc'])} \\\\"
+                for method, summary in task["methods"].items()]
+        blocks += [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", r"\begin{tabular}{lcc}",
+                   r"\toprule", r"Method & AUC & pAUC \\", r"\midrule", *rows, r"\bottomrule", r"\end{tabular}",
+                   r"\end{table}", ""]
+    return "\n".join(blocks)
+
+
 def plot_auc_per_epoch(results: dict, path: Path) -> None:
     """AUC after each epoch, one line per seed, one panel per task and GRLNet method."""
     tasks, methods = results["tasks"], [m for m in results["methods"] if m in GRLNET_METHODS]
@@ -490,12 +514,13 @@ def run_protocol(args: argparse.Namespace) -> dict:
                          for t in tasks}}
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "results.md").write_text(results_markdown(results))
+    (folder / "results.tex").write_text(results_latex(results))
     figures = ["score_distributions.png"]
     plot_score_distributions(results, folder / "score_distributions.png")
     if any(m in GRLNET_METHODS for m in methods):
         figures.insert(0, "auc_per_epoch.png")
         plot_auc_per_epoch(results, folder / "auc_per_epoch.png")
-    print(f"wrote {folder / 'results.md'}, results.json, {', '.join(figures)}")
+    print(f"wrote {folder / 'results.md'}, results.json, results.tex, {', '.join(figures)}")
     return results
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from checkpoint import load_file
 from conftest import REPO, run_script
+from reproduce import LABELS, latex_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("grlnet_standard", "grlnet_released", "dcase_autoencoder")
@@ -43,6 +44,12 @@ def test_tiny_protocol_writes_results_and_figures(serial_out):
     assert "--segment_length 256" in option_lines["grlnet_standard"]
     assert "--seed 0" in option_lines["dcase_autoencoder"]
     assert "--segment_length" not in option_lines["dcase_autoencoder"]  # GRLNet-only: the baseline ignores it
+    latex = (folder / "results.tex").read_text()
+    assert "\\caption{tiny: final-epoch AUC" in latex and latex.count("\\begin{tabular}") == 1
+    for method in METHODS:  # each method's row holds the mean and std of results.json
+        auc, pauc = methods[method]["auc"], methods[method]["pauc"]
+        assert (f"{LABELS[method]} & ${auc['mean']:.4f} \\pm {auc['std']:.4f}$ & "
+                f"${pauc['mean']:.4f} \\pm {pauc['std']:.4f}$ \\\\") in latex.splitlines()
     for name in ("auc_per_epoch.png", "score_distributions.png"):
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
     baseline_run = methods["dcase_autoencoder"]["runs"][0]
@@ -143,3 +150,7 @@ def test_fp32_method_runs_without_bf16_and_compile_and_matches_on_cpu(tmp_path):
     methods = json.loads((folder / "results.json").read_text())["tasks"]["tiny"]["methods"]
     assert methods["grlnet_fp32"]["runs"][0]["auc_per_epoch"] == methods["grlnet_standard"]["runs"][0]["auc_per_epoch"]
     assert "GRLNet, standard update, fp32 eager" in (folder / "results.md").read_text()
+
+
+def test_latex_tables_escape_the_names_latex_reads_as_commands():
+    assert latex_text("mimii_fan_id02: 50% & #1 for $5") == r"mimii\_fan\_id02: 50\% \& \#1 for \$5"
