@@ -13,7 +13,7 @@ import torch
 from checkpoint import load_file, load_released, load_weights, train_checkpoint_problems
 from data import load_datasets, load_unlabelled
 from errors import UserError, make_folder
-from main import configure_logging, decide, log, write_scores_csv, write_sections_csv
+from main import configure_logging, decide, log, write_group_tables, write_scores_csv
 from metrics import format_labelled_metrics, labelled_metrics
 from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, network_length, option_defaults, resolve_presets
@@ -188,11 +188,10 @@ def test(opt: argparse.Namespace) -> dict | None:
     _, test_set = load_datasets(opt, need_train=False)
     _require_trained_rate(opt, trained_rate, test_set.names[0])
     scores = score_clips(model, test_set, opt, device, autocast, calibration=calibration)
-    metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.dcase_sections())
+    metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names)
     write_scores_csv(test_set, scores, folder / "scores.csv")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    if "sections" in metrics:
-        write_sections_csv(metrics, folder / "sections.csv")
+    write_group_tables(metrics, folder)
     save_reconstruction_examples(model, test_set, opt, device, folder / "figures" / "examples.npz")
     redraw(folder)
     log.info("%d test clips scored; scores.csv and metrics.json in %s", len(test_set), folder)

@@ -124,19 +124,30 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, 
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
-    rows = [{k: v for k, v in row.items() if k not in ("confusion", "sections")} for row in history]
+    rows = [{k: v for k, v in row.items() if k not in ("confusion", *GROUP_TABLES)} for row in history]
+    write_rows_csv(rows, path)
+
+
+def write_rows_csv(rows: list[dict], path: Path) -> None:
+    """Rows as a CSV file whose header holds every row's keys (a key a row lacks, or None: an empty cell;
+    so a run resumed by a version that logs more columns keeps its earlier rows)."""
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
 
 
-def write_sections_csv(metrics: dict, path: Path) -> None:
-    """The per-section metrics of a DCASE 2021-2024 test set, one row per section (empty: undefined)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(metrics["sections"][0]))
-        writer.writeheader()
-        writer.writerows(metrics["sections"])
+GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
+
+
+def write_group_tables(metrics: dict, folder: Path) -> None:
+    """DCASE's per-group metrics, where the test names give groups: machine_ids.csv (2020 names; its
+    last row the average, as in the DCASE 2020 baseline's result.csv), sections.csv (2021-2024 names)."""
+    if "machine_ids" in metrics:
+        average = {"id": "average", "auc": metrics["id_average_auc"], "pauc": metrics["id_average_pauc"]}
+        write_rows_csv(metrics["machine_ids"] + [average], folder / GROUP_TABLES["machine_ids"])
+    if "sections" in metrics:
+        write_rows_csv(metrics["sections"], folder / GROUP_TABLES["sections"])
 
 
 def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
@@ -327,7 +338,7 @@ class Trainer:
         if self.test_set is None:
             return held_out_threshold(scores["score"], self.opt.threshold_quantile), scores
         test = self.test_set
-        return labelled_metrics(test.binary_labels(), scores["score"], test.dcase_sections()), scores
+        return labelled_metrics(test.binary_labels(), scores["score"], test.names), scores
 
     def describe_evaluation(self, metrics: dict) -> tuple[str, str]:
         """An evaluation in an epoch's log: the end of its line, and the lines under it."""
@@ -376,8 +387,7 @@ class Trainer:
             write_scores_csv(self.threshold_set, scores, self.folder / "threshold_scores.csv")
         else:
             write_scores_csv(self.test_set, scores, self.folder / "scores.csv")
-            if "sections" in final:
-                write_sections_csv(final, self.folder / "sections.csv")
+            write_group_tables(final, self.folder)
             save_reconstruction_examples(self.model, self.test_set, self.opt, self.device,
                                          self.folder / "figures" / "examples.npz")
         log.info("figures: %s", ", ".join(p.name for p in redraw(self.folder)))

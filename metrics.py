@@ -1,16 +1,20 @@
 """Detection metrics, computed the way the DCASE 2020 baseline and the release report them.
 
 Abnormal (1) is the positive class for AUC, pAUC and EER. F1, precision and recall are reported for
-both classes and named; the release printed those of the *normal* class only. DCASE 2021-2024 test
-sets also get DCASE 2022-2024's per-section metrics and official score; a run without a labelled test
-set gets a decision threshold from held-out normal clips instead.
+both classes and named; the release printed those of the *normal* class only. DCASE 2020 test sets
+also get the metrics per machine id and their average, DCASE 2021-2024 test sets DCASE 2022-2024's
+per-section metrics and official score; a run without a labelled test set gets a decision threshold
+from held-out normal clips instead.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import hmean
 from sklearn import metrics as skm
 
+from data.layouts import dcase_machine_ids, dcase_sections
 from errors import UserError
 
 MAX_FPR = 0.1
@@ -90,31 +94,66 @@ def dcase_section_metrics(labels: np.ndarray, scores: np.ndarray, sections: list
     return rows, float(hmean(defined)) if defined else None
 
 
+def machine_id_metrics(labels: np.ndarray, scores: np.ndarray, ids: list[str]) -> tuple[list[dict], dict]:
+    """DCASE 2020's metrics per machine id (AUC and pAUC over that id's clips) and their arithmetic
+    means, the "Average" row of the DCASE 2020 baseline's result.csv (None where an id lacks a class)."""
+    labels, scores, ids = np.asarray(labels), np.asarray(scores, dtype=np.float64), np.asarray(ids)
+    rows = []
+    for machine_id in sorted(set(ids.tolist())):
+        chosen = ids == machine_id
+        rows.append({"id": machine_id, "auc": _auc_if_defined(labels[chosen], scores[chosen]),
+                     "pauc": _auc_if_defined(labels[chosen], scores[chosen], MAX_FPR)})
+    average = {}
+    for key in ("auc", "pauc"):
+        defined = [row[key] for row in rows if row[key] is not None]
+        average[key] = float(np.mean(defined)) if defined else None
+    return rows, average
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def format_sections(rows: list[dict], official_score: float | None) -> str:
     """The per-section table of ``dcase_section_metrics`` for logs ("n/a" where undefined)."""
-    def number(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
-    lines = [f"section {r['section']}: AUC source {number(r['auc_source'])}  AUC target {number(r['auc_target'])}"
-             f"  pAUC {number(r['pauc'])}" for r in rows]
-    return "\n".join(lines + [f"DCASE official score (harmonic mean of the above) {number(official_score)}"])
+    lines = [f"section {r['section']}: AUC source {_number(r['auc_source'])}  AUC target "
+             f"{_number(r['auc_target'])}  pAUC {_number(r['pauc'])}" for r in rows]
+    return "\n".join(lines + [f"DCASE official score (harmonic mean of the above) {_number(official_score)}"])
 
 
-def labelled_metrics(labels: np.ndarray, scores: np.ndarray,
-                     sections: tuple[list[str], list[str]] | None = None) -> dict:
-    """``compute_metrics``; with each item's section and domain (DCASE 2021-2024 names), also the
-    per-section metrics ("sections") and DCASE's official score ("official_score")."""
+def format_machine_ids(metrics: dict) -> str:
+    """The per-machine-id table of ``labelled_metrics`` for logs, as the DCASE 2020 baseline lists it."""
+    lines = [f"machine id {r['id']}: AUC {_number(r['auc'])}  pAUC {_number(r['pauc'])}"
+             for r in metrics["machine_ids"]]
+    return "\n".join(lines + [f"average over machine ids: AUC {_number(metrics['id_average_auc'])}  "
+                              f"pAUC {_number(metrics['id_average_pauc'])}"])
+
+
+def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = ()) -> dict:
+    """``compute_metrics``, and where the test files have DCASE names the metrics DCASE reports per
+    group: per machine id and their average for 2020 names ("machine_ids", "id_average_auc",
+    "id_average_pauc"); per section and the official score for 2021-2024 names ("sections",
+    "official_score")."""
     metrics = compute_metrics(labels, scores)
+    binary = np.asarray(labels)
+    ids = dcase_machine_ids(names)
+    if ids is not None:
+        metrics["machine_ids"], average = machine_id_metrics(binary, scores, ids)
+        metrics["id_average_auc"], metrics["id_average_pauc"] = average["auc"], average["pauc"]
+    sections = dcase_sections(names)
     if sections is not None:
-        metrics["sections"], metrics["official_score"] = dcase_section_metrics(labels, scores, *sections)
+        metrics["sections"], metrics["official_score"] = dcase_section_metrics(binary, scores, *sections)
     return metrics
 
 
 def format_labelled_metrics(metrics: dict, with_auc: bool = True) -> str:
-    """``format_metrics`` after the per-section table where there is one (the last line stays the AUC)."""
-    text = format_metrics(metrics, with_auc)
-    if "sections" not in metrics:
-        return text
-    return f"{format_sections(metrics['sections'], metrics['official_score'])}\n{text}"
+    """``format_metrics`` after the per-group tables where there are some (the last line stays the AUC)."""
+    tables = []
+    if "machine_ids" in metrics:
+        tables.append(format_machine_ids(metrics))
+    if "sections" in metrics:
+        tables.append(format_sections(metrics["sections"], metrics["official_score"]))
+    return "\n".join(tables + [format_metrics(metrics, with_auc)])
 
 
 def held_out_threshold(scores: np.ndarray, quantile: float) -> dict:

@@ -27,7 +27,7 @@ from torch import nn
 from data import ClipSet, load_datasets
 from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
 from errors import UserError
-from main import run_cli, write_sections_csv
+from main import run_cli, write_group_tables
 from metrics import format_labelled_metrics, labelled_metrics
 from opts import build_parser, positive_int, resolve_presets
 from runtime import resolve_device
@@ -150,17 +150,16 @@ def write_scores(clips: ClipSet, scores: np.ndarray, path: Path) -> None:
 
 
 def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
-    """Train and score the baseline on the split ``opt`` names, with GRLNet's metrics (per section too,
-    for DCASE 2021-2024 names); writes scores.csv (and sections.csv) to ``opt.output_dir``."""
+    """Train and score the baseline on the split ``opt`` names, with GRLNet's metrics (per machine id or
+    section too, for DCASE names); writes scores.csv (and machine_ids.csv or sections.csv) to ``opt.output_dir``."""
     train, test = load_datasets(opt)
     rate = sample_rate_of(opt)
     model = train_baseline(train, rate, epochs, opt.seed, resolve_device(opt))
     scores = score_baseline(model, test, rate)
-    metrics = labelled_metrics(test.binary_labels(), scores, test.dcase_sections())
+    metrics = labelled_metrics(test.binary_labels(), scores, test.names)
     if opt.output_dir:  # None unless given: the baseline makes no run folder of its own
         write_scores(test, scores, Path(opt.output_dir) / "scores.csv")
-        if "sections" in metrics:
-            write_sections_csv(metrics, Path(opt.output_dir) / "sections.csv")
+        write_group_tables(metrics, Path(opt.output_dir))
     return metrics
 
 

@@ -48,14 +48,6 @@ class ClipSet:
         labels = None if self.labels is None else self.labels[selection]
         return ClipSet(self.names[selection], self.signals[selection], labels)
 
-    def dcase_sections(self) -> tuple[list[str], list[str]] | None:
-        """Each clip's section and domain when every name is a DCASE 2021-2024 name, else None."""
-        parsed = [layouts.dcase_section_and_domain(name) for name in self.names]
-        if not parsed or None in parsed:
-            return None
-        sections, domains = zip(*parsed)
-        return list(sections), list(domains)
-
     def binary_labels(self) -> np.ndarray:
         """0 normal, 1 abnormal (the release's intensity labels 2 and 3 count as abnormal)."""
         return (self.labels > 0).astype(np.int64)

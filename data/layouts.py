@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from errors import UserError
@@ -15,7 +16,7 @@ Item = tuple[Path, int]
 RELEASE_LABELS = (0, 1, 2, 3)
 # DCASE 2020 (normal_id_00_00000000.wav) and DCASE 2021-2024 (section_00_source_test_anomaly_0001_*.wav)
 DCASE_NAME = re.compile(r"^(?:section_(?P<section>\d+)_(?P<domain>source|target)_(?:train|test)_)?"
-                        r"(?P<label>normal|anomaly)_", re.IGNORECASE)
+                        r"(?P<label>normal|anomaly)_(?:id_(?P<machine_id>\d+)_)?", re.IGNORECASE)
 MIMII_FOLDERS = {"normal": 0, "abnormal": 1}
 
 
@@ -145,12 +146,26 @@ def labelled_wav_items(root: str | Path, training: bool = False) -> list[Item]:
     return items
 
 
-def dcase_section_and_domain(path: str | Path) -> tuple[str, str] | None:
-    """The section ("00") and domain ("source" or "target") in a DCASE 2021-2024 file name, else None."""
-    match = DCASE_NAME.match(Path(path).name)
-    if match is None or match["section"] is None:
+def _dcase_matches(names: Sequence[str], field: str) -> list[re.Match] | None:
+    """Each name's DCASE name fields when every name has ``field``, else None."""
+    matches = [DCASE_NAME.match(Path(name).name) for name in names]
+    if not matches or any(match is None or match[field] is None for match in matches):
         return None
-    return match["section"], match["domain"].lower()
+    return matches
+
+
+def dcase_sections(names: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """Each file's section ("00") and domain ("source", "target") when all have DCASE 2021-2024 names."""
+    matches = _dcase_matches(names, "section")
+    if matches is None:
+        return None
+    return [m["section"] for m in matches], [m["domain"].lower() for m in matches]
+
+
+def dcase_machine_ids(names: Sequence[str]) -> list[str] | None:
+    """Each file's machine id ("00") when all have DCASE 2020 names (normal_id_00_*.wav), else None."""
+    matches = _dcase_matches(names, "machine_id")
+    return None if matches is None else [m["machine_id"] for m in matches]
 
 
 def split_data_root(root: str | Path, train_normal_files: int | None) -> tuple[list[Item], list[Item]]:

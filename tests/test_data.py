@@ -151,6 +151,36 @@ def test_dcase_2021_to_2024_sets_get_per_section_metrics(tmp_path, capsys):
     assert "section 00: AUC source" in capsys.readouterr().out
 
 
+def test_dcase_2020_sets_get_metrics_per_machine_id(tmp_path, capsys):
+    """DCASE 2020 names: each machine id's AUC and pAUC and their mean, as the DCASE 2020 baseline's result.csv."""
+    for machine_id in ("00", "02"):
+        for i in range(2):
+            write_wav(tmp_path / "train" / f"normal_id_{machine_id}_{i:08d}.wav", tone(0.05, seed=i))
+        for i, label in enumerate(("normal", "normal", "anomaly", "anomaly")):
+            write_wav(tmp_path / "test" / f"{label}_id_{machine_id}_{i:08d}.wav",
+                      tone(0.05, frequency=300 + 200 * i, seed=20 + i + int(machine_id)))
+    run = tmp_path / "run"
+    train(parse_opts(["--data_root", str(tmp_path), "--mess_length", "768", "--segment_length", "256",
+                      "--epochs", "1", "--quiet", "--output_dir", str(run)]))
+    assert "machine id 02: AUC" in capsys.readouterr().out
+    with open(run / "scores.csv") as handle:
+        by_id = {}  # id -> (labels, scores)
+        for r in csv.DictReader(handle):
+            labels, scores = by_id.setdefault(Path(r["file"]).name.split("_")[2], ([], []))
+            labels.append(int(r["label"]))
+            scores.append(float(r["score"]))
+    with open(run / "machine_ids.csv") as handle:
+        rows = {r["id"]: r for r in csv.DictReader(handle)}
+    assert list(rows) == ["00", "02", "average"]
+    for machine_id, (labels, scores) in by_id.items():
+        assert float(rows[machine_id]["auc"]) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+        assert float(rows[machine_id]["pauc"]) == pytest.approx(roc_auc_score(labels, scores, max_fpr=0.1),
+                                                                abs=1e-12)
+    for column in ("auc", "pauc"):
+        assert float(rows["average"][column]) == pytest.approx(
+            (float(rows["00"][column]) + float(rows["02"][column])) / 2, abs=1e-12)
+
+
 def test_the_baseline_gets_the_same_per_section_metrics(tmp_path, capsys):
     """The DCASE autoencoder baseline on DCASE 2021-2024 names: sections.csv from its scores, on screen too."""
     write_dcase_2021_set(tmp_path, 0.3)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from errors import UserError
-from metrics import compute_metrics, dcase_section_metrics, equal_error_rate, format_metrics, format_sections
+from metrics import (compute_metrics, dcase_section_metrics, equal_error_rate, format_labelled_metrics, format_metrics,
+                     format_sections, labelled_metrics)
 
 
 def test_small_example_by_hand():
@@ -69,3 +70,33 @@ def test_dcase_section_metrics_by_hand():
     text = format_sections(rows, official)
     assert "section 01: AUC source 1.0000  AUC target n/a  pAUC 1.0000" in text
     assert text.endswith(f"harmonic mean of the above) {official:.4f}")
+
+
+def test_machine_id_metrics_by_hand_from_dcase_2020_names():
+    # id 00: normals 0.1, 0.5, anomaly 0.3; id 02: normal 0.4, anomalies 0.6, 0.9.
+    names = ["normal_id_00_00000000.wav", "normal_id_00_00000001.wav", "anomaly_id_00_00000000.wav",
+             "normal_id_02_00000000.wav", "anomaly_id_02_00000000.wav", "anomaly_id_02_00000001.wav"]
+    labels = np.array([0, 0, 1, 0, 1, 1])
+    scores = np.array([0.1, 0.5, 0.3, 0.4, 0.6, 0.9])
+    m = labelled_metrics(labels, scores, [f"test/{name}" for name in names])
+    first, second = m["machine_ids"]
+    # id 00: the anomaly beats one of two normals; the top clip is normal, so pAUC is the
+    # McClish-standardised area of a TPR of 0 up to FPR 0.1: 0.5 * (1 - 0.005 / 0.095) = 9/19.
+    assert first == pytest.approx({"id": "00", "auc": 0.5, "pauc": 9 / 19})
+    assert second == {"id": "02", "auc": 1.0, "pauc": 1.0}
+    assert m["id_average_auc"] == pytest.approx(0.75)  # arithmetic means, as the DCASE 2020 baseline
+    assert m["id_average_pauc"] == pytest.approx((9 / 19 + 1) / 2)
+    assert m["auc"] == pytest.approx(7 / 9)  # pooled: 7 of the 9 normal-anomaly pairs ranked right
+    assert "sections" not in m
+    text = format_labelled_metrics(m)
+    assert "machine id 00: AUC 0.5000  pAUC 0.4737" in text
+    assert f"average over machine ids: AUC 0.7500  pAUC {(9 / 19 + 1) / 2:.4f}" in text
+    assert text.splitlines()[-1] == f"AUC {7 / 9:.4f}"
+
+
+def test_names_without_a_machine_id_or_section_add_no_group_metrics():
+    labels, scores = np.array([0, 1]), np.array([0.2, 0.7])
+    for names in (["normal/00000000.wav", "abnormal/00000000.wav"],  # MIMII: the id is a folder
+                  ["normal_id_00_00000000.wav", "anomaly_00000000.wav"]):  # one name without an id
+        m = labelled_metrics(labels, scores, names)
+        assert "machine_ids" not in m and "sections" not in m

@@ -139,3 +139,13 @@ def test_resume_refuses_a_file_that_is_not_a_train_checkpoint(tmp_path):
     torch.save({"gfl.layernorm.weight": torch.ones(256)}, weights)
     with pytest.raises(UserError, match="Discirminator.pth: not a checkpoint written by train.py"):
         main.train(parse_opts([*TINY, "--output_dir", str(tmp_path / "run"), "--resume", str(weights)]))
+
+
+def test_metrics_csv_keeps_earlier_rows_when_a_resumed_run_logs_more_columns(tmp_path):
+    """A checkpoint's history from a version without a column, continued by one that logs it."""
+    history = [{"epoch": 0, "auc": 0.5, "confusion": [[1, 0], [0, 1]]},
+               {"epoch": 1, "auc": 0.75, "id_average_auc": 0.8, "confusion": [[1, 0], [0, 1]],
+                "machine_ids": [{"id": "00", "auc": 0.8, "pauc": 0.6}]}]
+    main.write_metrics_csv(history, tmp_path / "metrics.csv")
+    assert (tmp_path / "metrics.csv").read_text().splitlines() == [
+        "epoch,auc,id_average_auc", "0,0.5,", "1,0.75,0.8"]
