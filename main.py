@@ -123,6 +123,10 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, 
              opt.output_dir, "scores.csv" if test is not None else "threshold_scores.csv")
 
 
+# DCASE's per-group metrics: their files, and the keys that metrics.csv leaves out
+GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
+
+
 def write_metrics_csv(history: list[dict], path: Path) -> None:
     rows = [{k: v for k, v in row.items() if k not in ("confusion", *GROUP_TABLES)} for row in history]
     write_rows_csv(rows, path)
@@ -135,9 +139,6 @@ def write_rows_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
-
-
-GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
 
 
 def write_group_tables(metrics: dict, folder: Path) -> None:

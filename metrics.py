@@ -135,14 +135,13 @@ def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str
     "id_average_pauc"); per section and the official score for 2021-2024 names ("sections",
     "official_score")."""
     metrics = compute_metrics(labels, scores)
-    binary = np.asarray(labels)
     ids = dcase_machine_ids(names)
     if ids is not None:
-        metrics["machine_ids"], average = machine_id_metrics(binary, scores, ids)
+        metrics["machine_ids"], average = machine_id_metrics(labels, scores, ids)
         metrics["id_average_auc"], metrics["id_average_pauc"] = average["auc"], average["pauc"]
     sections = dcase_sections(names)
     if sections is not None:
-        metrics["sections"], metrics["official_score"] = dcase_section_metrics(binary, scores, *sections)
+        metrics["sections"], metrics["official_score"] = dcase_section_metrics(labels, scores, *sections)
     return metrics
 
 

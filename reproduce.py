@@ -3,9 +3,10 @@
     python reproduce.py --protocol mimii_fan_id02 --seeds 0 1 2
     python reproduce.py --protocol tiny --out /tmp/reproduction      # CI: seconds, synthetic data
     python reproduce.py --protocol dcase2020_slider_id00 --jobs 9    # GPU: all nine runs share the card
+    python reproduce.py --protocol folders --data_dir dev_data --jobs 9   # each data set in dev_data/
 
 For every seed it trains and scores three methods on the same split, each in its own run folder
-<out>/<protocol>/<method>/seed<k> (lite_smoke: <out>/lite_smoke/<machine>/<method>/seed<k>):
+<out>/<protocol>/<method>/seed<k> (lite_smoke, folders: <out>/<protocol>/<data set>/<method>/seed<k>):
   grlnet_standard    GRLNet, --update standard (the project's defaults)
   grlnet_released    GRLNet, --update released (the release's joint update)
   dcase_autoencoder  the DCASE 2020 Task 2 autoencoder baseline (baselines/dcase_autoencoder.py)
@@ -139,6 +140,21 @@ def lite_tasks(data_dir: Path, folder: Path) -> list[Task]:
                   "--train_normal_files", str(LITE_TRAIN_NORMAL)]) for m in machines]
 
 
+def is_data_set(path: Path) -> bool:
+    """Whether ``path`` holds a WAV data set in a layout --data_root reads (DCASE or MIMII)."""
+    return any(all((path / part).is_dir() for part in parts) for parts in (("train", "test"), ("normal", "abnormal")))
+
+
+def folder_tasks(data_dir: Path, folder: Path) -> list[Task]:
+    """``data_dir`` itself if it is a data set, else each of its sub-folders that is one, as --data_root."""
+    root = existing(data_dir)
+    roots = [root] if is_data_set(root) else sorted(p for p in root.iterdir() if is_data_set(p))
+    if not roots:
+        raise UserError(f"{root}: neither a data set nor a folder of data sets (DCASE: <name>/train/ and "
+                        "<name>/test/; MIMII: <name>/normal/ and <name>/abnormal/)")
+    return [Task(r.name, folder / r.name, ["--data_root", str(r)]) for r in roots]
+
+
 def synthetic_task(name: str) -> Callable[[Path, Path], list[Task]]:
     """The embedded synthetic data set (no data path), as task ``name``."""
     return lambda data_dir, folder: [Task(name, folder, [])]
@@ -151,6 +167,10 @@ PROTOCOLS = {
     "dcase2020_slider_id00": Protocol(
         "DCASE 2020 slider id_00: --data_root <data_dir>/dcase2020_slider_id00; train/ (75 normal "
         "clips) trains, test/ (3 normal, 3 anomalous) tests.", slider_tasks),
+    "folders": Protocol(
+        "Your data: --data_dir DIR, a data set or a folder of them (DCASE: <name>/train/ and <name>/test/, "
+        "e.g. a DCASE development set's machine types; MIMII: <name>/normal/ and <name>/abnormal/, the first "
+        "half of normal/ trains); one task per data set, at the WAV preset.", folder_tasks),
     "lite_smoke": Protocol(
         "SMOKE TEST, never a result: for each <data_dir>/dcase2020_lite/<machine>/test/ (3 normal, 3 "
         "anomalous clips) two normal clips train and the rest test (links in <machine>/split/, "

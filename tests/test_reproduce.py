@@ -10,10 +10,12 @@ import time
 
 import numpy as np
 import pytest
+import soundfile
 
 from checkpoint import load_file
 from conftest import REPO, run_script
-from reproduce import LABELS, latex_text
+from errors import UserError
+from reproduce import LABELS, folder_tasks, latex_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("grlnet_standard", "grlnet_released", "dcase_autoencoder")
@@ -154,3 +156,35 @@ def test_fp32_method_runs_without_bf16_and_compile_and_matches_on_cpu(tmp_path):
 
 def test_latex_tables_escape_the_names_latex_reads_as_commands():
     assert latex_text("mimii_fan_id02: 50% & #1 for $5") == r"mimii\_fan\_id02: 50\% \& \#1 for \$5"
+
+
+def _write_tone(path, frequency: float, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(800) / 16000
+    noise = np.random.default_rng(seed).normal(0, 0.01, t.size)
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * frequency * t) + noise).astype(np.float32), 16000)
+
+
+def test_folders_protocol_runs_each_data_set_of_a_folder(tmp_path):
+    """Your own data: each sub-folder in a DCASE or MIMII layout is a task; other folders are skipped."""
+    data = tmp_path / "data"
+    for i in range(3):
+        _write_tone(data / "fan" / "train" / f"normal_id_00_{i:08d}.wav", 440, i)
+        _write_tone(data / "pump" / "normal" / f"{i:08d}.wav", 440, i)
+    for i, label in enumerate(("normal", "anomaly")):
+        _write_tone(data / "fan" / "test" / f"{label}_id_00_{i:08d}.wav", 440 + 500 * i, 10 + i)
+    _write_tone(data / "pump" / "abnormal" / "00000000.wav", 940, 20)
+    (data / "notes").mkdir()
+    run_script("reproduce.py", "--protocol", "folders", "--data_dir", str(data), "--out", str(tmp_path / "out"),
+               "--methods", "grlnet_standard", "--seeds", "0", "--epochs", "1", "--mess_length", "768",
+               "--grlnet_args", "--segment_length 256 --segment_hop 256", timeout=120)
+    tasks = json.loads((tmp_path / "out" / "folders" / "results.json").read_text())["tasks"]
+    assert list(tasks) == ["fan", "pump"]
+    for name in ("fan", "pump"):
+        (only,) = tasks[name]["methods"]["grlnet_standard"]["runs"]
+        assert only["output_dir"] == str(tmp_path / "out" / "folders" / name / "grlnet_standard" / "seed0")
+        assert f"--data_root {data / name}" in " ".join(only["argv"])
+    assert (tmp_path / "out" / "folders" / "fan" / "grlnet_standard" / "seed0" / "machine_ids.csv").is_file()
+    with pytest.raises(UserError, match="notes: neither a data set nor a folder of data sets"):
+        folder_tasks(data / "notes", tmp_path / "out")
+    assert [task.name for task in folder_tasks(data / "pump", tmp_path / "out")] == ["pump"]
