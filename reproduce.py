@@ -42,7 +42,7 @@ from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
 from data.layouts import labelled_wav_items
 from errors import UserError, make_folder
 from main import run_cli
-from metrics import compute_metrics
+from metrics import labelled_metrics
 from opts import changed_options, non_negative_int, parse_opts, positive_int, total_epochs
 from plots import read_columns, read_scores
 
@@ -69,6 +69,9 @@ POLL_SECONDS = 0.2  # how often the runs in flight are checked
 INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C/SIGINT after saving its checkpoint
 GRLNET_ARGS_PROG = "reproduce.py --grlnet_args (train.py's options)"  # names them in their option errors
 PER_RUN_OPTIONS = ("--update", "--bf16", "--compile", "--seed", "--output_dir")  # set by reproduce.py for every run
+# DCASE's summaries of a test set's groups (metrics.labelled_metrics), kept where the file names give groups.
+GROUP_SUMMARIES = {"id_average_auc": "AUC, mean over machine ids", "id_average_pauc": "pAUC, mean over machine ids",
+                   "official_score": "DCASE official score"}
 # The options of a run's list that the baseline reads (baselines/dcase_autoencoder.run_baseline).
 BASELINE_OPTIONS = {"--data_root", "--train_root", "--train_label_path", "--test_root", "--test_label_path",
                     "--train_normal_files", "--sample_rate", "--mess_length", "--synthetic_train_clips",
@@ -258,7 +261,9 @@ def run_command(method: str, argv: list[str], baseline_epochs: int) -> list[str]
 def run_result(method: str, output_dir: str) -> dict:
     """A finished run's result, read from its folder: GRLNet's metrics.csv, the baseline's scores.csv."""
     if method == BASELINE:
-        return result(output_dir, compute_metrics(*read_scores(Path(output_dir) / "scores.csv")))
+        columns = read_columns(Path(output_dir) / "scores.csv")
+        return result(output_dir, labelled_metrics((columns["label"] > 0).astype(np.int64), columns["score"],
+                                                   columns["file"].tolist()))
     return grlnet_result(output_dir)
 
 
@@ -295,16 +300,27 @@ def run_commands(commands: list[list[str]], names: list[str], jobs: int) -> list
     return seconds
 
 
+def _finite_or_none(value: object) -> float | None:
+    """``value`` as a finite float, else None (an empty metrics.csv cell, an undefined metric)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
 def result(output_dir: str, metrics: dict, auc_per_epoch: list[float] | None = None) -> dict:
-    """What results.json keeps of one run (``seconds``, its wall time, is None for an earlier run)."""
-    return {"output_dir": output_dir, "auc": float(metrics["auc"]), "pauc": float(metrics["pauc"]),
+    """What results.json keeps of one run: AUC, pAUC and DCASE's per-group summaries where defined
+    (``seconds``, its wall time, is None for an earlier run)."""
+    groups = {key: value for key in GROUP_SUMMARIES if (value := _finite_or_none(metrics.get(key))) is not None}
+    return {"output_dir": output_dir, "auc": float(metrics["auc"]), "pauc": float(metrics["pauc"]), **groups,
             "auc_per_epoch": auc_per_epoch, "seconds": None}
 
 
 def grlnet_result(output_dir: str) -> dict:
     """A GRLNet run's result as its metrics.csv records it: the last epoch's metrics, AUC per epoch."""
     columns = read_columns(Path(output_dir) / "metrics.csv")
-    return result(output_dir, {"auc": columns["auc"][-1], "pauc": columns["pauc"][-1]}, columns["auc"].tolist())
+    return result(output_dir, {name: values[-1] for name, values in columns.items()}, columns["auc"].tolist())
 
 
 def summarise(values: list[float]) -> dict:
@@ -372,8 +388,9 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
         print(f"[{task.name}] {method} seed {seed}: AUC {result['auc']:.4f}  pAUC {result['pauc']:.4f}{note}",
               flush=True)
         runs.setdefault(method, []).append({"seed": seed, "argv": argv, "resumed": index in resumed, **result})
-    return {"methods": {method: {"auc": summarise([r["auc"] for r in method_runs]),
-                                 "pauc": summarise([r["pauc"] for r in method_runs]), "runs": method_runs}
+    return {"methods": {method: {**{key: summarise([r[key] for r in method_runs])
+                                    for key in ("auc", "pauc", *GROUP_SUMMARIES) if all(key in r for r in method_runs)},
+                                 "runs": method_runs}
                         for method, method_runs in runs.items()}}
 
 
@@ -410,6 +427,20 @@ def wall_times(runs: list[dict]) -> str:
                      + (" (resumed)" if r.get("resumed") else "") for r in runs)
 
 
+def group_summary_table(methods: dict) -> list[str]:
+    """results.md's lines for DCASE's per-group summaries (mean ± std over seeds), where a method has them."""
+    keys = [key for key in GROUP_SUMMARIES if any(key in summary for summary in methods.values())]
+    if not keys:
+        return []
+    lines = ["", "DCASE's summaries over the machine ids or sections of the test clips' names, mean ± std over "
+             "seeds (each run's machine_ids.csv or sections.csv has every group):", "",
+             "| method | " + " | ".join(GROUP_SUMMARIES[key] for key in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for method, summary in methods.items():
+        cells = [_fmt(summary[key])[0] if key in summary else "n/a" for key in keys]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def results_markdown(results: dict) -> str:
     """results.md: one table per task, its standing, the command and every run's options."""
     lines = [f"# Reproduction: {results['protocol']}", "",
@@ -424,6 +455,7 @@ def results_markdown(results: dict) -> str:
         for method, summary in task["methods"].items():
             (auc, auc_seeds), (pauc, pauc_seeds) = _fmt(summary["auc"]), _fmt(summary["pauc"])
             lines.append(f"| {LABELS[method]} | {auc} | {pauc} | {auc_seeds} | {pauc_seeds} |")
+        lines += group_summary_table(task["methods"])
         lines += ["", "Options of the first seed's runs (other seeds differ in --seed and --output_dir):", ""]
         lines += [f"- {method}: `{shlex.join(options_shown(method, summary['runs'][0]['argv']))}`"
                   for method, summary in task["methods"].items()]

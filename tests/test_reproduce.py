@@ -15,7 +15,7 @@ import soundfile
 from checkpoint import load_file
 from conftest import REPO, run_script
 from errors import UserError
-from reproduce import LABELS, folder_tasks, latex_text
+from reproduce import LABELS, folder_tasks, latex_text, run_result
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("grlnet_standard", "grlnet_released", "dcase_autoencoder")
@@ -185,6 +185,23 @@ def test_folders_protocol_runs_each_data_set_of_a_folder(tmp_path):
         assert only["output_dir"] == str(tmp_path / "out" / "folders" / name / "grlnet_standard" / "seed0")
         assert f"--data_root {data / name}" in " ".join(only["argv"])
     assert (tmp_path / "out" / "folders" / "fan" / "grlnet_standard" / "seed0" / "machine_ids.csv").is_file()
+    fan, pump = (tasks[name]["methods"]["grlnet_standard"] for name in ("fan", "pump"))
+    assert fan["runs"][0]["id_average_auc"] == fan["runs"][0]["auc"]  # one machine id: its mean is the pooled AUC
+    assert fan["id_average_auc"]["mean"] == fan["auc"]["mean"] and "id_average_auc" not in pump
+    assert "| method | AUC, mean over machine ids | pAUC, mean over machine ids |" in (
+        tmp_path / "out" / "folders" / "results.md").read_text()
     with pytest.raises(UserError, match="notes: neither a data set nor a folder of data sets"):
         folder_tasks(data / "notes", tmp_path / "out")
     assert [task.name for task in folder_tasks(data / "pump", tmp_path / "out")] == ["pump"]
+
+
+def test_the_baselines_result_has_the_mean_over_machine_ids(tmp_path):
+    """From its scores.csv alone (it writes no metrics.csv): id 00 AUC 0.5, id 02 AUC 1.0, pooled 7/9."""
+    rows = [("normal_id_00_0.wav", 0, 0.1), ("normal_id_00_1.wav", 0, 0.5), ("anomaly_id_00_0.wav", 1, 0.3),
+            ("normal_id_02_0.wav", 0, 0.4), ("anomaly_id_02_0.wav", 1, 0.6), ("anomaly_id_02_1.wav", 1, 0.9)]
+    (tmp_path / "scores.csv").write_text("file,label,score\n" + "".join(f"test/{n},{y},{v}\n" for n, y, v in rows))
+    result = run_result("dcase_autoencoder", str(tmp_path))
+    assert result["auc"] == pytest.approx(7 / 9)
+    assert result["id_average_auc"] == pytest.approx(0.75)
+    assert result["id_average_pauc"] == pytest.approx((9 / 19 + 1) / 2)  # id 00: 9/19, as in test_metrics
+    assert "official_score" not in result
