@@ -128,6 +128,7 @@ GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
+    """metrics.csv: one row per epoch, without the confusion matrix and the per-group tables."""
     rows = [{k: v for k, v in row.items() if k not in ("confusion", *GROUP_TABLES)} for row in history]
     write_rows_csv(rows, path)
 

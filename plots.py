@@ -63,14 +63,19 @@ def read_columns(path: str | Path) -> dict[str, np.ndarray]:
     return columns
 
 
-def read_scores(scores_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Binary labels (0 normal, 1 abnormal: any label > 0) and scores of a labelled scores.csv."""
+def read_named_scores(scores_csv: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """File names, binary labels (0 normal, 1 abnormal: any label > 0) and scores of a labelled scores.csv."""
     columns = read_columns(scores_csv)
     if columns["label"].dtype.kind != "f":
         raise UserError(f"{scores_csv}: some items have no label; these figures need a labelled test set")
     if not np.all(np.isfinite(columns["score"])):
         raise UserError(f"{scores_csv}: some scores are not finite; the run has diverged")
-    return (columns["label"] > 0).astype(np.int64), columns["score"]
+    return columns["file"].tolist(), (columns["label"] > 0).astype(np.int64), columns["score"]
+
+
+def read_scores(scores_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Binary labels and scores of a labelled scores.csv (``read_named_scores`` without the names)."""
+    return read_named_scores(scores_csv)[1:]
 
 
 def has_labels(scores_csv: str | Path) -> bool:

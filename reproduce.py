@@ -44,7 +44,7 @@ from errors import UserError, make_folder
 from main import run_cli
 from metrics import labelled_metrics
 from opts import changed_options, non_negative_int, parse_opts, positive_int, total_epochs
-from plots import read_columns, read_scores
+from plots import read_columns, read_named_scores, read_scores
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -261,9 +261,8 @@ def run_command(method: str, argv: list[str], baseline_epochs: int) -> list[str]
 def run_result(method: str, output_dir: str) -> dict:
     """A finished run's result, read from its folder: GRLNet's metrics.csv, the baseline's scores.csv."""
     if method == BASELINE:
-        columns = read_columns(Path(output_dir) / "scores.csv")
-        return result(output_dir, labelled_metrics((columns["label"] > 0).astype(np.int64), columns["score"],
-                                                   columns["file"].tolist()))
+        names, labels, scores = read_named_scores(Path(output_dir) / "scores.csv")
+        return result(output_dir, labelled_metrics(labels, scores, names))
     return grlnet_result(output_dir)
 
 
