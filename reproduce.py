@@ -475,7 +475,8 @@ def latex_text(text: str) -> str:
 
 
 def results_latex(results: dict) -> str:
-    """results.tex: one booktabs table per task (mean ± population std over seeds), for a paper."""
+    """results.tex: one booktabs table per task (mean ± population std over seeds; DCASE's summaries where
+    the test names give groups), for a paper."""
     def cell(summary: dict) -> str:
         return f"${summary['mean']:.4f} \\pm {summary['std']:.4f}$"
 
@@ -484,11 +485,13 @@ def results_latex(results: dict) -> str:
     for task_name, task in results["tasks"].items():
         caption = latex_text(f"{task_name}: final-epoch AUC and pAUC (max FPR 0.1), mean ± population standard "
                              f"deviation over seeds {seeds} ({results['standing']}).").replace("±", r"$\pm$")
-        rows = [f"{LABELS[method]} & {cell(summary['auc'])} & {cell(summary['pauc'])} \\\\"
+        keys = ["auc", "pauc", *(k for k in GROUP_SUMMARIES if any(k in m for m in task["methods"].values()))]
+        header = " & ".join(["Method", "AUC", "pAUC", *(GROUP_SUMMARIES[k] for k in keys[2:])])
+        rows = [" & ".join([LABELS[method], *(cell(summary[k]) if k in summary else "--" for k in keys)]) + r" \\"
                 for method, summary in task["methods"].items()]
-        blocks += [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}", r"\begin{tabular}{lcc}",
-                   r"\toprule", r"Method & AUC & pAUC \\", r"\midrule", *rows, r"\bottomrule", r"\end{tabular}",
-                   r"\end{table}", ""]
+        blocks += [r"\begin{table}[t]", r"\centering", f"\\caption{{{caption}}}",
+                   f"\\begin{{tabular}}{{l{'c' * len(keys)}}}", r"\toprule", header + r" \\", r"\midrule", *rows,
+                   r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(blocks)
 
 

@@ -190,6 +190,9 @@ def test_folders_protocol_runs_each_data_set_of_a_folder(tmp_path):
     assert fan["id_average_auc"]["mean"] == fan["auc"]["mean"] and "id_average_auc" not in pump
     assert "| method | AUC, mean over machine ids | pAUC, mean over machine ids |" in (
         tmp_path / "out" / "folders" / "results.md").read_text()
+    latex = (tmp_path / "out" / "folders" / "results.tex").read_text().splitlines()
+    assert "Method & AUC & pAUC & AUC, mean over machine ids & pAUC, mean over machine ids \\\\" in latex
+    assert "Method & AUC & pAUC \\\\" in latex  # pump: MIMII names give no machine ids
     with pytest.raises(UserError, match="notes: neither a data set nor a folder of data sets"):
         folder_tasks(data / "notes", tmp_path / "out")
     assert [task.name for task in folder_tasks(data / "pump", tmp_path / "out")] == ["pump"]
