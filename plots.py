@@ -34,7 +34,7 @@ EXAMPLE_KEYS = tuple(f"{signal}_{kind}" for kind in ("normal", "abnormal") for s
 
 
 @contextmanager
-def _figure(out_png: str | Path, *args, **kwargs) -> Iterator[tuple]:
+def styled_figure(out_png: str | Path, *args, **kwargs) -> Iterator[tuple]:
     """``plt.subplots(*args, **kwargs)`` in the house style; saved to ``out_png`` and closed on exit."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(*args, **kwargs)
@@ -100,7 +100,7 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
     )
     ylabels = ("training loss (epoch mean)", "mean D output\n(P[reconstruction])",
                "test-set AUC / pAUC" if labelled else "anomaly score of\nheld-out normal clips")
-    with _figure(out_png, 3, 1, sharex=True, figsize=(7, 8.5)) as (fig, axes):
+    with styled_figure(out_png, 3, 1, sharex=True, figsize=(7, 8.5)) as (fig, axes):
         for ax, curves, ylabel in zip(axes, panels, ylabels):
             for (column, label), marker, style in zip(curves, "os^", ("-", "--", "-.")):
                 ax.plot(epochs, columns[column], marker=marker, markersize=4, linestyle=style, label=label)
@@ -124,7 +124,7 @@ def plot_roc(scores_csv: str | Path, out_png: str | Path) -> tuple[float, float]
     eer, _, fpr_at_eer = equal_error_rate(labels, scores)
     point = (fpr_at_eer, 1 - (2 * eer - fpr_at_eer))  # EER = (FPR + FNR) / 2 and TPR = 1 - FNR
     fpr, tpr, _ = roc_curve(labels, scores)
-    with _figure(out_png, figsize=(5.5, 5.2)) as (fig, ax):
+    with styled_figure(out_png, figsize=(5.5, 5.2)) as (fig, ax):
         ax.plot(fpr, tpr, color="tab:blue", linewidth=2,
                 label=f"ROC (AUC = {metrics['auc']:.3f}, pAUC = {metrics['pauc']:.3f})")
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="chance")
@@ -139,22 +139,27 @@ def plot_roc(scores_csv: str | Path, out_png: str | Path) -> tuple[float, float]
     return point
 
 
+def draw_class_histograms(ax: plt.Axes, labels: np.ndarray, scores: np.ndarray, edges: np.ndarray) -> None:
+    """Normal and abnormal scores as overlaid histograms on ``ax``, in the class styles, counts in the legend."""
+    for value, name in enumerate(CLASS_STYLES):
+        color, hatch = CLASS_STYLES[name]
+        ax.hist(scores[labels == value], bins=edges, color=color, alpha=0.35, hatch=hatch,
+                edgecolor=color, label=f"{name} ({int((labels == value).sum())})")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_score_histograms(scores_csv: str | Path, out_png: str | Path) -> None:
     """Score distributions of normal and abnormal items with the EER threshold: how well they separate."""
     labels, scores = read_scores(scores_csv)
     _, threshold, _ = equal_error_rate(labels, scores)
     edges = np.histogram_bin_edges(scores, bins=min(40, max(10, len(scores) // 5)))
-    with _figure(out_png, figsize=(7, 4)) as (fig, ax):
-        for value, name in enumerate(CLASS_STYLES):
-            color, hatch = CLASS_STYLES[name]
-            ax.hist(scores[labels == value], bins=edges, color=color, alpha=0.35, hatch=hatch,
-                    edgecolor=color, label=f"{name} ({int((labels == value).sum())})")
+    with styled_figure(out_png, figsize=(7, 4)) as (fig, ax):
+        draw_class_histograms(ax, labels, scores, edges)
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1.5,
                    label=f"EER threshold {threshold:.4g}")
         ax.set(xlabel="anomaly score γ·(D(R(x)) + D(Lo(x))) + (1 − γ)·D(x)  (no unit)",
                ylabel="items (count)",
                title="Anomaly scores by true class")
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
 
 
@@ -164,7 +169,7 @@ def plot_confusion(scores_csv: str | Path, out_png: str | Path) -> None:
     metrics = compute_metrics(labels, scores)
     confusion = np.array(metrics["confusion"])
     names = ("normal", "abnormal")
-    with _figure(out_png, figsize=(4.8, 4.2)) as (fig, ax):
+    with styled_figure(out_png, figsize=(4.8, 4.2)) as (fig, ax):
         image = ax.imshow(confusion, cmap="Blues", vmin=0)
         for (row, column), count in np.ndenumerate(confusion):
             dark = count > confusion.max() / 2
@@ -186,7 +191,7 @@ def plot_reconstructions(examples_npz: str | Path, out_png: str | Path) -> None:
             raise UserError(f"{examples_npz}: missing arrays {', '.join(missing)}")
         examples = {key: stored[key] for key in stored.files}
     rate = float(examples["sample_rate"])
-    with _figure(out_png, 2, 2, figsize=(11, 6.5)) as (fig, axes):
+    with styled_figure(out_png, 2, 2, figsize=(11, 6.5)) as (fig, axes):
         for row, kind in zip(axes, ("normal", "abnormal")):
             for signal, (color, style) in SIGNAL_STYLES.items():
                 values = examples[f"{signal}_{kind}"]

@@ -15,7 +15,9 @@ import soundfile
 from checkpoint import load_file
 from conftest import REPO, run_script
 from errors import UserError
-from reproduce import LABELS, folder_tasks, latex_text, run_result
+from repro.protocols import folder_tasks
+from repro.report import latex_text
+from repro.runs import LABELS, run_result
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("grlnet_standard", "grlnet_released", "dcase_autoencoder")
