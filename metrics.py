@@ -122,11 +122,14 @@ def format_sections(rows: list[dict], official_score: float | None) -> str:
 
 
 def format_machine_ids(metrics: dict) -> str:
-    """The per-machine-id table of ``labelled_metrics`` for logs, as the DCASE 2020 baseline lists it."""
+    """The per-machine-id table of ``labelled_metrics`` for logs, as the DCASE 2020 baseline lists it
+    (the average only where there are several ids: one id's average is that id's row)."""
     lines = [f"machine id {r['id']}: AUC {_number(r['auc'])}  pAUC {_number(r['pauc'])}"
              for r in metrics["machine_ids"]]
-    return "\n".join(lines + [f"average over machine ids: AUC {_number(metrics['id_average_auc'])}  "
-                              f"pAUC {_number(metrics['id_average_pauc'])}"])
+    if len(lines) > 1:
+        lines.append(f"average over machine ids: AUC {_number(metrics['id_average_auc'])}  "
+                     f"pAUC {_number(metrics['id_average_pauc'])}")
+    return "\n".join(lines)
 
 
 def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = ()) -> dict:

@@ -92,6 +92,9 @@ def test_machine_id_metrics_by_hand_from_dcase_2020_names():
     assert "machine id 00: AUC 0.5000  pAUC 0.4737" in text
     assert f"average over machine ids: AUC 0.7500  pAUC {(9 / 19 + 1) / 2:.4f}" in text
     assert text.splitlines()[-1] == f"AUC {7 / 9:.4f}"
+    one_id = format_labelled_metrics(labelled_metrics(labels[:3], scores[:3], names[:3]))
+    assert "machine id 00: AUC 0.5000  pAUC 0.4737" in one_id
+    assert "average over machine ids" not in one_id  # one id: its average would repeat its row
 
 
 def test_names_without_a_machine_id_or_section_add_no_group_metrics():
