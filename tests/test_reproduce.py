@@ -15,7 +15,7 @@ import soundfile
 from checkpoint import load_file
 from conftest import REPO, run_script
 from errors import UserError
-from repro.protocols import folder_tasks
+from repro.protocols import folder_tasks, lite_tasks, mimii_tasks
 from repro.report import latex_text
 from repro.runs import LABELS, run_result
 
@@ -210,3 +210,33 @@ def test_the_baselines_result_has_the_mean_over_machine_ids(tmp_path):
     assert result["id_average_auc"] == pytest.approx(0.75)
     assert result["id_average_pauc"] == pytest.approx((9 / 19 + 1) / 2)  # id 00: 9/19, as in test_metrics
     assert "official_score" not in result
+
+
+def test_lite_smoke_splits_each_machines_test_folder_into_links(tmp_path):
+    """Two normal clips of <machine>/test/ train, the rest test, as links to the originals in split/."""
+    lite = tmp_path / "data" / "dcase2020_lite"
+    for i in range(3):
+        _write_tone(lite / "valve" / "test" / f"normal_id_00_{i:08d}.wav", 440, i)
+    for i in range(2):
+        _write_tone(lite / "valve" / "test" / f"anomaly_id_00_{i:08d}.wav", 940, 10 + i)
+        _write_tone(lite / "fan" / "test" / f"normal_id_00_{i:08d}.wav", 440, i)
+    _write_tone(lite / "fan" / "test" / "anomaly_id_00_00000000.wav", 940, 20)
+    with pytest.raises(UserError, match=r"fan/test: 2 normal clips; the smoke split needs more than 2"):
+        lite_tasks(tmp_path / "data", tmp_path / "out")
+    for clip in (lite / "fan" / "test").iterdir():
+        clip.unlink()
+    (lite / "fan" / "test").rmdir()  # a machine without test/ is not a task
+    (task,) = lite_tasks(tmp_path / "data", tmp_path / "out")
+    split = tmp_path / "out" / "valve" / "split"
+    assert (task.name, task.folder) == ("valve", tmp_path / "out" / "valve")
+    assert task.data_args == ["--data_root", str(split), "--train_normal_files", "2"]
+    normal, abnormal = (sorted((split / kind).iterdir()) for kind in ("normal", "abnormal"))
+    assert [p.name for p in normal] == [f"normal_id_00_{i:08d}.wav" for i in range(3)]
+    assert [p.name for p in abnormal] == [f"anomaly_id_00_{i:08d}.wav" for i in range(2)]
+    assert all(p.is_symlink() and p.resolve() == (lite / "valve" / "test" / p.name).resolve()
+               for p in normal + abnormal)
+
+
+def test_a_missing_data_set_names_the_folder_and_the_option(tmp_path):
+    with pytest.raises(UserError, match=r"mimii_fan_id02: data folder not found \(give --data_dir"):
+        mimii_tasks(tmp_path, tmp_path / "out")
