@@ -197,6 +197,14 @@ def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int) -> None:
                             f"at epoch {epoch}, step {first_step + row}; the last good checkpoint is kept")
 
 
+def padded_step_stats(saved: torch.Tensor) -> torch.Tensor:
+    """A checkpoint's per-step statistics with a column for each of ``STEP_STATS``: a checkpoint of an
+    earlier version lacks the last ones (gradient norms), NaN there, so epoch means cover the steps
+    after resuming (nanmean)."""
+    missing = len(STEP_STATS) - saved.shape[1]
+    return torch.cat([saved, torch.full((len(saved), missing), float("nan"))], dim=1) if missing else saved
+
+
 RESUME_ENTRIES = {"models", "optimizers", "options", "epoch", "step", "step_stats", "metrics", "rng"}
 
 
@@ -283,7 +291,8 @@ class Trainer:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["metrics"]
-        self.step_stats = None if state["step_stats"] is None else state["step_stats"].to(self.device)
+        saved_stats = state["step_stats"]
+        self.step_stats = None if saved_stats is None else padded_step_stats(saved_stats).to(self.device)
         torch.set_rng_state(state["rng"])
         self.calibration = state.get("calibration")  # absent from checkpoints of earlier versions
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
@@ -321,7 +330,7 @@ class Trainer:
                 checked = self.step
                 bar.set_postfix({k: f"{v:.3g}" for k, v in zip(
                     ("loss_d", "loss_g", "D(real)", "D(rec)"),
-                    (*recent[-1, :2].tolist(), recent[-1, 3].item(), recent[-1, 4:].mean().item()))})
+                    (*recent[-1, :2].tolist(), recent[-1, 3].item(), recent[-1, 4:6].mean().item()))})
             if save_due:
                 self.save()
         check_finite(self.step_stats[checked:self.step].cpu(), self.epoch, checked)  # before an interrupt's save
@@ -359,7 +368,7 @@ class Trainer:
             if self.stop_requested:
                 raise KeyboardInterrupt
             metrics, scores = self.evaluate()
-            means = average_tensor(self.step_stats.mean(0), self.process).tolist()
+            means = average_tensor(self.step_stats.nanmean(0), self.process).tolist()
             row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means)), **metrics,
                    "seconds": round(time.perf_counter() - started, 2)}
             if "confusion" in metrics:
@@ -369,8 +378,8 @@ class Trainer:
             phase = " (pseudo-anomalies)" if self.in_pseudo_anomaly_phase() else ""
             summary, details = self.describe_evaluation(metrics)
             log.info("epoch %d/%d%s  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
-                     "D(local) %.3f  %s  (%.1f s)", self.epoch + 1, total_epochs(self.opt), phase, *means,
-                     summary, row["seconds"])
+                     "D(local) %.3f  grad norm D %.3g  regional %.3g  local %.3g  %s  (%.1f s)", self.epoch + 1,
+                     total_epochs(self.opt), phase, *means, summary, row["seconds"])
             log.info("  %s", details.replace("\n", "\n  "))
             self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
             self.save()

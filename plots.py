@@ -86,33 +86,40 @@ def has_labels(scores_csv: str | Path) -> bool:
 # ---------------------------------------------------------------- the figures
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
-    """Losses, mean D outputs and AUC/pAUC per epoch (without a labelled test set: the held-out normal
-    clips' scores and the threshold set on them): is training stable, and is it learning?"""
+    """Losses, gradient norms, mean D outputs and AUC/pAUC per epoch (without a labelled test set: the
+    held-out normal clips' scores and the threshold set on them): is training stable, and is it learning?"""
     columns = read_columns(metrics_csv)
     epochs = columns["epoch"] + 1  # metrics.csv counts from 0, the log from 1
     labelled = "auc" in columns
-    panels = (
-        (("loss_d", "D loss"), ("loss_g", "G loss")),
-        (("d_real", "D(x), real input"), ("d_regional", "D(R(x)), regional rec."),
-         ("d_local", "D(Lo(x)), local rec.")),
-        (("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")) if labelled else
-        (("threshold", "decision threshold"), ("held_out_mean", "mean"), ("held_out_max", "max")),
-    )
-    ylabels = ("training loss (epoch mean)", "mean D output\n(P[reconstruction])",
-               "test-set AUC / pAUC" if labelled else "anomaly score of\nheld-out normal clips")
-    with styled_figure(out_png, 3, 1, sharex=True, figsize=(7, 8.5)) as (fig, axes):
-        for ax, curves, ylabel in zip(axes, panels, ylabels):
+    # (curves, y label, scale): "unit" panels lie in [0, 1]; metrics.csv of earlier versions has no gradient norms
+    panels = [((("loss_d", "D loss"), ("loss_g", "G loss")), "training loss (epoch mean)", "linear")]
+    if "grad_d" in columns:
+        panels.append(((("grad_d", "D"), ("grad_regional", "regional G"), ("grad_local", "local G")),
+                       "gradient L2 norm\n(epoch mean)", "log"))
+    panels.append(((("d_real", "D(x), real input"), ("d_regional", "D(R(x)), regional rec."),
+                    ("d_local", "D(Lo(x)), local rec.")), "mean D output\n(P[reconstruction])", "unit"))
+    panels.append(((("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")), "test-set AUC / pAUC", "unit")
+                  if labelled else
+                  ((("threshold", "decision threshold"), ("held_out_mean", "mean"), ("held_out_max", "max")),
+                   "anomaly score of\nheld-out normal clips", "linear"))
+    with styled_figure(out_png, len(panels), 1, sharex=True, figsize=(7, 2.9 * len(panels))) as (fig, axes):
+        for ax, (curves, ylabel, scale) in zip(axes, panels):
             for (column, label), marker, style in zip(curves, "os^", ("-", "--", "-.")):
-                ax.plot(epochs, columns[column], marker=marker, markersize=4, linestyle=style, label=label)
+                values = columns[column]
+                if scale == "log":  # frozen generators (pseudo-anomaly epochs) have no gradient: not drawn
+                    values = np.where(values > 0, values, np.nan)
+                ax.plot(epochs, values, marker=marker, markersize=4, linestyle=style, label=label)
             ax.set_ylabel(ylabel)
-        for ax in axes[1:] if labelled else axes[1:2]:  # D outputs and AUCs lie in [0, 1]; scores need not
-            ax.set_ylim(-0.02, 1.02)
+            if scale == "log":
+                ax.set_yscale("log")
+            if scale == "unit":
+                ax.set_ylim(-0.02, 1.02)
         if labelled:
-            axes[2].axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+            axes[-1].axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
         for ax in axes:
             ax.legend(loc="best")
-        axes[2].set_xlabel("epoch")
-        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].set_xlabel("epoch")
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0].set_title("GRLNet training, per epoch")
         fig.align_ylabels(axes)
 

@@ -19,7 +19,10 @@ import torch.nn.functional as F
 from network import GRLNet
 from opts import PSEUDO_ANOMALY_SNR_DROP
 
-STEP_STATS = ("loss_d", "loss_g", "loss_rec", "d_real", "d_regional", "d_local")
+# Per-step statistics, in the order every step returns them: the losses, the mean D outputs on the input
+# and on the two reconstructions, and the L2 norm of the gradient each network's optimizer stepped on.
+STEP_STATS = ("loss_d", "loss_g", "loss_rec", "d_real", "d_regional", "d_local",
+              "grad_d", "grad_regional", "grad_local")
 
 
 @dataclass
@@ -54,6 +57,11 @@ def discriminator_input(x: torch.Tensor, opt: argparse.Namespace) -> torch.Tenso
     return x if opt.instance_noise_snr is None else noise_at_snr(x, opt.instance_noise_snr)
 
 
+def gradient_norm(module: torch.nn.Module) -> torch.Tensor:
+    """The L2 norm of all of ``module``'s parameter gradients, kept on the device (no host sync)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None])
+
+
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
 
@@ -75,6 +83,7 @@ def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
                   + (1 - alpha) * (_bce(fake_r, 1.0) + _bce(fake_l, 1.0)))
     optimizers["discriminator"].zero_grad(set_to_none=True)
     loss_d.backward()
+    grad_d = gradient_norm(model.discriminator)
     optimizers["discriminator"].step()
 
     model.discriminator.requires_grad_(False)
@@ -85,11 +94,12 @@ def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     optimizers["regional"].zero_grad(set_to_none=True)
     optimizers["local"].zero_grad(set_to_none=True)
     loss_g.backward()
+    grads = torch.stack([grad_d, gradient_norm(model.regional), gradient_norm(model.local)])
     optimizers["regional"].step()
     optimizers["local"].step()
     model.discriminator.requires_grad_(True)
     probs = torch.sigmoid(torch.stack([real, fake_r, fake_l]).detach().float()).mean(1)
-    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach().float(), probs])
+    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach().float(), probs, grads])
 
 
 def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
@@ -118,10 +128,12 @@ def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     loss_g = (1 - lam) * loss_rec + lam * (F.binary_cross_entropy(p_r, valid)
                                            + F.binary_cross_entropy(p_l, valid))
     loss_g.backward()
+    grads = torch.stack([gradient_norm(model.discriminator), gradient_norm(model.regional),
+                         gradient_norm(model.local)])
     for optimizer in optimizers.values():
         optimizer.step()
     probs = torch.stack([p_real, p_r, p_l]).detach().mean(1)
-    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach(), probs])
+    return torch.cat([torch.stack([loss_d, loss_g, loss_rec]).detach(), probs, grads])
 
 
 def pseudo_anomaly_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
@@ -142,10 +154,13 @@ def pseudo_anomaly_step(nets: Networks, model: GRLNet, optimizers: dict, x: torc
                   + sum(_bce(logits, 1.0) for logits in pseudo) / len(pseudo))
     optimizers["discriminator"].zero_grad(set_to_none=True)
     loss_d.backward()
+    grad_d = gradient_norm(model.discriminator)
     optimizers["discriminator"].step()
     loss_rec = F.mse_loss(good[0].float(), x) + F.mse_loss(good[1].float(), x)
     probs = torch.sigmoid(torch.stack([real, good_r, good_l]).detach().float()).mean(1)
-    return torch.cat([torch.stack([loss_d.detach().float(), torch.zeros_like(loss_rec), loss_rec]), probs])
+    frozen = torch.zeros_like(loss_rec)  # the generators take no step: no loss, no gradient
+    return torch.cat([torch.stack([loss_d.detach().float(), frozen, loss_rec]), probs,
+                      torch.stack([grad_d, frozen, frozen])])
 
 
 STEPS = {"standard": standard_step, "released": released_step}

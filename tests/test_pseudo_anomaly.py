@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from checkpoint import load_file
 from conftest import TINY, run_script
 from network import GRLNet
-from steps import Networks, pseudo_anomaly_step
+from steps import STEP_STATS, Networks, pseudo_anomaly_step
 from test_step import _opt, _sgd
 
 LENGTH = 256
@@ -56,6 +56,9 @@ def test_pseudo_anomaly_step_trains_d_as_defined_and_leaves_the_generators_alone
         after = getattr(model, name).state_dict()
         assert all(torch.equal(before[key], after[key]) for key in before), name
     assert stats[1] == 0 and torch.isfinite(stats).all()  # no generator loss in this phase
+    d_gradient = torch.linalg.vector_norm(torch.cat([g.flatten() for g in expected]))
+    torch.testing.assert_close(stats[STEP_STATS.index("grad_d")], d_gradient, rtol=2e-3, atol=0)
+    assert stats[STEP_STATS.index("grad_regional")] == stats[STEP_STATS.index("grad_local")] == 0
 
 
 def test_run_with_a_pseudo_anomaly_epoch_keeps_the_adversarially_trained_generators(tmp_path):

@@ -1,5 +1,6 @@
 """A killed or interrupted run resumes to exactly the metrics of an uninterrupted one, and only with
 the settings it was saved with; divergence stops."""
+import csv
 import json
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import torch
 
 import main
 import steps
-from checkpoint import load_file
+from checkpoint import load_file, save_checkpoint
 from conftest import REPO, TINY, run_script
 from errors import UserError
 from opts import parse_opts
@@ -149,3 +150,34 @@ def test_metrics_csv_keeps_earlier_rows_when_a_resumed_run_logs_more_columns(tmp
     main.write_metrics_csv(history, tmp_path / "metrics.csv")
     assert (tmp_path / "metrics.csv").read_text().splitlines() == [
         "epoch,auc,id_average_auc", "0,0.5,", "1,0.75,0.8"]
+
+
+def test_a_checkpoint_without_gradient_norms_resumes_mid_epoch(tmp_path, monkeypatch):
+    """A mid-epoch checkpoint of an earlier version keeps six statistics per step: the resumed epoch's
+    gradient norms are the means over the steps after resuming, its other statistics as before."""
+    real_step, recorded, stop_after = steps.STEPS["standard"], [], {"steps": None}
+
+    def recording_step(*args):
+        recorded.append(real_step(*args))
+        if len(recorded) == stop_after["steps"]:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C: the trainer saves after this step and exits
+        return recorded[-1]
+
+    monkeypatch.setitem(steps.STEPS, "standard", recording_step)
+    main.train(parse_opts([*TINY, "--output_dir", str(tmp_path / "whole")]))
+    whole = torch.stack(recorded)  # [8 steps, statistics]
+    recorded.clear()
+    stop_after["steps"] = 3
+    with pytest.raises(SystemExit):
+        main.train(parse_opts([*TINY, "--output_dir", str(tmp_path / "old")]))
+    last = tmp_path / "old" / "checkpoints" / "last.pt"
+    state = load_file(last)
+    assert state["step"] == 3
+    state["step_stats"] = state["step_stats"][:, :6]  # as an earlier version saved it
+    save_checkpoint(state, last)
+    main.train(parse_opts([*TINY, "--output_dir", str(tmp_path / "old"), "--resume"]))
+    with (tmp_path / "old" / "metrics.csv").open() as handle:
+        (row,) = csv.DictReader(handle)
+    for i, name in enumerate(steps.STEP_STATS):
+        expected = whole[3:, i].mean() if name.startswith("grad_") else whole[:, i].mean()
+        assert float(row[name]) == pytest.approx(float(expected), rel=1e-5), name

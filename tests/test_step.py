@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from network import GRLNet
-from steps import Networks, add_noise, released_step, standard_step
+from steps import STEP_STATS, Networks, add_noise, released_step, standard_step
 
 LENGTH = 256
 
@@ -95,10 +95,28 @@ def test_standard_step_updates_d_and_restores_its_gradient_flags():
     d_before = copy.deepcopy(model.discriminator.state_dict())
     torch.manual_seed(1)
     stats = standard_step(_nets(model), model, _sgd(model), x, _opt(), contextlib.nullcontext())
-    assert stats.shape == (6,) and torch.isfinite(stats).all()
+    assert stats.shape == (len(STEP_STATS),) and torch.isfinite(stats).all()
     assert all(p.requires_grad for p in model.discriminator.parameters())
     changed = [not torch.equal(d_before[k], v) for k, v in model.discriminator.state_dict().items()]
     assert any(changed)
+
+
+GRADIENT_COLUMNS = {"discriminator": "grad_d", "regional": "grad_regional", "local": "grad_local"}
+
+
+@pytest.mark.parametrize("step", [standard_step, released_step])
+def test_gradient_norms_are_those_each_optimizer_stepped_on(step):
+    """With SGD at learning rate 1 a parameter moves by minus its gradient, so each network's logged
+    gradient norm is the L2 norm of its parameters' change (released: D's includes the G loss's part)."""
+    model, x = _setup(2)
+    before = copy.deepcopy(model)
+    torch.manual_seed(1)
+    stats = step(_nets(model), model, _sgd(model), x, _opt(), contextlib.nullcontext())
+    for name, column in GRADIENT_COLUMNS.items():
+        pairs = zip(getattr(before, name).parameters(), getattr(model, name).parameters())
+        change = torch.linalg.vector_norm(torch.cat([(b - a).flatten() for b, a in pairs]))
+        assert change > 0, name
+        torch.testing.assert_close(stats[STEP_STATS.index(column)], change, rtol=1e-4, atol=0)
 
 
 def test_snr_noise_has_the_stated_power():
