@@ -188,7 +188,7 @@ def test(opt: argparse.Namespace) -> dict | None:
     _, test_set = load_datasets(opt, need_train=False)
     _require_trained_rate(opt, trained_rate, test_set.names[0])
     scores = score_clips(model, test_set, opt, device, autocast, calibration=calibration)
-    metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names)
+    metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_group_tables(metrics, folder)

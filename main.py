@@ -349,7 +349,7 @@ class Trainer:
         if self.test_set is None:
             return held_out_threshold(scores["score"], self.opt.threshold_quantile), scores
         test = self.test_set
-        return labelled_metrics(test.binary_labels(), scores["score"], test.names), scores
+        return labelled_metrics(test.binary_labels(), scores["score"], test.names, scores), scores
 
     def describe_evaluation(self, metrics: dict) -> tuple[str, str]:
         """An evaluation in an epoch's log: the end of its line, and the lines under it."""

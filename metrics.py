@@ -3,8 +3,9 @@
 Abnormal (1) is the positive class for AUC, pAUC and EER. F1, precision and recall are reported for
 both classes and named; the release printed those of the *normal* class only. DCASE 2020 test sets
 also get the metrics per machine id and their average, DCASE 2021-2024 test sets DCASE 2022-2024's
-per-section metrics and official score; a run without a labelled test set gets a decision threshold
-from held-out normal clips instead.
+per-section metrics and official score; GRLNet's runs also get the AUC of each of the score's terms
+alone, a diagnostic of which term ranks the clips. A run without a labelled test set gets a decision
+threshold from held-out normal clips instead.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from data.layouts import dcase_machine_ids, dcase_sections
 from errors import UserError
 
 MAX_FPR = 0.1
+# The score's terms, each also ranked alone as a diagnostic (metrics.csv column: auc_<term>).
+SCORE_TERMS = {"d_real": "D(x)", "d_regional": "D(R(x))", "d_local": "D(Lo(x))"}
 
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
@@ -132,12 +135,22 @@ def format_machine_ids(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = ()) -> dict:
+def score_term_aucs(labels: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, float]:
+    """The AUC of each of the score's terms alone ("auc_d_real", ...): a diagnostic that shows which
+    term ranks the clips and which one is inverted (below 0.5); never used to choose anything."""
+    return {f"auc_{term}": float(skm.roc_auc_score(labels, _finite_scores(terms[term]))) for term in SCORE_TERMS}
+
+
+def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = (),
+                     terms: dict[str, np.ndarray] | None = None) -> dict:
     """``compute_metrics``, and where the test files have DCASE names the metrics DCASE reports per
     group: per machine id and their average for 2020 names ("machine_ids", "id_average_auc",
     "id_average_pauc"); per section and the official score for 2021-2024 names ("sections",
-    "official_score")."""
+    "official_score"). With GRLNet's score ``terms`` (D(x), D(R(x)), D(Lo(x)) per clip), each one's
+    AUC alone (``score_term_aucs``)."""
     metrics = compute_metrics(labels, scores)
+    if terms is not None:
+        metrics.update(score_term_aucs(labels, terms))
     ids = dcase_machine_ids(names)
     if ids is not None:
         metrics["machine_ids"], average = machine_id_metrics(labels, scores, ids)
@@ -155,6 +168,9 @@ def format_labelled_metrics(metrics: dict, with_auc: bool = True) -> str:
         tables.append(format_machine_ids(metrics))
     if "sections" in metrics:
         tables.append(format_sections(metrics["sections"], metrics["official_score"]))
+    if "auc_d_real" in metrics:
+        tables.append("AUC of each term alone (diagnostic): " + "  ".join(
+            f"{label} {metrics[f'auc_{term}']:.4f}" for term, label in SCORE_TERMS.items()))
     return "\n".join(tables + [format_metrics(metrics, with_auc)])
 
 

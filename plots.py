@@ -18,7 +18,7 @@ from sklearn.metrics import roc_curve
 
 from data import ClipSet
 from errors import UserError
-from metrics import MAX_FPR, compute_metrics, equal_error_rate
+from metrics import MAX_FPR, SCORE_TERMS, compute_metrics, equal_error_rate
 from network import GRLNet
 
 matplotlib.use("Agg")
@@ -86,23 +86,28 @@ def has_labels(scores_csv: str | Path) -> bool:
 # ---------------------------------------------------------------- the figures
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
-    """Losses, gradient norms, mean D outputs and AUC/pAUC per epoch (without a labelled test set: the
-    held-out normal clips' scores and the threshold set on them): is training stable, and is it learning?"""
+    """Losses, gradient norms, mean D outputs, the score terms' AUCs and AUC/pAUC per epoch (without a
+    labelled test set: the held-out normal clips' scores and the threshold set on them): is training
+    stable, is it learning, and does a term rank the clips the wrong way round?"""
     columns = read_columns(metrics_csv)
     epochs = columns["epoch"] + 1  # metrics.csv counts from 0, the log from 1
     labelled = "auc" in columns
-    # (curves, y label, scale): "unit" panels lie in [0, 1]; metrics.csv of earlier versions has no gradient norms
+    # (curves, y label, scale): "unit" panels lie in [0, 1], "auc" ones too, with chance marked; metrics.csv
+    # of earlier versions has neither gradient norms nor the terms' AUCs
     panels = [((("loss_d", "D loss"), ("loss_g", "G loss")), "training loss (epoch mean)", "linear")]
     if "grad_d" in columns:
         panels.append(((("grad_d", "D"), ("grad_regional", "regional G"), ("grad_local", "local G")),
                        "gradient L2 norm\n(epoch mean)", "log"))
     panels.append(((("d_real", "D(x), real input"), ("d_regional", "D(R(x)), regional rec."),
                     ("d_local", "D(Lo(x)), local rec.")), "mean D output\n(P[reconstruction])", "unit"))
-    panels.append(((("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")), "test-set AUC / pAUC", "unit")
+    if "auc_d_real" in columns:
+        panels.append((tuple((f"auc_{term}", f"{label} alone") for term, label in SCORE_TERMS.items()),
+                       "test-set AUC of each\nscore term (diagnostic)", "auc"))
+    panels.append(((("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")), "test-set AUC / pAUC", "auc")
                   if labelled else
                   ((("threshold", "decision threshold"), ("held_out_mean", "mean"), ("held_out_max", "max")),
                    "anomaly score of\nheld-out normal clips", "linear"))
-    with styled_figure(out_png, len(panels), 1, sharex=True, figsize=(7, 2.9 * len(panels))) as (fig, axes):
+    with styled_figure(out_png, len(panels), 1, sharex=True, figsize=(7, 2.7 * len(panels))) as (fig, axes):
         for ax, (curves, ylabel, scale) in zip(axes, panels):
             for (column, label), marker, style in zip(curves, "os^", ("-", "--", "-.")):
                 values = columns[column]
@@ -112,10 +117,10 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
             ax.set_ylabel(ylabel)
             if scale == "log":
                 ax.set_yscale("log")
-            if scale == "unit":
+            if scale in ("unit", "auc"):
                 ax.set_ylim(-0.02, 1.02)
-        if labelled:
-            axes[-1].axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+            if scale == "auc":
+                ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
         for ax in axes:
             ax.legend(loc="best")
         axes[-1].set_xlabel("epoch")

@@ -9,12 +9,16 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from plots import draw_class_histograms, read_scores, styled_figure
-from repro.runs import BASELINE, GRLNET_METHODS, GROUP_SUMMARIES, LABELS
+from repro.runs import BASELINE, GRLNET_METHODS, GROUP_SUMMARIES, LABELS, TERM_AUCS
 
 # The options of a run's list that the baseline reads (baselines/dcase_autoencoder.run_baseline).
 BASELINE_OPTIONS = {"--data_root", "--train_root", "--train_label_path", "--test_root", "--test_label_path",
                     "--train_normal_files", "--sample_rate", "--mess_length", "--synthetic_train_clips",
                     "--synthetic_test_clips", "--seed", "--device", "--output_dir"}
+GROUP_INTRO = ("DCASE's summaries over the machine ids or sections of the test clips' names, mean ± std over "
+               "seeds (each run's machine_ids.csv or sections.csv has every group):")
+TERMS_INTRO = ("Diagnostic, not a result: the final-epoch AUC of each term of GRLNet's score alone, mean ± std "
+               "over seeds (below 0.5: that term ranks the clips the wrong way round; nothing is chosen by it):")
 
 
 def options_shown(method: str, argv: list[str]) -> list[str]:
@@ -43,17 +47,18 @@ def wall_times(runs: list[dict]) -> str:
                      + (" (resumed)" if r.get("resumed") else "") for r in runs)
 
 
-def group_summary_table(methods: dict) -> list[str]:
-    """results.md's lines for DCASE's per-group summaries (mean ± std over seeds), where a method has them."""
-    keys = [key for key in GROUP_SUMMARIES if any(key in summary for summary in methods.values())]
+def summary_table(methods: dict, columns: dict[str, str], intro: str) -> list[str]:
+    """results.md's lines for extra summaries (mean ± std over seeds) named by ``columns``: a row for each
+    method that has some ("n/a" for those it lacks); none where no method has any."""
+    keys = [key for key in columns if any(key in summary for summary in methods.values())]
     if not keys:
         return []
-    lines = ["", "DCASE's summaries over the machine ids or sections of the test clips' names, mean ± std over "
-             "seeds (each run's machine_ids.csv or sections.csv has every group):", "",
-             "| method | " + " | ".join(GROUP_SUMMARIES[key] for key in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines = ["", intro, "", "| method | " + " | ".join(columns[key] for key in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
     for method, summary in methods.items():
-        cells = [_fmt(summary[key])[0] if key in summary else "n/a" for key in keys]
-        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+        if any(key in summary for key in keys):
+            cells = [_fmt(summary[key])[0] if key in summary else "n/a" for key in keys]
+            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -71,7 +76,8 @@ def results_markdown(results: dict) -> str:
         for method, summary in task["methods"].items():
             (auc, auc_seeds), (pauc, pauc_seeds) = _fmt(summary["auc"]), _fmt(summary["pauc"])
             lines.append(f"| {LABELS[method]} | {auc} | {pauc} | {auc_seeds} | {pauc_seeds} |")
-        lines += group_summary_table(task["methods"])
+        lines += summary_table(task["methods"], GROUP_SUMMARIES, GROUP_INTRO)
+        lines += summary_table(task["methods"], TERM_AUCS, TERMS_INTRO)
         lines += ["", "Options of the first seed's runs (other seeds differ in --seed and --output_dir):", ""]
         lines += [f"- {method}: `{shlex.join(options_shown(method, summary['runs'][0]['argv']))}`"
                   for method, summary in task["methods"].items()]

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from checkpoint import RELEASED_FILES
 from conftest import TINY, run_script
@@ -47,6 +48,12 @@ def test_demo_train_then_test_reproduces_metrics(tmp_path):
     assert (tmp_path / "test" / "scores.csv").read_text() == (run / "scores.csv").read_text()
     stored = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert stored["auc"] == pytest.approx(float(read_rows(run / "metrics.csv")[-1]["auc"]), abs=0)
+    scores = read_rows(run / "scores.csv")  # each score term's AUC alone, recomputed with scikit-learn
+    labels = [int(row["label"]) for row in scores]
+    for term in ("d_real", "d_regional", "d_local"):
+        expected = roc_auc_score(labels, [float(row[term]) for row in scores])
+        assert float(read_rows(run / "metrics.csv")[-1][f"auc_{term}"]) == pytest.approx(expected, abs=1e-12)
+        assert stored[f"auc_{term}"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_checkpoint_length_on_the_command_line_must_match(tmp_path):

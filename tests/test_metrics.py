@@ -103,3 +103,18 @@ def test_names_without_a_machine_id_or_section_add_no_group_metrics():
                   ["normal_id_00_00000000.wav", "anomaly_00000000.wav"]):  # one name without an id
         m = labelled_metrics(labels, scores, names)
         assert "machine_ids" not in m and "sections" not in m
+
+
+def test_each_score_terms_auc_alone_by_hand():
+    """Two normal and two abnormal clips: D(x) ranks them right (1.0), D(R(x)) inverted (0.0), D(Lo(x))
+    one pair of four right (0.25); the score's own metrics are unchanged by the diagnostic."""
+    labels = np.array([0, 0, 1, 1])
+    terms = {"d_real": np.array([0.1, 0.2, 0.8, 0.9]), "d_regional": np.array([0.9, 0.8, 0.2, 0.1]),
+             "d_local": np.array([0.5, 0.9, 0.1, 0.6])}
+    score = np.array([0.5, 0.6, 0.4, 0.7])
+    metrics = labelled_metrics(labels, score, terms=terms)
+    assert (metrics["auc_d_real"], metrics["auc_d_regional"], metrics["auc_d_local"]) == (1.0, 0.0, 0.25)
+    assert {k: v for k, v in metrics.items() if not k.startswith("auc_d_")} == labelled_metrics(labels, score)
+    text = format_labelled_metrics(metrics)
+    assert "AUC of each term alone (diagnostic): D(x) 1.0000  D(R(x)) 0.0000  D(Lo(x)) 0.2500" in text
+    assert text.splitlines()[-1] == "AUC 0.5000"  # the score: two of its four pairs ranked right

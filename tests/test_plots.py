@@ -79,18 +79,19 @@ def test_redraw_draws_only_what_it_has_inputs_for(tmp_path):
     assert plots.redraw(tmp_path) == [tmp_path / "figures" / "training_curves.png"]
 
 
-def test_training_curves_add_a_gradient_norm_panel_where_metrics_have_one(tmp_path):
-    """A metrics.csv of this version (gradient norms; a frozen generator's 0 is left out of the log
-    scale) draws four panels; one of an earlier version, without them, still draws its three."""
+def test_training_curves_add_panels_for_gradient_norms_and_term_aucs_where_metrics_have_them(tmp_path):
+    """A metrics.csv of this version (gradient norms, a frozen generator's 0 left out of the log scale;
+    each score term's AUC) draws five panels; one of an earlier version, without them, still draws three."""
     write_metrics(tmp_path)
     plots.plot_training_curves(tmp_path / "metrics.csv", tmp_path / "earlier.png")
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     for e, row in enumerate(rows):
-        row.update(grad_d=2.0 + e, grad_regional=0.0 if e == 2 else 30.0, grad_local=20.0)
+        row.update(grad_d=2.0 + e, grad_regional=0.0 if e == 2 else 30.0, grad_local=20.0,
+                   auc_d_real=0.9, auc_d_regional=0.2, auc_d_local=0.5)
     write_csv(tmp_path / "metrics.csv", rows)
     plots.plot_training_curves(tmp_path / "metrics.csv", tmp_path / "current.png")
     heights = [plt.imread(tmp_path / name).shape[0] for name in ("earlier.png", "current.png")]
-    assert 1.25 < heights[1] / heights[0] < 1.4  # four panels of equal height against three (tight crop)
+    assert 1.55 < heights[1] / heights[0] < 1.75  # five panels of equal height against three (tight crop)
 
 
 def test_roc_marks_the_metrics_eer_point(tmp_path):

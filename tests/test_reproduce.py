@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import soundfile
 from checkpoint import load_file
 from conftest import REPO, run_script
 from errors import UserError
+from plots import read_columns
 from repro.protocols import folder_tasks, lite_tasks, mimii_tasks
 from repro.report import latex_text
 from repro.runs import LABELS, run_result
@@ -58,6 +60,16 @@ def test_tiny_protocol_writes_results_and_figures(serial_out):
         assert (folder / name).read_bytes().startswith(PNG_SIGNATURE)
     baseline_run = methods["dcase_autoencoder"]["runs"][0]
     assert baseline_run["seconds"] > 0
+    # GRLNet's diagnostic: each score term's AUC alone, from the run's metrics.csv; the baseline has none
+    lines, keys = markdown.splitlines(), ("auc_d_real", "auc_d_regional", "auc_d_local")
+    assert "| method | D(x) alone | D(R(x)) alone | D(Lo(x)) alone |" in lines
+    for method in ("grlnet_standard", "grlnet_released"):
+        run = methods[method]["runs"][0]
+        final = read_columns(Path(run["output_dir"]) / "metrics.csv")
+        assert [run[key] for key in keys] == [final[key][-1] for key in keys]
+        cells = " | ".join(f"{methods[method][key]['mean']:.4f} ± 0.0000" for key in keys)
+        assert f"| {LABELS[method]} | {cells} |" in lines
+    assert not [line for line in lines if line.startswith(f"| {LABELS['dcase_autoencoder']} | n/a")]
     assert f"| DCASE 2020 autoencoder | seed 0: {baseline_run['seconds'] / 60:.1f} min |" in markdown
 
 
