@@ -105,9 +105,9 @@ def _finite_or_none(value: object) -> float | None:
 def result(output_dir: str, metrics: dict, auc_per_epoch: list[float] | None = None) -> dict:
     """What results.json keeps of one run: AUC, pAUC, and DCASE's per-group summaries and GRLNet's
     score terms' AUCs where defined (``seconds``, its wall time, is None for an earlier run)."""
-    groups = {key: value for key in (*GROUP_SUMMARIES, *TERM_AUCS)
+    extras = {key: value for key in (*GROUP_SUMMARIES, *TERM_AUCS)
               if (value := _finite_or_none(metrics.get(key))) is not None}
-    return {"output_dir": output_dir, "auc": float(metrics["auc"]), "pauc": float(metrics["pauc"]), **groups,
+    return {"output_dir": output_dir, "auc": float(metrics["auc"]), "pauc": float(metrics["pauc"]), **extras,
             "auc_per_epoch": auc_per_epoch, "seconds": None}
 
 
