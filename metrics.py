@@ -19,8 +19,9 @@ from data.layouts import dcase_machine_ids, dcase_sections
 from errors import UserError
 
 MAX_FPR = 0.1
-# The score's terms, each also ranked alone as a diagnostic (metrics.csv column: auc_<term>).
+# The score's terms, and the metrics.csv column of each one's AUC alone (a diagnostic) with its label.
 SCORE_TERMS = {"d_real": "D(x)", "d_regional": "D(R(x))", "d_local": "D(Lo(x))"}
+TERM_AUC_COLUMNS = {f"auc_{term}": label for term, label in SCORE_TERMS.items()}
 
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
@@ -138,7 +139,8 @@ def format_machine_ids(metrics: dict) -> str:
 def score_term_aucs(labels: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, float]:
     """The AUC of each of the score's terms alone ("auc_d_real", ...): a diagnostic that shows which
     term ranks the clips and which one is inverted (below 0.5); never used to choose anything."""
-    return {f"auc_{term}": float(skm.roc_auc_score(labels, _finite_scores(terms[term]))) for term in SCORE_TERMS}
+    return {column: float(skm.roc_auc_score(labels, _finite_scores(terms[term])))
+            for column, term in zip(TERM_AUC_COLUMNS, SCORE_TERMS)}
 
 
 def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = (),
@@ -168,9 +170,9 @@ def format_labelled_metrics(metrics: dict, with_auc: bool = True) -> str:
         tables.append(format_machine_ids(metrics))
     if "sections" in metrics:
         tables.append(format_sections(metrics["sections"], metrics["official_score"]))
-    if "auc_d_real" in metrics:
+    if TERM_AUC_COLUMNS.keys() <= metrics.keys():
         tables.append("AUC of each term alone (diagnostic): " + "  ".join(
-            f"{label} {metrics[f'auc_{term}']:.4f}" for term, label in SCORE_TERMS.items()))
+            f"{label} {metrics[column]:.4f}" for column, label in TERM_AUC_COLUMNS.items()))
     return "\n".join(tables + [format_metrics(metrics, with_auc)])
 
 

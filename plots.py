@@ -18,7 +18,7 @@ from sklearn.metrics import roc_curve
 
 from data import ClipSet
 from errors import UserError
-from metrics import MAX_FPR, SCORE_TERMS, compute_metrics, equal_error_rate
+from metrics import MAX_FPR, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
 from network import GRLNet
 
 matplotlib.use("Agg")
@@ -100,8 +100,8 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
                        "gradient L2 norm\n(epoch mean)", "log"))
     panels.append(((("d_real", "D(x), real input"), ("d_regional", "D(R(x)), regional rec."),
                     ("d_local", "D(Lo(x)), local rec.")), "mean D output\n(P[reconstruction])", "unit"))
-    if "auc_d_real" in columns:
-        panels.append((tuple((f"auc_{term}", f"{label} alone") for term, label in SCORE_TERMS.items()),
+    if TERM_AUC_COLUMNS.keys() <= columns.keys():
+        panels.append((tuple((column, f"{label} alone") for column, label in TERM_AUC_COLUMNS.items()),
                        "test-set AUC of each\nscore term (diagnostic)", "auc"))
     panels.append(((("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")), "test-set AUC / pAUC", "auc")
                   if labelled else

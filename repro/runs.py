@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from errors import UserError
-from metrics import SCORE_TERMS, labelled_metrics
+from metrics import TERM_AUC_COLUMNS, labelled_metrics
 from opts import changed_options, parse_opts, total_epochs
 from plots import read_columns, read_named_scores
 from repro.protocols import Task
@@ -31,7 +31,7 @@ LABELS = {"grlnet_standard": "GRLNet, standard update", "grlnet_released": "GRLN
 GROUP_SUMMARIES = {"id_average_auc": "AUC, mean over machine ids", "id_average_pauc": "pAUC, mean over machine ids",
                    "official_score": "DCASE official score"}
 # GRLNet's diagnostic: the AUC of each of its score's terms alone (metrics.score_term_aucs).
-TERM_AUCS = {f"auc_{term}": f"{label} alone" for term, label in SCORE_TERMS.items()}
+TERM_AUCS = {column: f"{label} alone" for column, label in TERM_AUC_COLUMNS.items()}
 REPO = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.2  # how often the runs in flight are checked
 INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C/SIGINT after saving its checkpoint
