@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The GPU checks the speed issue still needs, prepared as one device call (BENCHMARKS.md, "Prepared GPU checks"):
+#   1. bench.py at the paper's settings with its bf16-against-fp32 equivalence check: `ratio` and figures,
+#      re-measured since every step also computes three gradient norms;
+#   2. the embedded data set: the default CUDA path (bf16, torch.compile) against fp32 eager, 10 seeds
+#      each, so the two paths' mean AUCs can be compared against their spread over seeds.
+#
+# Here, once, where pip reaches the registry (the GPU machine's image lacks librosa and soundfile):
+#   benchmarks/gpu_checks.sh wheels
+# On the GPU machine, through the device tool (carry [".whl"], timeout_s 600):
+#   benchmarks/gpu_checks.sh run "$OUT"
+# The command stops cleanly before GPU_CHECKS_SECONDS (default 560) and copies what it has to the output
+# folder; the same command again, on the still-warm machine, skips a finished bench and continues the
+# training runs (reproduce.py --reuse). DEVICE (default cuda) and SEEDS (default 0 to 9) exist for a dry run
+# on a CPU: DEVICE=cpu SEEDS=0 benchmarks/gpu_checks.sh run /tmp/out
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=".whl"
+# librosa 0.11.0 and soundfile 0.14.0 with what they need beyond the GPU image (/work/.library/device/KINDS.md)
+PACKAGES=(librosa==0.11.0 soundfile==0.14.0 soxr==1.1.0 audioread==3.1.0 pooch==1.9.0 cffi==2.0.0
+          decorator==5.2.1 platformdirs==4.14.8 pycparser==3.0)
+WORK="reproduction/gpu_checks"  # git-ignored; kept between calls while the machine stays warm
+
+download_wheels() {
+    local platforms=() tag
+    for tag in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+               manylinux1_x86_64; do
+        platforms+=(--platform "$tag")
+    done
+    python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        "${platforms[@]}" -d "$WHEELS" "${PACKAGES[@]}"
+    ls "$WHEELS"
+}
+
+install_wheels() {
+    if python -c "import librosa, soundfile" 2>/dev/null; then
+        return 0
+    fi
+    if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+        echo "error: librosa or soundfile is missing and $WHEELS/ holds no wheels: run '$0 wheels' first" >&2
+        exit 2
+    fi
+    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$WHEELS"/*.whl || exit 2
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+}
+
+seconds_left() {
+    echo $((DEADLINE - SECONDS))
+}
+
+enough_time() {  # whether $1 seconds are left before the deadline; says so when not
+    [ "$(seconds_left)" -ge "$1" ] || { echo "stopped: under $1 s left (run the same command again)"; return 1; }
+}
+
+run_checks() {
+    local out="$1" device="${DEVICE:-cuda}" seeds="${SEEDS:-0 1 2 3 4 5 6 7 8 9}"
+    DEADLINE=$((SECONDS + ${GPU_CHECKS_SECONDS:-560}))
+    export PYTHONUNBUFFERED=1
+    mkdir -p "$out" "$WORK"
+    install_wheels
+    {
+        date -u +"%Y-%m-%d %H:%M UTC"
+        git rev-parse HEAD 2>/dev/null
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+        python -c "import sys, torch; print('Python', sys.version.split()[0], 'PyTorch', torch.__version__)"
+    } | tee "$out/environment.txt"
+
+    if ! grep -q "^ratio " "$WORK/bench.txt" 2>/dev/null && enough_time 120; then
+        echo "== bench.py --device $device --check_equivalence"
+        timeout -s INT $(($(seconds_left) / 2)) python bench.py --device "$device" --check_equivalence \
+            2>&1 | tee "$WORK/bench.txt"
+    fi
+    cp "$WORK/bench.txt" "$out/bench.txt" 2>/dev/null
+    enough_time 60 || return 0
+    echo "== reproduce.py --protocol demo, grlnet_standard against grlnet_fp32, seeds $seeds"
+    # shellcheck disable=SC2086  # the seeds are separate arguments
+    timeout -s INT $(($(seconds_left) - 15)) python reproduce.py --protocol demo \
+        --methods grlnet_standard grlnet_fp32 --seeds $seeds --jobs 10 --out "$WORK" --reuse \
+        --grlnet_args "--device $device" 2>&1 | tee "$out/reproduce.txt"
+    for name in results.md results.json auc_per_epoch.png; do
+        cp "$WORK/demo/$name" "$out/" 2>/dev/null || echo "not finished: $name (run the same command again)"
+    done
+}
+
+case "${1:-}" in
+    wheels) download_wheels ;;
+    run) [ $# -eq 2 ] || { echo "usage: $0 run OUTPUT_FOLDER" >&2; exit 2; }; run_checks "$2" ;;
+    *) echo "usage: $0 wheels | run OUTPUT_FOLDER" >&2; exit 2 ;;
+esac
