@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks the speed issue still needs, prepared as one device call (BENCHMARKS.md, "Prepared GPU checks"):
+# The GPU checks the speed issue still needs, prepared as one device call (BENCHMARKS.md, last section):
 #   1. bench.py at the paper's settings with its bf16-against-fp32 equivalence check: `ratio` and figures,
 #      re-measured since every step also computes three gradient norms;
 #   2. the embedded data set: the default CUDA path (bf16, torch.compile) against fp32 eager, 10 seeds
@@ -28,20 +28,20 @@ download_wheels() {
                manylinux1_x86_64; do
         platforms+=(--platform "$tag")
     done
-    python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         "${platforms[@]}" -d "$WHEELS" "${PACKAGES[@]}"
     ls "$WHEELS"
 }
 
 install_wheels() {
-    if python -c "import librosa, soundfile" 2>/dev/null; then
+    if python3 -c "import librosa, soundfile" 2>/dev/null; then
         return 0
     fi
     if ! ls "$WHEELS"/*.whl >/dev/null 2>&1; then
         echo "error: librosa or soundfile is missing and $WHEELS/ holds no wheels: run '$0 wheels' first" >&2
         exit 2
     fi
-    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         "$WHEELS"/*.whl || exit 2
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 }
@@ -64,19 +64,19 @@ run_checks() {
         date -u +"%Y-%m-%d %H:%M UTC"
         git rev-parse HEAD 2>/dev/null
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-        python -c "import sys, torch; print('Python', sys.version.split()[0], 'PyTorch', torch.__version__)"
+        python3 -c "import sys, torch; print('Python', sys.version.split()[0], 'PyTorch', torch.__version__)"
     } | tee "$out/environment.txt"
 
     if ! grep -q "^ratio " "$WORK/bench.txt" 2>/dev/null && enough_time 120; then
         echo "== bench.py --device $device --check_equivalence"
-        timeout -s INT $(($(seconds_left) / 2)) python bench.py --device "$device" --check_equivalence \
+        timeout -s INT $(($(seconds_left) / 2)) python3 bench.py --device "$device" --check_equivalence \
             2>&1 | tee "$WORK/bench.txt"
     fi
     cp "$WORK/bench.txt" "$out/bench.txt" 2>/dev/null
     enough_time 60 || return 0
     echo "== reproduce.py --protocol demo, grlnet_standard against grlnet_fp32, seeds $seeds"
     # shellcheck disable=SC2086  # the seeds are separate arguments
-    timeout -s INT $(($(seconds_left) - 15)) python reproduce.py --protocol demo \
+    timeout -s INT $(($(seconds_left) - 15)) python3 reproduce.py --protocol demo \
         --methods grlnet_standard grlnet_fp32 --seeds $seeds --jobs 10 --out "$WORK" --reuse \
         --grlnet_args "--device $device" 2>&1 | tee "$out/reproduce.txt"
     for name in results.md results.json auc_per_epoch.png; do
