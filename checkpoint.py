@@ -1,8 +1,8 @@
 """Checkpoints: one dict per run written atomically, loaded without unpickling code.
 
 A run's checkpoint holds the three networks, their optimizers, the options, the epoch (and the
-step inside it, with its per-step statistics), the metrics so far, the RNG state and the score
-calibration. The authors' release shipped three
+step inside it, with its per-step statistics), the metrics so far, the random generators' states
+(CPU, CUDA), the number of processes and the score calibration. The authors' release shipped three
 state-dict files instead; ``load_released`` reads those.
 """
 from __future__ import annotations

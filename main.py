@@ -31,7 +31,8 @@ from network import GRLNet
 from opts import RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
-from runtime import autocast_context, build_optimizers, compile_networks, place_model, resolve_device
+from runtime import (autocast_context, build_optimizers, compile_networks, place_model, random_state, resolve_device,
+                     restore_random_state)
 from scoring import SCORE_COLUMNS, calibration_statistics, score_clips
 from steps import STEP_STATS, STEPS, pseudo_anomaly_step
 
@@ -208,9 +209,10 @@ def padded_step_stats(saved: torch.Tensor) -> torch.Tensor:
 RESUME_ENTRIES = {"models", "optimizers", "options", "epoch", "step", "step_stats", "metrics", "rng"}
 
 
-def read_resume_checkpoint(opt: argparse.Namespace) -> tuple[Path, dict]:
+def read_resume_checkpoint(opt: argparse.Namespace, world_size: int) -> tuple[Path, dict]:
     """The checkpoint ``--resume`` names (bare: the run folder's last one), refused when it is not a
-    train.py checkpoint or was saved with settings that define another run (opts.RESUME_MAY_CHANGE)."""
+    train.py checkpoint, was saved with settings that define another run (opts.RESUME_MAY_CHANGE), or
+    was saved inside an epoch by another number of processes (whose batches were other ones)."""
     path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
     state = load_file(path)
     if not isinstance(state, dict) or not RESUME_ENTRIES <= state.keys():
@@ -223,6 +225,12 @@ def read_resume_checkpoint(opt: argparse.Namespace) -> tuple[Path, dict]:
     if changed:
         raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "
                         f"start a new run ({'; '.join(changed)})")
+    saved_world_size = state.get("world_size", 1)  # absent from checkpoints of earlier versions
+    if state["step"] and saved_world_size != world_size:
+        raise UserError(f"{path}: saved inside epoch {state['epoch']} by {saved_world_size} process(es), and "
+                        f"this run has {world_size}; each process's share of an epoch's batches depends on "
+                        f"their number, so resume with torchrun --nproc_per_node {saved_world_size} (or "
+                        "without torchrun for 1), or from a checkpoint saved at the end of an epoch")
     return path, state
 
 
@@ -249,7 +257,7 @@ class Trainer:
         if self.test_set is None:
             self.train_set, self.threshold_set = hold_out_for_threshold(self.train_set, opt)
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
-        resumed = read_resume_checkpoint(opt) if opt.resume else None  # before options.json is rewritten
+        resumed = read_resume_checkpoint(opt, self.process.world_size) if opt.resume else None  # before options.json is rewritten
         self.folder = setup_run_folder(opt, self.process.is_main)
         describe_run(opt, self.train_set, self.test_set, self.device, self.process)
         self.model = place_model(GRLNet(network_length(opt), opt.global_filter), self.device, opt)
@@ -276,7 +284,8 @@ class Trainer:
             "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
             "options": vars(self.opt), "epoch": self.epoch, "step": self.step,
             "step_stats": None if self.step_stats is None else self.step_stats.cpu(),
-            "metrics": self.history, "rng": torch.get_rng_state(), "calibration": self.calibration,
+            "metrics": self.history, "calibration": self.calibration,
+            "rng": random_state(self.device), "world_size": self.process.world_size,
         }
 
     def save(self, name: str = "last") -> None:
@@ -293,7 +302,11 @@ class Trainer:
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["metrics"]
         saved_stats = state["step_stats"]
         self.step_stats = None if saved_stats is None else padded_step_stats(saved_stats).to(self.device)
-        torch.set_rng_state(state["rng"])
+        if self.process.is_main:
+            restore_random_state(state["rng"], self.device)
+        else:  # only rank 0's generators are saved; the others draw new noise, seeded by where the run resumes
+            seed = np.random.SeedSequence([self.opt.seed, self.process.rank, self.epoch, self.step])
+            torch.manual_seed(int(seed.generate_state(1)[0]))
         self.calibration = state.get("calibration")  # absent from checkpoints of earlier versions
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
@@ -415,7 +428,8 @@ def train(opt: argparse.Namespace) -> dict:
     """Train GRLNet as ``opt`` says.
 
     Ctrl-C or SIGTERM (a pre-empted job) finishes the current step, saves a checkpoint that
-    ``--resume`` continues exactly, and exits with status 130.
+    ``--resume`` continues (with the same batches and, in one process, the same noise), and exits
+    with status 130.
     """
     trainer = Trainer(opt)
 

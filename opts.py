@@ -92,6 +92,13 @@ def _decibels(value: str) -> float:
     return number
 
 
+def _minutes(value: str) -> float:
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of minutes >= 0, got {value}")
+    return number
+
+
 def _finite(value: str) -> float:
     number = float(value)
     if not math.isfinite(number):
@@ -127,8 +134,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def build_parser(description: str = "GRLNet", prog: str | None = None) -> argparse.ArgumentParser:
     """The parser shared by train.py, test.py and the scripts around them (``prog`` names the options
     in its messages when another script passes them on)."""
-    p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
+                                allow_abbrev=False)  # an abbreviation would slip past reproduce.py's checks
     data = p.add_argument_group("data (no data path: the embedded synthetic valve data set)")
     data.add_argument("--train_root", help="training folder: <i>.csv files (release layout) or WAV files")
     data.add_argument("--train_label_path", help="label CSV of the training folder (release layout)")
@@ -213,7 +220,7 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     _add_flag(run, "train_drop_last", True, "drop the last incomplete training batch")
     _add_flag(run, "test_drop_last", False, "accepted and ignored: every test item is scored")
     run.add_argument("--output_dir", default=None, help="run folder (default runs/<date>-<time>)")
-    run.add_argument("--checkpoint_minutes", type=float, default=10.0,
+    run.add_argument("--checkpoint_minutes", type=_minutes, default=10.0,
                      help="also save checkpoints/last.pt inside an epoch after this many minutes "
                           "(0: at the end of epochs only)")
     run.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
@@ -266,6 +273,10 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         raise UserError(f"--segment_length {opt.segment_length} is longer than --mess_length "
                         f"{opt.mess_length}; give --segment_length 0 (whole signals) or a shorter window")
     check_network_length(network_length(opt), "--segment_length" if opt.segment_length else "--mess_length")
+    if opt.pseudo_anomaly_epochs and opt.snr == math.inf:
+        raise UserError("--pseudo_anomaly_epochs makes pseudo-anomalies from inputs noised "
+                        f"{PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr; with --snr inf (no noise) they are the "
+                        "normal reconstructions themselves, so give a finite --snr")
     if opt.resume == "last" and not opt.output_dir:
         raise UserError("--resume without a path continues the run in --output_dir; give that folder")
     if opt.resume and not opt.output_dir and Path(opt.resume).parent.name == "checkpoints":

@@ -90,7 +90,8 @@ def run_args(protocol: Protocol, args: argparse.Namespace) -> list[str]:
         passed = shlex.split(args.grlnet_args)
     except ValueError as err:
         raise UserError(f"--grlnet_args {args.grlnet_args!r}: {err}") from None
-    clashes = sorted({token.split("=")[0] for token in passed} & set(PER_RUN_OPTIONS))
+    named = {token.split("=")[0].replace("--no-", "--", 1) for token in passed}  # --no-bf16 sets --bf16
+    clashes = sorted(named & set(PER_RUN_OPTIONS))
     if clashes:
         raise UserError(f"--grlnet_args may not set {', '.join(clashes)}: reproduce.py sets it for every run")
     return extra + passed
@@ -102,11 +103,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     args.argv = argv
     return args
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Run the protocol, write results.md, results.json and the two figures; return the results."""
-    return run_protocol(parse_args(argv))
 
 
 def run_protocol(args: argparse.Namespace) -> dict:

@@ -28,6 +28,22 @@ def resolve_device(opt: argparse.Namespace) -> torch.device:
     return torch.device(opt.device)
 
 
+def random_state(device: torch.device) -> dict:
+    """This process's random generators: the CPU's and, on CUDA, the device's (it draws the input noise)."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_random_state(saved: dict | torch.Tensor, device: torch.device) -> None:
+    """Set the generators ``random_state`` saved; a bare tensor (checkpoints of earlier versions) is the
+    CPU's. A CUDA state is used on CUDA only: resumed on the CPU, the noise comes from the CPU's."""
+    if isinstance(saved, torch.Tensor):
+        saved = {"cpu": saved, "cuda": None}
+    torch.set_rng_state(saved["cpu"])
+    if saved["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(saved["cuda"], device)
+
+
 def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when ``--bf16``; a null context on CPU."""
     if device.type == "cuda" and opt.bf16:

@@ -29,7 +29,7 @@ from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
 from errors import UserError
 from main import run_cli, write_group_tables
 from metrics import format_labelled_metrics, labelled_metrics
-from opts import build_parser, positive_int, resolve_presets
+from opts import build_parser, has_labelled_test_set, positive_int, resolve_presets
 from runtime import resolve_device
 
 N_MELS, N_FFT, HOP_LENGTH, POWER, FRAMES = 128, 1024, 512, 2.0, 5
@@ -101,7 +101,6 @@ def train_baseline(train: ClipSet, sample_rate: int, epochs: int = EPOCHS, seed:
     if epochs < 1:
         raise UserError(f"the baseline needs at least one epoch, got {epochs}")
     torch.manual_seed(seed)
-    np.random.seed(seed)
     vectors = training_vectors(train, sample_rate).to(device)
     model = DenseAutoencoder().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, eps=KERAS_ADAM_EPS)
@@ -169,7 +168,11 @@ def parse_baseline_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("--baseline_epochs", type=positive_int, default=EPOCHS,
                         help="autoencoder training epochs")
-    return resolve_presets(parser.parse_args(argv))
+    opt = resolve_presets(parser.parse_args(argv))
+    if not has_labelled_test_set(opt):
+        raise UserError("the baseline is scored on a labelled test set: give --test_root beside "
+                        "--train_root, or --data_root")
+    return opt
 
 
 def main(opt: argparse.Namespace) -> None:

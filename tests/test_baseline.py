@@ -5,10 +5,12 @@ import sys
 
 import librosa
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
-from baselines.dcase_autoencoder import DenseAutoencoder, clip_features
+from baselines.dcase_autoencoder import DenseAutoencoder, clip_features, parse_baseline_args
+from errors import UserError
 
 RATE = 16000
 
@@ -34,3 +36,8 @@ def test_autoencoder_is_640_to_8_to_640():
     x = torch.randn(4, 640)
     assert model.encoder(x).shape == (4, 8)
     assert model(x).shape == (4, 640)
+
+
+def test_the_baseline_refuses_a_run_without_a_labelled_test_set(tmp_path):
+    with pytest.raises(UserError, match="the baseline is scored on a labelled test set: give --test_root"):
+        parse_baseline_args(["--train_root", str(tmp_path)])

@@ -156,12 +156,20 @@ def test_sample_rates_must_agree_across_training_and_test_sets(tmp_path):
     (["--instance_noise_snr=-inf"], "argument --instance_noise_snr: expected a level in dB"),
     (["--threshold", "inf"], "argument --threshold: expected a finite number, got inf"),
     (["--synthetic_test_clips", "1"], "argument --synthetic_test_clips: expected at least 2"),
+    (["--checkpoint_minutes", "-1"], "argument --checkpoint_minutes: expected a finite number of minutes >= 0"),
+    (["--checkpoint_minutes", "nan"], "argument --checkpoint_minutes: expected a finite number of minutes"),
+    (["--epoch", "2"], "unrecognized arguments: --epoch 2"),  # no abbreviations: reproduce.py checks names
 ])
 def test_bad_option_values_are_refused_with_the_option_named(options, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_opts(options)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_pseudo_anomalies_need_noise():
+    with pytest.raises(UserError, match="with --snr inf .no noise. they are the normal reconstructions"):
+        parse_opts(["--pseudo_anomaly_epochs", "1", "--snr", "inf"])
 
 
 @pytest.mark.parametrize("options, message", [

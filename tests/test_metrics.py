@@ -41,6 +41,14 @@ def test_perfect_separation():
     assert format_metrics(m).splitlines()[-1] == "AUC 1.0000"
 
 
+def test_equal_scores_get_a_finite_threshold_that_flags_every_clip():
+    # ROC points: (0,0) at threshold inf and (1,1) at 0.5 are equally far from FNR = FPR (|1 - 0| = 1);
+    # the finite one is taken, so the threshold is a score and a saved checkpoint's JSON stays valid.
+    m = compute_metrics(np.array([0, 0, 1, 1]), np.full(4, 0.5))
+    assert (m["auc"], m["eer"], m["threshold"], m["release_err"]) == (0.5, 0.5, 0.5, 1.0)
+    assert m["confusion"] == [[0, 2], [0, 2]]
+
+
 def test_one_class_or_nan_scores_are_refused():
     with pytest.raises(UserError, match="both normal"):
         compute_metrics(np.array([0, 0]), np.array([0.1, 0.2]))

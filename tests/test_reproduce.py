@@ -249,6 +249,20 @@ def test_lite_smoke_splits_each_machines_test_folder_into_links(tmp_path):
                for p in normal + abnormal)
 
 
+@pytest.mark.parametrize("grlnet_args, stream, message", [
+    ("--no-bf16", "stdout", "error: --grlnet_args may not set --bf16: reproduce.py sets it for every run"),
+    ("--seed=3", "stdout", "error: --grlnet_args may not set --seed"),
+    ("--upd released", "stderr", "error: unrecognized arguments: --upd released"),
+])
+def test_grlnet_args_may_not_set_what_each_run_sets(grlnet_args, stream, message, tmp_path):
+    """reproduce.py sets these per run; the negated and abbreviated spellings are caught too."""
+    result = run_script("reproduce.py", "--protocol", "tiny", "--out", str(tmp_path),
+                        f"--grlnet_args={grlnet_args}", check=False)
+    assert result.returncode == 2
+    assert message in getattr(result, stream), (result.stdout, result.stderr)
+    assert not (tmp_path / "tiny" / "results.json").exists()
+
+
 def test_a_missing_data_set_names_the_folder_and_the_option(tmp_path):
     with pytest.raises(UserError, match=r"mimii_fan_id02: data folder not found \(give --data_dir"):
         mimii_tasks(tmp_path, tmp_path / "out")

@@ -135,6 +135,31 @@ def test_resume_refuses_other_settings_and_allows_more_epochs(tmp_path):
     assert "resumed from" in (tmp_path / "train.log").read_text()
 
 
+def test_a_checkpoint_from_inside_an_epoch_resumes_only_with_as_many_processes(tmp_path):
+    main.train(parse_opts([*TINY, "--output_dir", str(tmp_path)]))
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = load_file(path)
+    assert state["world_size"] == 1 and state["rng"]["cuda"] is None  # a CPU run of one process
+    save_checkpoint({**state, "step": 3, "world_size": 2}, path)
+    with pytest.raises(UserError, match=r"saved inside epoch 1 by 2 process\(es\), and this run has 1; .*"
+                                        r"torchrun --nproc_per_node 2"):
+        main.train(parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path), "--resume"]))
+
+
+def test_the_cpu_generator_of_an_earlier_versions_checkpoint_is_restored(tmp_path):
+    """Checkpoints of earlier versions hold the CPU generator's state as a bare tensor and no world size."""
+    main.train(parse_opts([*TINY, "--output_dir", str(tmp_path)]))
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = load_file(path)
+    del state["world_size"]
+    torch.manual_seed(123)
+    save_checkpoint({**state, "rng": torch.get_rng_state()}, path)
+    expected = torch.rand(4)
+    main.Trainer(parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path), "--resume"]))
+    main.close_logging()
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_resume_refuses_a_file_that_is_not_a_train_checkpoint(tmp_path):
     weights = tmp_path / "Discirminator.pth"
     torch.save({"gfl.layernorm.weight": torch.ones(256)}, weights)
