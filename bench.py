@@ -33,12 +33,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data import ClipSet, load_datasets
 from data.synthetic import make_synthetic_set
+from cli import run_cli
 from errors import UserError, make_folder
-from main import batch_order, run_cli
+from main import batch_order
 from metrics import compute_metrics
 from network import GRLNet
-from opts import network_length, non_negative_int, parse_opts, positive_int
-from runtime import autocast_context, build_optimizers, compile_networks, place_model, resolve_device
+from opts import non_negative_int, parse_opts, positive_int
+from runtime import autocast_context, build_model, build_optimizers, compile_networks, resolve_device
 from scoring import score_clips
 from steps import Networks, released_step, standard_step
 
@@ -216,7 +217,7 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
     torch.backends.cudnn.benchmark = device.type == "cuda"
     torch.compiler.reset()  # a fresh compilation for each batch size, as in a fresh run
     torch.manual_seed(opt.seed)
-    model = place_model(GRLNet(network_length(opt), opt.global_filter), device, opt).train()
+    model = build_model(opt, device).train()
     optimizers = build_optimizers(model, opt, device)
     windows, _ = train_set.windows(opt.segment_length, opt.segment_hop)
     windows = windows.to(device)  # resident on the device, as the Trainer keeps them
@@ -332,7 +333,7 @@ def check_equivalence(opt: argparse.Namespace, device: torch.device, train_set: 
                       test_set: ClipSet) -> bool:
     """Train a few fp32 steps, score the test set with and without bf16 autocast, compare AUCs."""
     torch.manual_seed(opt.seed)
-    model = place_model(GRLNet(network_length(opt), opt.global_filter), device, opt).train()
+    model = build_model(opt, device).train()
     optimizers = build_optimizers(model, opt, device)
     windows, _ = train_set.windows(opt.segment_length, opt.segment_hop)
     indices, nets = endless_batch_indices(len(windows), opt), eager_networks(model, device, opt)

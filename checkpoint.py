@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 from pathlib import Path
+from typing import Collection
 
 import torch
 from torch import nn
@@ -119,6 +120,19 @@ def load_released(model, model_dir: str | Path) -> None:
     for attribute, name in RELEASED_FILES.items():
         path = folder / name
         load_weights(getattr(model, attribute), load_file(path), str(path))
+
+
+def load_train_checkpoint(path: str | Path, needed: Collection[str] = ("models", "options", "metrics")) -> dict:
+    """A checkpoint train.py wrote, with the ``needed`` entries, refused once, naming all that is missing
+    or malformed, before any of it is used."""
+    state = load_file(path)
+    if not isinstance(state, dict) or not set(needed) <= state.keys():
+        raise UserError(f"{path}: not a GRLNet checkpoint written by train.py (the release's three .pth "
+                        "files are scored with test.py --model_dir)")
+    problems = train_checkpoint_problems(state)
+    if problems:
+        raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
+    return state
 
 
 def train_checkpoint_problems(state: dict) -> list[str]:

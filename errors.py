@@ -8,6 +8,10 @@ class UserError(Exception):
     """An expected problem with the user's input; the scripts print its message without a traceback."""
 
 
+class DivergedError(UserError):
+    """A loss became NaN or infinite (the scripts exit with status 3)."""
+
+
 def make_folder(path: str | Path, what: str) -> Path:
     """Create an output folder (and its parents), or say which path cannot be one and why."""
     path = Path(path)

@@ -10,14 +10,15 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from checkpoint import load_file, load_released, load_weights, train_checkpoint_problems
+from checkpoint import load_released, load_train_checkpoint, load_weights
+from cli import configure_logging, log
 from data import load_datasets, load_unlabelled
 from errors import UserError, make_folder
-from main import configure_logging, decide, log, write_group_tables, write_scores_csv
 from metrics import format_labelled_metrics, labelled_metrics
 from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
+from results import decide, write_group_tables, write_scores_csv
 from runtime import autocast_context, place_model, resolve_device
 from scoring import score_clips
 
@@ -86,18 +87,6 @@ def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, source: str
     return resolve_presets(opt)
 
 
-def _load_train_checkpoint(path: str) -> dict:
-    """A checkpoint train.py wrote, refused once, naming what is missing, before any of it is used."""
-    state = load_file(path)
-    if not isinstance(state, dict) or "models" not in state or "options" not in state:
-        raise UserError(f"{path}: not a GRLNet checkpoint written by train.py "
-                        "(for the release's three .pth files use --model_dir)")
-    problems = train_checkpoint_problems(state)
-    if problems:
-        raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
-    return state
-
-
 class Restored(NamedTuple):
     """What test.py scores with: the networks, the resolved options, and from a checkpoint its last
     decision threshold and where that comes from, its score calibration (None for the release's files
@@ -129,7 +118,7 @@ def restore(opt: argparse.Namespace) -> Restored:
     if bool(opt.checkpoint) == bool(opt.model_dir):
         raise UserError("give exactly one of --checkpoint FILE or --model_dir DIR")
     if opt.checkpoint:
-        state = _load_train_checkpoint(opt.checkpoint)
+        state = load_train_checkpoint(opt.checkpoint)
         stored = state["options"]
         opt = _merge_checkpoint_options(opt, stored, opt.checkpoint)
         model = GRLNet(network_length(opt), opt.global_filter)

@@ -1,47 +1,41 @@
 """GRLNet training: the epoch loop, evaluation after every epoch, logs, checkpoints and resuming.
 
-The step itself and its losses are in steps.py, where and how the networks run in runtime.py.
+The step itself and its losses are in steps.py, where and how the networks run in runtime.py, the
+files a run writes besides checkpoints and figures in results.py.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import logging
 import signal
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
+from checkpoint import load_train_checkpoint, load_weights, save_checkpoint
 from data import ClipSet, hold_out_for_threshold, hold_out_last, load_datasets
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
                          shutdown, wait_for_all)
-from errors import UserError, make_folder
+from cli import close_logging, configure_logging, log
+from errors import DivergedError, UserError, make_folder
 from metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
-from network import GRLNet
-from opts import RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
+from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
-from runtime import (autocast_context, build_optimizers, compile_networks, place_model, random_state, resolve_device,
+from results import write_group_tables, write_metrics_csv, write_scores_csv
+from runtime import (autocast_context, build_model, build_optimizers, compile_networks, random_state, resolve_device,
                      restore_random_state)
-from scoring import SCORE_COLUMNS, calibration_statistics, score_clips
+from scoring import calibration_statistics, score_clips
 from steps import STEP_STATS, STEPS, pseudo_anomaly_step
 
-log = logging.getLogger("grlnet")
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
-
-
-class DivergedError(UserError):
-    """A loss became NaN or infinite."""
 
 
 # ---------------------------------------------------------------- run folder and logs
@@ -65,27 +59,6 @@ def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
     configure_logging(folder / "train.log")
     (folder / "options.json").write_text(json.dumps(vars(opt), indent=2) + "\n")
     return folder
-
-
-def close_logging() -> None:
-    """Close and drop the log's handlers, so a finished run leaves no file open."""
-    for handler in log.handlers:
-        handler.close()
-    log.handlers.clear()
-
-
-def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
-    """Log plain lines to stdout and, with ``log_file``, time-stamped lines to that file."""
-    log.setLevel(level)
-    close_logging()
-    log.propagate = False
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
-    if log_file is not None:
-        to_file = logging.FileHandler(log_file, mode="a")
-        to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(to_file)
 
 
 def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, device: torch.device,
@@ -122,54 +95,6 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, 
                  "order), in their standard deviations (--calibration_clips)", opt.calibration_clips)
     log.info("run folder: %s (options.json, train.log, metrics.csv, %s, checkpoints/, figures/)",
              opt.output_dir, "scores.csv" if test is not None else "threshold_scores.csv")
-
-
-# DCASE's per-group metrics: their files, and the keys that metrics.csv leaves out
-GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
-
-
-def write_metrics_csv(history: list[dict], path: Path) -> None:
-    """metrics.csv: one row per epoch, without the confusion matrix and the per-group tables."""
-    rows = [{k: v for k, v in row.items() if k not in ("confusion", *GROUP_TABLES)} for row in history]
-    write_rows_csv(rows, path)
-
-
-def write_rows_csv(rows: list[dict], path: Path) -> None:
-    """Rows as a CSV file whose header holds every row's keys (a key a row lacks, or None: an empty cell;
-    so a run resumed by a version that logs more columns keeps its earlier rows)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_group_tables(metrics: dict, folder: Path) -> None:
-    """DCASE's per-group metrics, where the test names give groups: machine_ids.csv (2020 names; its
-    last row the average, as in the DCASE 2020 baseline's result.csv), sections.csv (2021-2024 names)."""
-    if "machine_ids" in metrics:
-        average = {"id": "average", "auc": metrics["id_average_auc"], "pauc": metrics["id_average_pauc"]}
-        write_rows_csv(metrics["machine_ids"] + [average], folder / GROUP_TABLES["machine_ids"])
-    if "sections" in metrics:
-        write_rows_csv(metrics["sections"], folder / GROUP_TABLES["sections"])
-
-
-def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
-                     threshold: float | None = None) -> None:
-    """One row per clip: file, label (empty when unknown), D(x), D(regional), D(local), score, and
-    with ``threshold`` the decision at it (abnormal: score >= threshold)."""
-    decided = ("decision",) if threshold is not None else ()
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("file", "label", *SCORE_COLUMNS, *decided))
-        for i, name in enumerate(clips.names):
-            label = "" if clips.labels is None else int(clips.labels[i])
-            decision = (decide(scores["score"][i], threshold),) if decided else ()
-            writer.writerow((name, label, *(repr(float(scores[c][i])) for c in SCORE_COLUMNS), *decision))
-
-
-def decide(score: float, threshold: float) -> str:
-    """The decision at a threshold, as logs and score files write it."""
-    return "ABNORMAL" if score >= threshold else "normal"
 
 
 # ---------------------------------------------------------------- the loop
@@ -214,13 +139,7 @@ def read_resume_checkpoint(opt: argparse.Namespace, world_size: int) -> tuple[Pa
     train.py checkpoint, was saved with settings that define another run (opts.RESUME_MAY_CHANGE), or
     was saved inside an epoch by another number of processes (whose batches were other ones)."""
     path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
-    state = load_file(path)
-    if not isinstance(state, dict) or not RESUME_ENTRIES <= state.keys():
-        raise UserError(f"{path}: not a checkpoint written by train.py, so it cannot be resumed "
-                        "(the release's weight files are scored with test.py --model_dir)")
-    problems = train_checkpoint_problems(state)
-    if problems:
-        raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
+    state = load_train_checkpoint(path, RESUME_ENTRIES)
     changed = changed_options(state["options"], opt, RESUME_MAY_CHANGE)
     if changed:
         raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "
@@ -260,7 +179,7 @@ class Trainer:
         resumed = read_resume_checkpoint(opt, self.process.world_size) if opt.resume else None  # before options.json is rewritten
         self.folder = setup_run_folder(opt, self.process.is_main)
         describe_run(opt, self.train_set, self.test_set, self.device, self.process)
-        self.model = place_model(GRLNet(network_length(opt), opt.global_filter), self.device, opt)
+        self.model = build_model(opt, self.device)
         if opt.sync_batchnorm and self.process.distributed and self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.process.rank:
@@ -401,8 +320,12 @@ class Trainer:
             if self.opt.save_best and metrics["auc"] >= max(r["auc"] for r in self.history):
                 self.save("best")
                 log.info("checkpoints/best.pt updated: chosen on the TEST set by AUC (--save_best)")
-        if scores is None:
-            metrics, scores = self.evaluate()
+        if scores is None:  # resumed after the last epoch
+            _, scores = self.evaluate()
+        return self.finish(scores)
+
+    def finish(self, scores: dict) -> dict:
+        """Write the last epoch's score files, group tables and figures, and log its metrics."""
         final = self.history[-1]
         if not self.process.is_main:
             return final
@@ -454,34 +377,3 @@ def train(opt: argparse.Namespace) -> dict:
         gc.collect()
         shutdown(process)
         close_logging()
-
-
-def run_cli(main_function: Callable[[argparse.Namespace], object],
-            parse: Callable[[], argparse.Namespace], interrupted: str = "interrupted") -> None:
-    """Parse a script's options and run its body; user errors, in the options too, and running out of
-    memory print one line and exit non-zero (traceback with --debug)."""
-    opt = None
-    try:
-        opt = parse()
-        main_function(opt)
-    except (UserError, MemoryError, torch.OutOfMemoryError) as err:
-        if getattr(opt, "debug", False):
-            raise
-        close_logging()
-        message = err if isinstance(err, UserError) else out_of_memory_message(err, opt)
-        print(f"error: {message}", flush=True)
-        raise SystemExit(3 if isinstance(err, DivergedError) else 2) from None
-    except KeyboardInterrupt:  # train() saves and exits on its own; elsewhere there is nothing to keep
-        close_logging()
-        print(interrupted, flush=True)
-        raise SystemExit(130) from None
-
-
-def out_of_memory_message(err: BaseException, opt: argparse.Namespace | None) -> str:
-    """Say which memory ran out and which options size what was being allocated."""
-    where = "GPU memory" if isinstance(err, torch.OutOfMemoryError) else "memory"
-    sizes = [f"{name} {getattr(opt, name[2:])}" for name in ("--mess_length", "--segment_length", "--batch_size")
-             if getattr(opt, name[2:], None) is not None]
-    cause = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return f"out of {where} ({cause}); lower the sizes of signals or batches" + (
-        f" (now {', '.join(sizes)})" if sizes else "")

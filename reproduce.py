@@ -31,7 +31,7 @@ from typing import Sequence
 
 from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
 from errors import UserError, make_folder
-from main import run_cli
+from cli import run_cli
 from opts import non_negative_int, positive_int
 from repro.protocols import PROTOCOLS, Protocol
 from repro.report import plot_auc_per_epoch, plot_score_distributions, results_latex, results_markdown

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from distributed import Process
 from errors import UserError
 from network import GRLNet, use_channels_last
+from opts import network_length
 from steps import Networks
 
 log = logging.getLogger("grlnet")
@@ -49,6 +50,11 @@ def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextli
     if device.type == "cuda" and opt.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def build_model(opt: argparse.Namespace, device: torch.device) -> GRLNet:
+    """GRLNet as the options define it (the window or signal length, the filter layer), on ``device``."""
+    return place_model(GRLNet(network_length(opt), opt.global_filter), device, opt)
 
 
 def place_model(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> GRLNet:

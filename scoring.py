@@ -48,7 +48,7 @@ def outputs_per_window(model: GRLNet, clips: ClipSet, opt, device: torch.device,
     return outputs, clip_index
 
 
-def window_outputs(model: GRLNet, clips: ClipSet, opt, device: torch.device,
+def clip_outputs(model: GRLNet, clips: ClipSet, opt, device: torch.device,
                    autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """D(x), D(R(x)), D(Lo(x)) per clip, [N, 3] float64: the mean over each clip's windows."""
     outputs, clip_index = outputs_per_window(model, clips, opt, device, autocast)
@@ -76,7 +76,7 @@ def score_clips(model: GRLNet, clips: ClipSet, opt, device: torch.device,
     """
     mine = list(range(process.rank, len(clips), process.world_size))
     share = clips.part(slice(process.rank, None, process.world_size))  # views, not copies
-    gathered = gather_values((mine, window_outputs(model, share, opt, device, autocast)), process)
+    gathered = gather_values((mine, clip_outputs(model, share, opt, device, autocast)), process)
     per_clip = torch.empty(len(clips), 3, dtype=torch.float64)
     covered = torch.zeros(len(clips), dtype=torch.long)
     for indices, outputs in gathered:

@@ -5,7 +5,8 @@
     python train.py --train_root Train --train_label_path train_label.csv \\
                     --test_root Test --test_label_path test_label.csv   # the release's CSV layout
 """
-from main import run_cli, train
+from cli import run_cli
+from main import train
 from opts import parse_opts
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ is held out (every training vector trains) and a last batch of a single vector i
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-from pathlib import Path
 
 import librosa
 import numpy as np
@@ -26,10 +24,11 @@ from torch import nn
 
 from data import ClipSet, load_datasets
 from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
-from errors import UserError
-from main import run_cli, write_group_tables
+from errors import UserError, make_folder
+from cli import run_cli
 from metrics import format_labelled_metrics, labelled_metrics
 from opts import build_parser, has_labelled_test_set, positive_int, resolve_presets
+from results import write_group_tables, write_scores_csv
 from runtime import resolve_device
 
 N_MELS, N_FFT, HOP_LENGTH, POWER, FRAMES = 128, 1024, 512, 2.0, 5
@@ -138,16 +137,6 @@ def sample_rate_of(opt: argparse.Namespace) -> int:
     return rate
 
 
-def write_scores(clips: ClipSet, scores: np.ndarray, path: Path) -> None:
-    """One row per test clip: file, label, score (as GRLNet's scores.csv, one score column)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("file", "label", "score"))
-        for name, label, score in zip(clips.names, clips.labels, scores):
-            writer.writerow((name, int(label), f"{score:.8g}"))
-
-
 def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
     """Train and score the baseline on the split ``opt`` names, with GRLNet's metrics (per machine id or
     section too, for DCASE names); writes scores.csv (and machine_ids.csv or sections.csv) to ``opt.output_dir``."""
@@ -157,8 +146,9 @@ def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
     scores = score_baseline(model, test, rate)
     metrics = labelled_metrics(test.binary_labels(), scores, test.names)
     if opt.output_dir:  # None unless given: the baseline makes no run folder of its own
-        write_scores(test, scores, Path(opt.output_dir) / "scores.csv")
-        write_group_tables(metrics, Path(opt.output_dir))
+        folder = make_folder(opt.output_dir, "output folder (--output_dir)")
+        write_scores_csv(test, {"score": scores}, folder / "scores.csv")
+        write_group_tables(metrics, folder)
     return metrics
 
 

@@ -10,7 +10,7 @@ from data import hold_out_last, load_datasets
 from errors import UserError
 from network import GRLNet
 from opts import network_length, parse_opts
-from scoring import calibration_statistics, outputs_per_window, score_clips, window_outputs
+from scoring import calibration_statistics, outputs_per_window, score_clips, clip_outputs
 
 
 def tiny_sets():
@@ -41,7 +41,7 @@ def test_calibrated_score_is_the_blend_of_absolute_z_scores():
     np.testing.assert_allclose(statistics[1].numpy(), np.maximum(by_hand.std(0), 1e-6), rtol=1e-12)
 
     scores = score_clips(model, test, opt, cpu, calibration=statistics)
-    per_clip = window_outputs(model, test, opt, cpu).numpy()
+    per_clip = clip_outputs(model, test, opt, cpu).numpy()
     z = np.abs((per_clip - by_hand.mean(0)) / np.maximum(by_hand.std(0), 1e-6))
     gamma = opt.comprehensive_output_factor
     np.testing.assert_allclose(scores["score"], gamma * (z[:, 1] + z[:, 2]) + (1 - gamma) * z[:, 0], rtol=1e-10)

@@ -12,7 +12,7 @@ import torch
 from conftest import REPO, TINY, run_script
 from data import load_datasets
 from errors import UserError
-from main import run_cli
+from cli import run_cli
 from opts import parse_opts
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 

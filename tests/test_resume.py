@@ -11,10 +11,12 @@ import pytest
 import torch
 
 import main
+from cli import close_logging, run_cli
+from results import write_metrics_csv
 import steps
 from checkpoint import load_file, save_checkpoint
 from conftest import REPO, TINY, run_script
-from errors import UserError
+from errors import DivergedError, UserError
 from opts import parse_opts
 
 # 40 clips in windows of 256: 40 steps an epoch, long enough to be stopped in the middle of one.
@@ -85,12 +87,12 @@ def _diverge_at(monkeypatch, call: int, column: int, value: float) -> dict:
 def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
     calls = _diverge_at(monkeypatch, 8 + 3, 1, float("nan"))  # epoch 1 (second epoch of 8 steps), step 2
     opt = parse_opts([*TINY, "--epochs", "3", "--output_dir", str(tmp_path)])
-    with pytest.raises(main.DivergedError, match="loss_g is nan at epoch 1, step 2"):
+    with pytest.raises(DivergedError, match="loss_g is nan at epoch 1, step 2"):
         main.train(opt)
     assert load_file(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
     calls["n"] = 0
     with pytest.raises(SystemExit) as exit_info:
-        main.run_cli(main.train, lambda: parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
+        run_cli(main.train, lambda: parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
     assert exit_info.value.code == 3
 
 
@@ -98,7 +100,7 @@ def test_no_checkpoint_holds_the_diverged_step(tmp_path, monkeypatch):
     """A save due at the diverged step itself is not made: last.pt stays at the step before."""
     _diverge_at(monkeypatch, 3, 0, float("inf"))
     opt = parse_opts([*TINY, "--checkpoint_minutes", "1e-9", "--output_dir", str(tmp_path)])
-    with pytest.raises(main.DivergedError, match="loss_d is inf at epoch 0, step 2"):
+    with pytest.raises(DivergedError, match="loss_d is inf at epoch 0, step 2"):
         main.train(opt)
     state = load_file(tmp_path / "checkpoints" / "last.pt")
     assert (state["epoch"], state["step"]) == (0, 2)
@@ -156,14 +158,14 @@ def test_the_cpu_generator_of_an_earlier_versions_checkpoint_is_restored(tmp_pat
     save_checkpoint({**state, "rng": torch.get_rng_state()}, path)
     expected = torch.rand(4)
     main.Trainer(parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path), "--resume"]))
-    main.close_logging()
+    close_logging()
     assert torch.equal(torch.rand(4), expected)
 
 
 def test_resume_refuses_a_file_that_is_not_a_train_checkpoint(tmp_path):
     weights = tmp_path / "Discirminator.pth"
     torch.save({"gfl.layernorm.weight": torch.ones(256)}, weights)
-    with pytest.raises(UserError, match="Discirminator.pth: not a checkpoint written by train.py"):
+    with pytest.raises(UserError, match="Discirminator.pth: not a GRLNet checkpoint written by train.py"):
         main.train(parse_opts([*TINY, "--output_dir", str(tmp_path / "run"), "--resume", str(weights)]))
 
 
@@ -172,7 +174,7 @@ def test_metrics_csv_keeps_earlier_rows_when_a_resumed_run_logs_more_columns(tmp
     history = [{"epoch": 0, "auc": 0.5, "confusion": [[1, 0], [0, 1]]},
                {"epoch": 1, "auc": 0.75, "id_average_auc": 0.8, "confusion": [[1, 0], [0, 1]],
                 "machine_ids": [{"id": "00", "auc": 0.8, "pauc": 0.6}]}]
-    main.write_metrics_csv(history, tmp_path / "metrics.csv")
+    write_metrics_csv(history, tmp_path / "metrics.csv")
     assert (tmp_path / "metrics.csv").read_text().splitlines() == [
         "epoch,auc,id_average_auc", "0,0.5,", "1,0.75,0.8"]
 

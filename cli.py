@@ -1,0 +1,67 @@
+"""What every script shares at its edges: logging to the console and a run's log file, and running
+a script's body so that mistakes a user can fix print one line instead of a traceback."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from errors import DivergedError, UserError
+
+log = logging.getLogger("grlnet")
+
+
+def close_logging() -> None:
+    """Close and drop the log's handlers, so a finished run leaves no file open."""
+    for handler in log.handlers:
+        handler.close()
+    log.handlers.clear()
+
+
+def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
+    """Log plain lines to stdout and, with ``log_file``, time-stamped lines to that file."""
+    log.setLevel(level)
+    close_logging()
+    log.propagate = False
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if log_file is not None:
+        to_file = logging.FileHandler(log_file, mode="a")
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(to_file)
+
+
+def run_cli(main_function: Callable[[argparse.Namespace], object],
+            parse: Callable[[], argparse.Namespace], interrupted: str = "interrupted") -> None:
+    """Parse a script's options and run its body; user errors, in the options too, and running out of
+    memory print one line and exit non-zero (traceback with --debug)."""
+    opt = None
+    try:
+        opt = parse()
+        main_function(opt)
+    except (UserError, MemoryError, torch.OutOfMemoryError) as err:
+        if getattr(opt, "debug", False):
+            raise
+        close_logging()
+        message = err if isinstance(err, UserError) else out_of_memory_message(err, opt)
+        print(f"error: {message}", flush=True)
+        raise SystemExit(3 if isinstance(err, DivergedError) else 2) from None
+    except KeyboardInterrupt:  # train() saves and exits on its own; elsewhere there is nothing to keep
+        close_logging()
+        print(interrupted, flush=True)
+        raise SystemExit(130) from None
+
+
+def out_of_memory_message(err: BaseException, opt: argparse.Namespace | None) -> str:
+    """Say which memory ran out and which options size what was being allocated."""
+    where = "GPU memory" if isinstance(err, torch.OutOfMemoryError) else "memory"
+    sizes = [f"{name} {getattr(opt, name[2:])}" for name in ("--mess_length", "--segment_length", "--batch_size")
+             if getattr(opt, name[2:], None) is not None]
+    cause = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"out of {where} ({cause}); lower the sizes of signals or batches" + (
+        f" (now {', '.join(sizes)})" if sizes else "")
