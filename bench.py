@@ -38,7 +38,7 @@ from errors import UserError, make_folder
 from main import batch_order
 from metrics import compute_metrics
 from network import GRLNet
-from opts import non_negative_int, parse_opts, positive_int
+from opts import non_negative_int, parse_opts, positive_int, positive_number, test_clip_count
 from runtime import autocast_context, build_model, build_optimizers, compile_networks, resolve_device
 from scoring import score_clips
 from steps import Networks, released_step, standard_step
@@ -67,13 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="batch sizes to measure, 2 among them (default 2 8 on CUDA, 2 on CPU)")
     p.add_argument("--steps", type=positive_int, default=None,
                    help="timed steps (default 20 on CUDA, 5 on CPU)")
-    p.add_argument("--warmup", type=int, default=None,
+    p.add_argument("--warmup", type=non_negative_int, default=None,
                    help="untimed steps first, compilation included (default 5 on CUDA, 1 on CPU)")
     p.add_argument("--clips", type=positive_int, default=32, help="training CSV files (default 32)")
-    p.add_argument("--test_clips", type=positive_int, default=64,
+    p.add_argument("--test_clips", type=test_clip_count, default=64,
                    help="test CSV files for --check_equivalence, half normal, half abnormal "
                         "(default 64; 2 without the check)")
-    p.add_argument("--peak_tflops", type=float, default=989.0,
+    p.add_argument("--peak_tflops", type=positive_number, default=989.0,
                    help="assumed bf16 peak of the GPU in TFLOP/s (default 989: H100 SXM dense bf16)")
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="write a torch.profiler table per path to DIR/profile_<path>.txt")
@@ -89,14 +89,10 @@ def resolve_defaults(args: argparse.Namespace, device: torch.device) -> argparse
     for name, value in DEFAULTS[device.type].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
     if PAPER_BATCH not in args.batch_sizes:
         raise UserError(f"--batch_sizes must include {PAPER_BATCH}: the ratio line is at the paper's batch")
     if args.clips < max(args.batch_sizes):
         raise UserError(f"--clips {args.clips} is fewer than the largest batch size {max(args.batch_sizes)}")
-    if args.test_clips < 2:
-        raise UserError("--test_clips must be >= 2: the test set needs a normal and an abnormal clip")
     if args.profile is not None:
         make_folder(args.profile, "profile folder (--profile)")
     return args

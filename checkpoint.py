@@ -114,7 +114,7 @@ def load_weights(module: nn.Module, state_dict: dict, source: str) -> None:
     module.load_state_dict(state_dict)
 
 
-def load_released(model, model_dir: str | Path) -> None:
+def load_released(model: nn.Module, model_dir: str | Path) -> None:
     """Load the authors' three state-dict files into a GRLNet built with the released filter layer."""
     folder = Path(model_dir)
     for attribute, name in RELEASED_FILES.items():

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def init_process(device_type: str) -> Process:
     return process
 
 
-def broadcast_value(value, process: Process):
+def broadcast_value(value: T, process: Process) -> T:
     """Rank 0's value of a picklable object, on every rank."""
     if not process.distributed:
         return value
@@ -50,7 +53,7 @@ def broadcast_value(value, process: Process):
     return box[0]
 
 
-def gather_values(values, process: Process) -> list:
+def gather_values(values: T, process: Process) -> list[T]:
     """Every rank's value of a picklable object, in rank order, on every rank."""
     if not process.distributed:
         return [values]

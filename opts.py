@@ -75,10 +75,10 @@ def _int_at_least(minimum: int, expected: str, name: str) -> Callable[[str], int
 # Also used by bench.py, reproduce.py and the baseline.
 positive_int = _int_at_least(1, "a positive integer", "positive_int")
 non_negative_int = _int_at_least(0, "an integer >= 0", "non_negative_int")  # seeds, counts that may be 0
-_test_clip_count = _int_at_least(2, "at least 2 (a normal and a cavitation clip)", "test_clip_count")
+test_clip_count = _int_at_least(2, "at least 2 (a normal and an abnormal clip)", "test_clip_count")
 
 
-def _learning_rate(value: str) -> float:
+def positive_number(value: str) -> float:
     number = float(value)
     if not (math.isfinite(number) and number > 0):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
@@ -151,10 +151,10 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                       help="signals are cut or zero-padded to this many samples "
                            f"(release layout {RELEASE_PRESET['mess_length']}, WAV "
                            f"{WAV_PRESET['mess_length']}, demo {DEMO_PRESET['mess_length']})")
-    data.add_argument("--segment_length", type=int, default=None,
+    data.add_argument("--segment_length", type=non_negative_int, default=None,
                       help="cut each signal into windows of this length (0: whole signal); "
                            "a clip's score is the mean of its windows'")
-    data.add_argument("--segment_hop", type=int, default=None,
+    data.add_argument("--segment_hop", type=non_negative_int, default=None,
                       help="hop between windows (0: equal to --segment_length)")
     data.add_argument("--threshold_clips", type=positive_int, default=None,
                       help="no labelled test set (--train_root alone): hold the last N normal training clips "
@@ -165,7 +165,7 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                            "clips' scores, so about 1 - q of normal recordings are flagged")
     data.add_argument("--synthetic_train_clips", type=positive_int, default=64,
                       help="embedded data set: normal training clips")
-    data.add_argument("--synthetic_test_clips", type=_test_clip_count, default=40,
+    data.add_argument("--synthetic_test_clips", type=test_clip_count, default=40,
                       help="embedded data set: test clips (half normal, half cavitation)")
 
     model = p.add_argument_group("model and training")
@@ -177,9 +177,9 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     model.add_argument("--noise", choices=("snr", "released"), default="snr",
                        help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
     model.add_argument("--snr", type=_decibels, default=2.0, help="signal-to-noise ratio of the input noise (dB)")
-    model.add_argument("--r_g_net_learning_rate", type=_learning_rate, default=0.001)
-    model.add_argument("--l_g_net_learning_rate", type=_learning_rate, default=0.001)
-    model.add_argument("--d_net_learning_rate", type=_learning_rate, default=0.0001)
+    model.add_argument("--r_g_net_learning_rate", type=positive_number, default=0.001)
+    model.add_argument("--l_g_net_learning_rate", type=positive_number, default=0.001)
+    model.add_argument("--d_net_learning_rate", type=positive_number, default=0.0001)
     model.add_argument("--alpha", type=_fraction, default=0.5, help="weight of D's real term")
     model.add_argument("--adversarial_training_factor", type=_fraction, default=0.5,
                        help="weight of G's adversarial term against its reconstruction term")
@@ -265,8 +265,6 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         opt.device = "cuda"
     if opt.test_drop_last:
         print("warning: --test_drop_last is ignored; every test item is scored", file=sys.stderr)
-    if opt.segment_length < 0 or opt.segment_hop < 0:
-        raise UserError("--segment_length and --segment_hop must be >= 0")
     if opt.segment_length and opt.segment_hop == 0:
         opt.segment_hop = opt.segment_length
     if opt.segment_length > opt.mess_length:

@@ -202,7 +202,7 @@ def plot_reconstructions(examples_npz: str | Path, out_png: str | Path) -> None:
         if missing:
             raise UserError(f"{examples_npz}: missing arrays {', '.join(missing)}")
         examples = {key: stored[key] for key in stored.files}
-    rate = float(examples["sample_rate"])
+    rate, time_label, frequency_label = axis_units(float(examples["sample_rate"]))
     with styled_figure(out_png, 2, 2, figsize=(11, 6.5)) as (fig, axes):
         for row, kind in zip(axes, ("normal", "abnormal")):
             for signal, (color, style) in SIGNAL_STYLES.items():
@@ -212,14 +212,22 @@ def plot_reconstructions(examples_npz: str | Path, out_png: str | Path) -> None:
                             linewidth=1, label=label)
                 row[1].plot(*_spectrum_db(values, rate), color=color, linestyle=style, linewidth=1,
                             label=label)
-            row[0].set(xlabel="time (s)", ylabel="amplitude", title=f"{kind} window: waveform")
-            row[1].set(xlabel="frequency (Hz)", ylabel="magnitude (dB)", title=f"{kind} window: spectrum")
+            row[0].set(xlabel=time_label, ylabel="amplitude", title=f"{kind} window: waveform")
+            row[1].set(xlabel=frequency_label, ylabel="magnitude (dB)", title=f"{kind} window: spectrum")
         fig.tight_layout(rect=(0, 0, 1, 0.95))
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=3, frameon=False)
 
 
+def axis_units(sample_rate: float) -> tuple[float, str, str]:
+    """The rate to divide sample indices by and the time and frequency axes' labels: seconds and Hz, or
+    samples and cycles per sample where the rate is unknown (0: the release's CSV files carry none)."""
+    if sample_rate > 0:
+        return sample_rate, "time (s)", "frequency (Hz)"
+    return 1.0, "time (samples)", "frequency (cycles per sample)"
+
+
 def _spectrum_db(values: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies (Hz) and magnitude (dB re 1) of a signal's real FFT."""
+    """Frequencies (in units of ``rate``) and magnitude (dB re 1) of a signal's real FFT."""
     magnitude = np.abs(np.fft.rfft(values))
     return np.fft.rfftfreq(len(values), d=1 / rate), 20 * np.log10(magnitude + 1e-12)
 
@@ -242,7 +250,7 @@ def save_reconstruction_examples(model: GRLNet, clips: ClipSet, opt: argparse.Na
     arrays = {f"{signal}_{kind}": outputs[signal][row, 0].float().cpu().numpy()
               for signal in SIGNAL_STYLES for row, kind in enumerate(("normal", "abnormal"))}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, sample_rate=getattr(opt, "detected_sample_rate", None) or 16000, **arrays)
+    np.savez(path, sample_rate=getattr(opt, "detected_sample_rate", None) or 0, **arrays)  # 0: unknown
 
 
 def _first_window(clips: ClipSet, index: int, opt: argparse.Namespace) -> torch.Tensor:

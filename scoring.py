@@ -5,6 +5,7 @@ distance from those clips' values, in their standard deviations, on either side.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 
 import numpy as np
@@ -26,7 +27,7 @@ def blend(d_real: torch.Tensor, d_regional: torch.Tensor, d_local: torch.Tensor,
 
 
 @torch.no_grad()
-def outputs_per_window(model: GRLNet, clips: ClipSet, opt, device: torch.device,
+def outputs_per_window(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                        autocast: contextlib.AbstractContextManager | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """D(x), D(R(x)), D(Lo(x)) of every window, [W, 3] float64, and each window's clip index [W].
@@ -48,7 +49,7 @@ def outputs_per_window(model: GRLNet, clips: ClipSet, opt, device: torch.device,
     return outputs, clip_index
 
 
-def clip_outputs(model: GRLNet, clips: ClipSet, opt, device: torch.device,
+def clip_outputs(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                    autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """D(x), D(R(x)), D(Lo(x)) per clip, [N, 3] float64: the mean over each clip's windows."""
     outputs, clip_index = outputs_per_window(model, clips, opt, device, autocast)
@@ -56,7 +57,7 @@ def clip_outputs(model: GRLNet, clips: ClipSet, opt, device: torch.device,
     return per_clip / torch.bincount(clip_index, minlength=len(clips)).unsqueeze(1)
 
 
-def calibration_statistics(model: GRLNet, held_out: ClipSet, opt, device: torch.device,
+def calibration_statistics(model: GRLNet, held_out: ClipSet, opt: argparse.Namespace, device: torch.device,
                            autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
     """Mean and standard deviation of D(x), D(R(x)), D(Lo(x)) over the windows of held-out normal
     clips, [2, 3] float64; the deviation is floored at ``MIN_SPREAD``."""
@@ -64,7 +65,7 @@ def calibration_statistics(model: GRLNet, held_out: ClipSet, opt, device: torch.
     return torch.stack([outputs.mean(0), outputs.std(0, correction=0).clamp_min(MIN_SPREAD)])
 
 
-def score_clips(model: GRLNet, clips: ClipSet, opt, device: torch.device,
+def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                 autocast: contextlib.AbstractContextManager | None = None,
                 process: Process = Process(), calibration: torch.Tensor | None = None
                 ) -> dict[str, np.ndarray]:

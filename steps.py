@@ -67,7 +67,7 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
-                  opt: argparse.Namespace, autocast) -> torch.Tensor:
+                  opt: argparse.Namespace, autocast: contextlib.AbstractContextManager) -> torch.Tensor:
     """D on detached reconstructions, then the generators against the updated D; BCE on logits."""
     alpha, lam = opt.alpha, opt.adversarial_training_factor
 
@@ -103,7 +103,7 @@ def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
 
 
 def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
-                  opt: argparse.Namespace, autocast) -> torch.Tensor:
+                  opt: argparse.Namespace, autocast: contextlib.AbstractContextManager) -> torch.Tensor:
     """The release's step: one forward, D loss then G loss back-propagated, all three step.
 
     Reconstructions are not detached, so D's gradient is that of the D loss plus that of the
@@ -137,7 +137,7 @@ def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
 
 
 def pseudo_anomaly_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tensor,
-                        opt: argparse.Namespace, autocast) -> torch.Tensor:
+                        opt: argparse.Namespace, autocast: contextlib.AbstractContextManager) -> torch.Tensor:
     """OGNet's second phase (Zaheer et al., CVPR 2020) with the generators frozen: D learns to call
     normal windows and their reconstructions normal (0), and pseudo-anomalies made of them anomalous
     (1): reconstructions of the windows noised ``PSEUDO_ANOMALY_SNR_DROP`` dB below ``--snr``, and

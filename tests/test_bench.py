@@ -1,8 +1,10 @@
 """bench.py runs both training paths and ends with the ratio; bf16 autocast agrees with fp32."""
 import re
 
+import pytest
 import torch
 
+import bench
 from conftest import run_script
 from network import GRLNet
 
@@ -20,6 +22,17 @@ def test_bench_prints_both_paths_and_the_ratio_last():
     assert re.fullmatch(r"ratio (\d+\.?\d*(e[-+]?\d+)?)", lines[-1]) and float(lines[-1].split()[1]) > 0
     for path in ("release", "fast"):
         assert any(line.startswith(path) and "samples/s" in line for line in lines), result.stdout
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--peak_tflops", "0"], "argument --peak_tflops: expected a finite number > 0, got 0"),
+    (["--warmup", "-1"], "argument --warmup: expected an integer >= 0, got -1"),
+    (["--test_clips", "1"], "argument --test_clips: expected at least 2"),
+])
+def test_bench_refuses_bad_values_where_they_are_parsed(options, message, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(options)
+    assert message in capsys.readouterr().err
 
 
 def _relative_l2(reference: torch.Tensor, other: torch.Tensor) -> float:

@@ -156,6 +156,7 @@ def test_sample_rates_must_agree_across_training_and_test_sets(tmp_path):
     (["--instance_noise_snr=-inf"], "argument --instance_noise_snr: expected a level in dB"),
     (["--threshold", "inf"], "argument --threshold: expected a finite number, got inf"),
     (["--synthetic_test_clips", "1"], "argument --synthetic_test_clips: expected at least 2"),
+    (["--segment_hop", "-1"], "argument --segment_hop: expected an integer >= 0, got -1"),
     (["--checkpoint_minutes", "-1"], "argument --checkpoint_minutes: expected a finite number of minutes >= 0"),
     (["--checkpoint_minutes", "nan"], "argument --checkpoint_minutes: expected a finite number of minutes"),
     (["--epoch", "2"], "unrecognized arguments: --epoch 2"),  # no abbreviations: reproduce.py checks names

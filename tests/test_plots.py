@@ -125,6 +125,19 @@ def test_redraw_rejects_a_folder_without_inputs(tmp_path):
         plots.redraw(tmp_path)
 
 
+def test_axes_are_in_samples_where_the_sample_rate_is_unknown(tmp_path):
+    assert plots.axis_units(8000.0) == (8000.0, "time (s)", "frequency (Hz)")
+    assert plots.axis_units(0.0) == (1.0, "time (samples)", "frequency (cycles per sample)")
+    clips = ClipSet(["normal", "abnormal"], np.random.default_rng(2).normal(size=(2, 64)).astype(np.float32),
+                    np.array([0, 1]))
+    opt = argparse.Namespace(segment_length=0, segment_hop=0, detected_sample_rate=None)  # CSV data
+    plots.save_reconstruction_examples(GRLNet(64), clips, opt, torch.device("cpu"),
+                                       tmp_path / "figures" / "examples.npz")
+    with np.load(tmp_path / "figures" / "examples.npz") as stored:
+        assert float(stored["sample_rate"]) == 0
+    assert plots.redraw(tmp_path) == [tmp_path / "figures" / "reconstructions.png"]
+
+
 def test_saved_examples_are_first_windows_and_redraw(tmp_path):
     torch.manual_seed(0)
     signals = np.random.default_rng(1).normal(size=(4, 128)).astype(np.float32)

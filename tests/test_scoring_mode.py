@@ -5,7 +5,7 @@ import io
 import torch
 
 from conftest import run_script
-from progress import bars_enabled
+from progress import progress
 from test_data import tone, write_wav
 
 
@@ -15,9 +15,9 @@ class _Terminal(io.StringIO):
 
 
 def test_bars_only_on_a_terminal_and_never_when_quiet():
-    assert bars_enabled(False, _Terminal())
-    assert not bars_enabled(True, _Terminal())
-    assert not bars_enabled(False, io.StringIO())
+    assert not progress(range(3), quiet=False, file=_Terminal()).disable
+    assert progress(range(3), quiet=True, file=_Terminal()).disable
+    assert progress(range(3), quiet=False, file=io.StringIO()).disable
 
 
 def _scores(path) -> dict[str, float]:

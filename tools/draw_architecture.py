@@ -1,6 +1,6 @@
 """Draw our own diagram of the GRLNet architecture (matplotlib boxes and arrows) to Image/architecture.png.
 
-    python tools/draw_architecture.py [OUT_PNG]
+    python -m tools.draw_architecture [OUT_PNG]
 """
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only bac
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.patches import Circle, FancyBboxPatch  # noqa: E402
 
+from network import DISCRIMINATOR_KERNEL, DISCRIMINATOR_STRIDE, LOCAL_KERNEL, REGIONAL_KERNEL  # noqa: E402
+
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "Image" / "architecture.png"
 COLORS = {"filter": "#e4d7f5", "encoder": "#d6e6f5", "decoder": "#d8f0d8", "disc": "#fde2c8",
           "data": "#f2f2f2", "container": "#ffffff"}
 FONT = 9
 # Layout in data units: the figure is 200 x 100 units, 20 x 10 inches.
-GENERATORS = (("R", 7, "Regional generator R: wide receptive field"),  # name, kernel, title
-              ("Lo", 3, "Local generator Lo: fine detail"))
+GENERATORS = (("R", REGIONAL_KERNEL, "Regional generator R: wide receptive field"),  # name, kernel, title
+              ("Lo", LOCAL_KERNEL, "Local generator Lo: fine detail"))
 GEN_ROWS = {"R": 64, "Lo": 22}  # bottom of each generator's frame
 GEN_HEIGHT, BLOCK_Y, BLOCK_H = 25, 3, 15  # frame height; inner blocks' offset and height in the frame
 GEN_BLOCK_X, GEN_BLOCK_W = (38, 60, 82), 18
@@ -28,7 +30,8 @@ RECON_X, RECON_W = 105, 13
 D_FRAME = (128, 22, 70, 66)  # x, y, width, height
 D_BLOCKS = (  # x, width, colour, text of each stage of D, left to right
     (130, 15, "filter", "global filter layer\n\nLayerNorm\n→ FFT → |·|\n\n(own LayerNorm\nweights)"),
-    (149, 17, "disc", "4 strided convs\nk = 5, stride 2\n\n64 → 128\n→ 256 → 512 ch\n(BN, ReLU)"),
+    (149, 17, "disc", f"4 strided convs\nk = {DISCRIMINATOR_KERNEL}, stride {DISCRIMINATOR_STRIDE}\n\n64 → 128\n"
+                      "→ 256 → 512 ch\n(BN, ReLU)"),
     (170, 10, "disc", "flatten\n→ linear\n→ 1"),
     (184, 12, "disc", "sigmoid"),
 )
