@@ -33,7 +33,7 @@ from results import write_group_tables, write_metrics_csv, write_scores_csv
 from runtime import (autocast_context, build_model, build_optimizers, compile_networks, random_state, resolve_device,
                      restore_random_state)
 from scoring import calibration_statistics, score_clips
-from steps import STEP_STATS, STEPS, pseudo_anomaly_step
+from steps import LOSSES, STEP_STATS, STEPS, pseudo_anomaly_step
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
 
@@ -116,11 +116,19 @@ def batch_order(count: int, opt: argparse.Namespace, epoch: int, process: Proces
 
 def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int) -> None:
     """Stop on the first step whose losses are NaN or infinite, naming it and the loss."""
-    bad = ~torch.isfinite(step_stats[:, :3])
+    bad = ~torch.isfinite(step_stats[:, :len(LOSSES)])
     if bad.any():
         row, column = map(int, bad.nonzero()[0])
         raise DivergedError(f"training diverged: {STEP_STATS[column]} is {step_stats[row, column].item()} "
                             f"at epoch {epoch}, step {first_step + row}; the last good checkpoint is kept")
+
+
+def progress_postfix(step_stats: torch.Tensor) -> dict[str, str]:
+    """A step's losses and D's mean outputs on real signals and reconstructions, for the progress bar."""
+    stats = dict(zip(STEP_STATS, step_stats.tolist()))
+    shown = {"loss_d": stats["loss_d"], "loss_g": stats["loss_g"], "D(real)": stats["d_real"],
+             "D(rec)": (stats["d_regional"] + stats["d_local"]) / 2}
+    return {name: f"{value:.3g}" for name, value in shown.items()}
 
 
 def padded_step_stats(saved: torch.Tensor) -> torch.Tensor:
@@ -260,9 +268,7 @@ class Trainer:
                 recent = self.step_stats[checked:self.step].cpu()
                 check_finite(recent, self.epoch, checked)  # before any save: no checkpoint holds a diverged step
                 checked = self.step
-                bar.set_postfix({k: f"{v:.3g}" for k, v in zip(
-                    ("loss_d", "loss_g", "D(real)", "D(rec)"),
-                    (*recent[-1, :2].tolist(), recent[-1, 3].item(), recent[-1, 4:6].mean().item()))})
+                bar.set_postfix(progress_postfix(recent[-1]))
             if save_due:
                 self.save()
         check_finite(self.step_stats[checked:self.step].cpu(), self.epoch, checked)  # before an interrupt's save

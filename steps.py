@@ -21,8 +21,8 @@ from opts import PSEUDO_ANOMALY_SNR_DROP
 
 # Per-step statistics, in the order every step returns them: the losses, the mean D outputs on the input
 # and on the two reconstructions, and the L2 norm of the gradient each network's optimizer stepped on.
-STEP_STATS = ("loss_d", "loss_g", "loss_rec", "d_real", "d_regional", "d_local",
-              "grad_d", "grad_regional", "grad_local")
+LOSSES = ("loss_d", "loss_g", "loss_rec")
+STEP_STATS = (*LOSSES, "d_real", "d_regional", "d_local", "grad_d", "grad_regional", "grad_local")
 
 
 @dataclass
