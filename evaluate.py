@@ -182,7 +182,8 @@ def test(opt: argparse.Namespace) -> dict | None:
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_group_tables(metrics, folder)
     save_reconstruction_examples(model, test_set, opt, device, folder / "figures" / "examples.npz")
-    redraw(folder)
-    log.info("%d test clips scored; scores.csv and metrics.json in %s", len(test_set), folder)
+    figures = redraw(folder)
+    log.info("%d test clips scored; in %s: scores.csv, metrics.json, test.log, figures/ (%s)", len(test_set),
+             folder, ", ".join(p.name for p in figures))
     log.info(format_labelled_metrics(metrics))
     return metrics

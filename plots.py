@@ -124,7 +124,8 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
         for ax in axes:
             ax.legend(loc="best")
         axes[-1].set_xlabel("epoch")
-        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes[-1].set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)  # whole epochs, one epoch included
         axes[0].set_title("GRLNet training, per epoch")
         fig.align_ylabels(axes)
 
@@ -157,7 +158,7 @@ def draw_class_histograms(ax: plt.Axes, labels: np.ndarray, scores: np.ndarray, 
         color, hatch = CLASS_STYLES[name]
         ax.hist(scores[labels == value], bins=edges, color=color, alpha=0.35, hatch=hatch,
                 edgecolor=color, label=f"{name} ({int((labels == value).sum())})")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
 def plot_score_histograms(scores_csv: str | Path, out_png: str | Path) -> None:
@@ -212,10 +213,21 @@ def plot_reconstructions(examples_npz: str | Path, out_png: str | Path) -> None:
                             linewidth=1, label=label)
                 row[1].plot(*_spectrum_db(values, rate), color=color, linestyle=style, linewidth=1,
                             label=label)
-            row[0].set(xlabel=time_label, ylabel="amplitude", title=f"{kind} window: waveform")
+            errors = ", ".join(f"{signal} {relative_error(examples[f'input_{kind}'], examples[f'{signal}_{kind}']):.2g}"
+                               for signal in ("regional", "local"))
+            row[0].set(xlabel=time_label, ylabel="amplitude",
+                       title=f"{kind} window: waveform (relative error {errors})")
             row[1].set(xlabel=frequency_label, ylabel="magnitude (dB)", title=f"{kind} window: spectrum")
-        fig.tight_layout(rect=(0, 0, 1, 0.95))
+        fig.text(0.5, 0.01, "The networks as saved, in eval mode, without input noise. The generators are trained "
+                 "against D as well as on the squared error,\nand the score is D's alone, so a reconstruction "
+                 "may be far from its input (relative error 1 = as far as silence).", ha="center", fontsize=8)
+        fig.tight_layout(rect=(0, 0.05, 1, 0.95))
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=3, frameon=False)
+
+
+def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
+    """||other - reference|| / ||reference||: 0 for a perfect reconstruction, 1 for silence."""
+    return float(np.linalg.norm(other - reference) / max(np.linalg.norm(reference), np.finfo(np.float32).tiny))
 
 
 def axis_units(sample_rate: float) -> tuple[float, str, str]:

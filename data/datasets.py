@@ -70,12 +70,18 @@ def _read(path: Path, opt: argparse.Namespace, rates: dict[int, Path]) -> np.nda
     return signal
 
 
-def _warn_mostly_padding(short: list[tuple[Path, int]], total: int, what: str, mess_length: int) -> None:
-    """One warning for the clips that are more than half zero padding (they score mostly silence)."""
+def _warn_about_lengths(lengths: list[tuple[Path, int]], what: str, mess_length: int) -> None:
+    """One warning for the clips that are more than half zero padding (they score mostly silence), one
+    for those cut to less than half (most of each recording is never seen)."""
+    short = [(path, n) for path, n in lengths if 2 * n < mess_length]
+    long = [(path, n) for path, n in lengths if n > 2 * mess_length]
     if short:
-        path, length = short[0]
         log.warning("warning: %d of %d %s are shorter than half of --mess_length %d and are zero-padded "
-                    "to it (the first: %s, %d samples)", len(short), total, what, mess_length, path, length)
+                    "to it (the first: %s, %d samples)", len(short), len(lengths), what, mess_length, *short[0])
+    if long:
+        log.warning("warning: %d of %d %s are more than twice --mess_length %d; only their first %d samples "
+                    "are used (the first: %s, %d samples)", len(long), len(lengths), what, mess_length,
+                    mess_length, *long[0])
 
 
 def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
@@ -84,13 +90,12 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
 
     ``rates`` maps each sample rate seen so far in the run to its first file: all must agree.
     """
-    signals, short, rates = [], [], {} if rates is None else rates
+    signals, lengths, rates = [], [], {} if rates is None else rates
     for path, _ in progress(items, desc=f"reading {what}", unit="file", quiet=opt.quiet):
         signal = _read(path, opt, rates)
-        if 2 * signal.shape[0] < opt.mess_length:
-            short.append((path, signal.shape[0]))
+        lengths.append((path, signal.shape[0]))
         signals.append(fit_length(signal, opt.mess_length))
-    _warn_mostly_padding(short, len(items), what, opt.mess_length)
+    _warn_about_lengths(lengths, what, opt.mess_length)
     opt.detected_sample_rate = next(iter(rates), opt.sample_rate)
     labels = np.array([label for _, label in items], dtype=np.int64)
     return ClipSet([str(path) for path, _ in items], np.stack(signals).astype(np.float32), labels)

@@ -131,7 +131,8 @@ def plot_auc_per_epoch(results: dict, path: Path) -> None:
                 ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
                 ax.set(title=f"{LABELS[method]}\n{task_name}", xlabel="epoch", ylabel="test AUC",
                        ylim=(-0.02, 1.02))
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+                ax.set_xlim(0.5, max(len(run["auc_per_epoch"]) for run in task["methods"][method]["runs"]) + 0.5)
                 ax.legend()
         fig.tight_layout()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402  (after the thread setting)
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# A suite started in the background by a shell without job control (`pytest &` in a script) inherits
+# SIGINT ignored, and so would every script it starts; the tests that stop runs with SIGINT need it
+# delivered. A Python handler here is reset to the default in the scripts, which then install their own.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

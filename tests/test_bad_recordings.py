@@ -191,6 +191,19 @@ def test_one_warning_for_clips_mostly_zero_padding(tmp_path, caplog, monkeypatch
     assert len(train_set) == 1 and not test_set.signals[0, 300:].any()  # padded, as the release does
 
 
+def test_one_warning_for_clips_cut_to_less_than_half(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("grlnet"), "propagate", True)
+    root = write_mimii_set(tmp_path)
+    first = write_wav(root / "normal" / "1.wav", tone(seconds=0.3))  # 4800 samples
+    write_wav(root / "abnormal" / "1.wav", tone(seconds=0.128, frequency=900))  # 2048: exactly twice
+    with caplog.at_level(logging.WARNING, logger="grlnet.data"):
+        _, test_set = _load_wav(root)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: 1 of 3 test files are more than twice --mess_length 1024; only their first 1024 samples "
+        f"are used (the first: {first}, 4800 samples)"]
+    np.testing.assert_allclose(test_set.signals[0], tone(seconds=0.3)[:1024], atol=2 ** -15)  # 16-bit PCM
+
+
 def test_whole_signal_windows_keep_short_clips_with_the_warning(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(logging.getLogger("grlnet"), "propagate", True)
     root = write_mimii_set(tmp_path)

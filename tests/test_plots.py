@@ -125,6 +125,14 @@ def test_redraw_rejects_a_folder_without_inputs(tmp_path):
         plots.redraw(tmp_path)
 
 
+def test_relative_error_of_a_reconstruction_by_hand():
+    reference = np.array([3.0, 4.0])  # norm 5
+    assert plots.relative_error(reference, reference) == 0
+    assert plots.relative_error(reference, np.zeros(2)) == 1  # silence
+    assert plots.relative_error(reference, np.array([6.0, 8.0])) == pytest.approx(1.0)
+    assert plots.relative_error(reference, np.array([3.0, -1.0])) == pytest.approx(1.0)  # |(0, -5)| / 5
+
+
 def test_axes_are_in_samples_where_the_sample_rate_is_unknown(tmp_path):
     assert plots.axis_units(8000.0) == (8000.0, "time (s)", "frequency (Hz)")
     assert plots.axis_units(0.0) == (1.0, "time (samples)", "frequency (cycles per sample)")
