@@ -38,7 +38,7 @@ from errors import UserError, make_folder
 from main import batch_order
 from metrics import compute_metrics
 from network import GRLNet
-from opts import non_negative_int, parse_opts, positive_int, positive_number, test_clip_count
+from opts import non_negative_int, parse_opts, positive_int, positive_number, seed_value, test_clip_count
 from runtime import autocast_context, build_model, build_optimizers, compile_networks, resolve_device
 from scoring import score_clips
 from steps import Networks, released_step, standard_step
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write a torch.profiler table per path to DIR/profile_<path>.txt")
     p.add_argument("--check_equivalence", action="store_true",
                    help="score the same weights with and without bf16 autocast and compare AUCs")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seeds data, networks and batch order (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seeds data, networks and batch order (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return p.parse_args(argv)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Collection
 
@@ -37,6 +38,21 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a zip-format checkpoint whose stored checksums do not match its content: torch.load does
+    not check them, so flipped bits on disk would load as silently different weights."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise UserError(f"{path}: not a readable PyTorch checkpoint (a damaged archive: {err})") from None
+    if damaged is not None:
+        raise UserError(f"{path}: corrupt, the checksum of {damaged} does not match its content (the file was "
+                        "damaged after it was written)")
 
 
 def _has_checkpoint_header(path: Path) -> bool:
@@ -77,6 +93,7 @@ def load_file(path: str | Path) -> dict:
                         f"{path / 'checkpoints' / 'last.pt'}")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
+    _check_archive(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -111,6 +128,9 @@ def load_weights(module: nn.Module, state_dict: dict, source: str) -> None:
         k = wrong[0]
         raise UserError(f"{source}: {k} has shape {tuple(state_dict[k].shape)}, expected "
                         f"{tuple(own[k].shape)}")
+    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise UserError(f"{source}: {broken[0]} holds NaN or infinite values (a diverged or damaged model)")
     module.load_state_dict(state_dict)
 
 
@@ -135,10 +155,22 @@ def load_train_checkpoint(path: str | Path, needed: Collection[str] = ("models",
     return state
 
 
+def _length_option_problems(options: dict) -> list[str]:
+    """The stored lengths the networks are rebuilt from: 'mess_length' is needed, and each must be a whole
+    number (a default filled in for a missing one would build networks of another size)."""
+    problems = [] if "mess_length" in options else ["'options' has no 'mess_length'"]
+    for name in ("mess_length", "segment_length", "segment_hop"):
+        value = options.get(name, 0)
+        if type(value) is not int or value < 0:
+            problems.append(f"option '{name}' is {value!r}, not a whole number")
+    return problems
+
+
 def train_checkpoint_problems(state: dict) -> list[str]:
     """What scoring and resuming need from a train.py checkpoint (a dict with 'models' and 'options')
     and ``state`` lacks, each in a few words."""
-    problems = [] if isinstance(state["options"], dict) else ["'options' is not a dict"]
+    problems = _length_option_problems(state["options"]) if isinstance(state["options"], dict) else [
+        "'options' is not a dict"]
     models, metrics, calibration = state["models"], state.get("metrics"), state.get("calibration")
     if not isinstance(models, dict):
         problems.append("'models' is not a dict")

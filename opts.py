@@ -61,12 +61,15 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, default: bool, help: s
     parser.add_argument(f"--no-{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
-def _int_at_least(minimum: int, expected: str, name: str) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``minimum``; its error says ``expected``, argparse names it ``name``."""
+def _int_at_least(minimum: int, expected: str, name: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum`` (and <= ``maximum``); its error says ``expected``,
+    argparse names it ``name``."""
     def parse(value: str) -> int:
         number = int(value)
         if number < minimum:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        if maximum is not None and number > maximum:
+            raise argparse.ArgumentTypeError(f"expected at most {maximum}, got {value}")
         return number
     parse.__name__ = name
     return parse
@@ -75,6 +78,7 @@ def _int_at_least(minimum: int, expected: str, name: str) -> Callable[[str], int
 # Also used by bench.py, reproduce.py and the baseline.
 positive_int = _int_at_least(1, "a positive integer", "positive_int")
 non_negative_int = _int_at_least(0, "an integer >= 0", "non_negative_int")  # seeds, counts that may be 0
+seed_value = _int_at_least(0, "an integer >= 0", "seed_value", maximum=2**31 - 1)  # torch's and numpy's seeds
 test_clip_count = _int_at_least(2, "at least 2 (a normal and an abnormal clip)", "test_clip_count")
 
 
@@ -85,10 +89,24 @@ def positive_number(value: str) -> float:
     return number
 
 
+MAX_DECIBELS = 300.0  # 10 ** (dB / 10) stays a finite float64 well beyond it; any real SNR lies far inside
+
+
 def _decibels(value: str) -> float:
+    """A noise level in dB, or inf: no noise."""
     number = float(value)
-    if math.isnan(number) or number == -math.inf:
-        raise argparse.ArgumentTypeError(f"expected a level in dB (inf: no noise), got {value}")
+    if not (abs(number) <= MAX_DECIBELS or number == math.inf):
+        raise argparse.ArgumentTypeError(f"expected a level in dB between -{MAX_DECIBELS:g} and {MAX_DECIBELS:g} "
+                                         f"(inf: no noise), got {value}")
+    return number
+
+
+def _finite_decibels(value: str) -> float:
+    """A noise level in dB that adds noise (an option that is off by default has no 'inf')."""
+    number = float(value)
+    if not abs(number) <= MAX_DECIBELS:
+        raise argparse.ArgumentTypeError(f"expected a level in dB between -{MAX_DECIBELS:g} and {MAX_DECIBELS:g}, "
+                                         f"got {value}")
     return number
 
 
@@ -188,7 +206,7 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     model.add_argument("--label_smoothing", type=_smoothing, default=0.0,
                        help="one-sided label smoothing: D's target for real signals is this instead of 0 "
                             "(a D-regularisation study option, see REPRODUCTION.md)")
-    model.add_argument("--instance_noise_snr", type=_decibels, default=None, metavar="DB",
+    model.add_argument("--instance_noise_snr", type=_finite_decibels, default=None, metavar="DB",
                        help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
                             "real and reconstructed (a D-regularisation study option; off by default)")
     model.add_argument("--pseudo_anomaly_epochs", type=non_negative_int, default=0,
@@ -203,7 +221,7 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                             "deviations, on either side (a study option, see REPRODUCTION.md)")
     model.add_argument("--batch_size", type=positive_int, default=None)
     model.add_argument("--epochs", type=positive_int, default=None)
-    model.add_argument("--seed", type=non_negative_int, default=0)
+    model.add_argument("--seed", type=seed_value, default=0)
 
     run = p.add_argument_group("running")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -279,8 +297,12 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         raise UserError("--resume without a path continues the run in --output_dir; give that folder")
     if opt.resume and not opt.output_dir and Path(opt.resume).parent.name == "checkpoints":
         opt.output_dir = str(Path(opt.resume).parent.parent)  # RUN/checkpoints/last.pt continues in RUN
-    if opt.data_root and (opt.train_root or opt.test_root):
-        raise UserError("give either --data_root or --train_root/--test_root, not both")
+    if opt.data_root and (opt.train_root or opt.test_root or opt.train_label_path or opt.test_label_path):
+        raise UserError("give either --data_root or --train_root/--test_root (with label files for the "
+                        "release's CSV layout), not both")
+    if opt.train_normal_files is not None and not opt.data_root:
+        raise UserError("--train_normal_files splits the normal clips of a --data_root in the MIMII layout; "
+                        "give --data_root")
     if has_labelled_test_set(opt) and opt.threshold_clips:
         raise UserError("--threshold_clips sets the decision threshold of a run without a labelled test set; "
                         "with one (--test_root, --data_root or the embedded data) the threshold is its EER point")

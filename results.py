@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from data import ClipSet
+from errors import UserError
 
 
 # DCASE's per-group metrics: their files, and the keys that metrics.csv leaves out
 GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
+
+
+def create(path: Path) -> TextIO:
+    """``path`` opened for writing text, or an error that names it (a folder one cannot write in)."""
+    try:
+        return path.open("w", newline="")
+    except OSError as err:
+        raise UserError(f"{path}: cannot write the file there ({err.strerror})") from None
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
@@ -23,7 +33,7 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
 def write_rows_csv(rows: list[dict], path: Path) -> None:
     """Rows as a CSV file whose header holds every row's keys (a key a row lacks, or None: an empty cell;
     so a run resumed by a version that logs more columns keeps its earlier rows)."""
-    with path.open("w", newline="") as handle:
+    with create(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
@@ -44,7 +54,7 @@ def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
     """One row per clip: file, label (empty when unknown), each of ``scores``' columns (GRLNet's D(x),
     D(R(x)), D(Lo(x)) and score; the baseline's score) and, with ``threshold``, the decision at it."""
     decided = ("decision",) if threshold is not None else ()
-    with path.open("w", newline="") as handle:
+    with create(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(("file", "label", *scores, *decided))
         for i, name in enumerate(clips.names):

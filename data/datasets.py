@@ -94,7 +94,7 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
     for path, _ in progress(items, desc=f"reading {what}", unit="file", quiet=opt.quiet):
         signal = _read(path, opt, rates)
         lengths.append((path, signal.shape[0]))
-        signals.append(fit_length(signal, opt.mess_length))
+        signals.append(fit_length(signal, opt.mess_length, str(path)))
     _warn_about_lengths(lengths, what, opt.mess_length)
     opt.detected_sample_rate = next(iter(rates), opt.sample_rate)
     labels = np.array([label for _, label in items], dtype=np.int64)
@@ -106,6 +106,16 @@ def _require_normal(items: list[layouts.Item]) -> None:
     if abnormal:
         raise UserError(f"{abnormal[0]}: the training set holds {len(abnormal)} abnormal file(s); "
                         "GRLNet trains on normal recordings only")
+
+
+def _require_disjoint(train_items: list[layouts.Item], test_items: list[layouts.Item]) -> None:
+    """Refuse files that are both trained on and tested (the same file under any path to it)."""
+    trained = {path.resolve() for path, _ in train_items}
+    shared = [path for path, _ in test_items if path.resolve() in trained]
+    if shared:
+        raise UserError(f"{shared[0]}: in the training set and in the test set ({len(shared)} such files); a model "
+                        "scores its own training clips as more normal than new ones, so the metrics would flatter "
+                        "it: keep the test files out of --train_root")
 
 
 def _require_both_classes(clips: ClipSet, where: str) -> None:
@@ -158,6 +168,7 @@ def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[Cli
     train, rates = None, {}
     if need_train:
         _require_normal(train_items)
+        _require_disjoint(train_items, test_items or [])
         train = _decode(train_items, opt, "training files", rates)
     if test_items is None:
         return train, None

@@ -14,9 +14,10 @@ from errors import UserError
 
 Item = tuple[Path, int]
 RELEASE_LABELS = (0, 1, 2, 3)
-# DCASE 2020 (normal_id_00_00000000.wav) and DCASE 2021-2024 (section_00_source_test_anomaly_0001_*.wav)
+# DCASE 2020 (normal_id_00_00000000.wav) and DCASE 2021-2024 (section_00_source_test_anomaly_0001_*.wav);
+# MIMII's own files, flattened into one folder, say abnormal_id_00_* (MIMII ships them in abnormal/)
 DCASE_NAME = re.compile(r"^(?:section_(?P<section>\d+)_(?P<domain>source|target)_(?:train|test)_)?"
-                        r"(?P<label>normal|anomaly)_(?:id_(?P<machine_id>\d+)_)?", re.IGNORECASE)
+                        r"(?P<label>normal|anomaly|abnormal)_(?:id_(?P<machine_id>\d+)_)?", re.IGNORECASE)
 MIMII_FOLDERS = {"normal": 0, "abnormal": 1}
 
 
@@ -75,6 +76,9 @@ def read_labels(label_path: str | Path) -> list[int]:
     if "label" not in names:
         raise UserError(f"{path}: the label file has no 'label' column "
                         f"(columns: {', '.join(map(repr, names)) or 'none'})")
+    if names.count("label") > 1:
+        raise UserError(f"{path}: {names.count('label')} columns are named 'label'; which one labels the files "
+                        "is ambiguous")
     column, labels = names.index("label"), []
     for line, row in rows:
         if _blank(row):
@@ -90,7 +94,7 @@ def _indexed_files(folder: Path) -> dict[int, Path]:
     """The ``<index>.csv`` files by index; two names for one index (1.csv, 01.csv) are refused."""
     files: dict[int, Path] = {}
     for path in sorted(folder.glob("*.csv")):
-        if path.stem.isdigit():
+        if path.stem.isdecimal() and path.is_file():  # isdigit() would take "²", which int() refuses
             first = files.setdefault(int(path.stem), path)
             if first != path:
                 raise UserError(f"{path}: same index {int(path.stem)} as {first.name} (row i of the label "
@@ -176,6 +180,9 @@ def split_data_root(root: str | Path, train_normal_files: int | None) -> tuple[l
     """
     folder = _existing_folder(root)
     if (folder / "train").is_dir() and (folder / "test").is_dir():
+        if train_normal_files is not None:
+            raise UserError(f"{folder}: --train_normal_files splits normal/ in the MIMII layout; this folder's "
+                            "train/ and test/ (DCASE layout) are already split")
         return labelled_wav_items(folder / "train", training=True), labelled_wav_items(folder / "test")
     if not (folder / "normal").is_dir():
         raise UserError(f"{folder}: expected train/ and test/ (DCASE) or normal/ and "

@@ -16,6 +16,9 @@ from errors import UserError
 EXTENSIBLE = 0xFFFE  # WAVE_FORMAT_EXTENSIBLE: the real format tag is in the sub-format GUID
 FRAME_PER_BLOCK = {1, 3, 6, 7}  # PCM, IEEE float, A-law, mu-law: one block holds one frame
 STREAMED_SIZE = 0xFFFFFFFF  # a data size written by streaming encoders that could not seek back
+# Largest sample magnitude accepted: a signal's power (the mean square of up to ~1e6 samples, in float32)
+# stays finite below it. Audio lies in [-1, 1]; sensor values in the release's CSV files far below it.
+MAX_MAGNITUDE = 1e15
 
 
 def check_signal(signal: np.ndarray, source: str) -> np.ndarray:
@@ -26,6 +29,10 @@ def check_signal(signal: np.ndarray, source: str) -> np.ndarray:
     if bad.size:
         raise UserError(f"{source}: sample {bad[0]} is {signal[bad[0]]} (NaN or infinite values "
                         f"in {bad.size} samples)")
+    big = np.flatnonzero(np.abs(signal) > MAX_MAGNITUDE)
+    if big.size:
+        raise UserError(f"{source}: sample {big[0]} is {signal[big[0]]:g}, beyond ±{MAX_MAGNITUDE:g}, where float32 "
+                        f"arithmetic (signal power, noise) overflows ({big.size} such samples); rescale the recording")
     if signal.size == 1:
         raise UserError(f"{source}: the signal holds a single sample")
     if np.ptp(signal) == 0:
@@ -36,11 +43,16 @@ def check_signal(signal: np.ndarray, source: str) -> np.ndarray:
     return signal.astype(np.float32, copy=False)
 
 
-def fit_length(signal: np.ndarray, length: int) -> np.ndarray:
-    """Cut or zero-pad a 1-D signal to ``length`` samples, as the release does."""
-    if signal.shape[0] >= length:
-        return signal[:length]
-    return np.pad(signal, (0, length - signal.shape[0]))
+def fit_length(signal: np.ndarray, length: int, source: str) -> np.ndarray:
+    """Cut or zero-pad a 1-D signal to ``length`` samples, as the release does; refused when the part
+    kept is constant (a recording that starts with ``length`` samples of silence)."""
+    if signal.shape[0] < length:
+        return np.pad(signal, (0, length - signal.shape[0]))
+    kept = signal[:length]
+    if np.ptp(kept) == 0:
+        raise UserError(f"{source}: its first {length} samples (--mess_length), the part that is used, are all "
+                        f"{kept[0]:g}; trim the silence, or give a longer --mess_length")
+    return kept
 
 
 def read_csv_signal(path: Path) -> np.ndarray:
@@ -109,6 +121,10 @@ def _data_unit(fmt: bytes) -> tuple[str, int]:
 
 def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
     """Decode a WAV file to mono float32 in [-1, 1], resampled to ``sample_rate`` if given."""
+    if not path.exists():
+        raise UserError(f"{path}: file not found (a link to a file that is gone?)")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty")
     try:
         audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as err:

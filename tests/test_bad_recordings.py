@@ -235,3 +235,68 @@ def test_constant_csv_signal_is_refused(tmp_path):
     np.savetxt(test[0] / "2.csv", np.full(64, 3.0))
     _refused(f"{test[0] / '2.csv'}: every sample is 3 (a constant, DC-only recording; LayerNorm of a "
              "constant signal carries no information)", lambda: _load_csv(train, test))
+
+
+# ---------------------------------------------------------------- values, names and folders that slipped through
+
+@pytest.mark.parametrize("value", ["1e20", "-1e300"])
+def test_samples_beyond_float32_arithmetic_are_refused_not_reported_as_divergence(tmp_path, value):
+    train, test = _csv_sets(tmp_path)
+    samples = np.random.default_rng(5).normal(size=64)
+    np.savetxt(test[0] / "2.csv", samples)
+    (test[0] / "2.csv").write_text((test[0] / "2.csv").read_text().replace(f"{samples[9]:.18e}", value, 1))
+    _refused(f"{test[0] / '2.csv'}: sample 9 is {float(value):g}, beyond ±1e+15, where float32 arithmetic "
+             "(signal power, noise) overflows (1 such samples); rescale the recording",
+             lambda: _load_csv(train, test))
+
+
+def test_a_recording_silent_over_the_part_used_is_refused(tmp_path):
+    root = write_mimii_set(tmp_path)
+    samples = np.zeros(1600, np.float32)
+    samples[-1] = 0.5  # not constant as a whole, but its first 1024 samples (--mess_length) are
+    path = root / "normal" / "1.wav"
+    soundfile.write(path, samples, 16000, subtype="FLOAT")
+    _refused(f"{path}: its first 1024 samples (--mess_length), the part that is used, are all 0; trim the "
+             "silence, or give a longer --mess_length", lambda: _load_wav(root))
+
+
+def test_a_link_to_a_file_that_is_gone_is_named_as_such(tmp_path):
+    root = write_mimii_set(tmp_path)
+    dangling = root / "abnormal" / "1.wav"
+    dangling.symlink_to(tmp_path / "gone.wav")
+    _refused(f"{dangling}: file not found (a link to a file that is gone?)", lambda: _load_wav(root))
+
+
+def test_mimii_abnormal_names_are_abnormal_in_a_training_folder(tmp_path):
+    write_wav(tmp_path / "flat" / "normal_id_02_00000000.wav", tone())
+    abnormal = write_wav(tmp_path / "flat" / "abnormal_id_02_00000000.wav", tone(frequency=900))
+    write_wav(tmp_path / "test" / "normal_id_02_00000001.wav", tone(seed=1))
+    write_wav(tmp_path / "test" / "anomaly_id_02_00000001.wav", tone(frequency=900, seed=1))
+    with pytest.raises(UserError, match=f"^{re.escape(str(abnormal))}: the training set holds 1 abnormal file"):
+        load_datasets(parse_opts(["--train_root", str(tmp_path / "flat"), "--test_root", str(tmp_path / "test"),
+                                  "--mess_length", "1024"]))
+
+
+def test_a_file_both_trained_on_and_tested_is_refused(tmp_path):
+    root = write_mimii_set(tmp_path)
+    shared = root / "normal" / "0.wav"
+    _refused(f"{shared}: in the training set and in the test set (2 such files); a model scores its own "
+             "training clips as more normal than new ones, so the metrics would flatter it: keep the test "
+             "files out of --train_root",
+             lambda: load_datasets(parse_opts(["--train_root", str(root / "normal"), "--test_root", str(root),
+                                               "--mess_length", "1024"])))
+
+
+def test_two_label_columns_are_refused(tmp_path):
+    train, test = _csv_sets(tmp_path)
+    test[1].write_text("label,label\n0,1\n1,0\n0,1\n1,0\n")
+    _refused(f"{test[1]}: 2 columns are named 'label'; which one labels the files is ambiguous",
+             lambda: _load_csv(train, test))
+
+
+def test_a_folder_or_a_superscript_named_like_a_signal_file_is_no_signal_file(tmp_path):
+    train, test = _csv_sets(tmp_path)
+    (test[0] / "3.csv").unlink()
+    (test[0] / "3.csv").mkdir()
+    (test[0] / "².csv").write_text("0.5\n0.25\n")
+    _refused(f"{test[1]}: 4 labels for 3 files in {test[0]}", lambda: _load_csv(train, test))  # 0-2.csv

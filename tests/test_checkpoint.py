@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import load_file, load_weights, save_checkpoint
+from checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
 from errors import UserError
 from network import D_Net, GRLNet
 
@@ -99,11 +99,42 @@ def test_files_that_are_no_checkpoint_are_called_unreadable(tmp_path, content, r
         load_file(path)
 
 
+def test_flipped_bits_in_a_saved_tensor_are_refused_not_loaded(tmp_path):
+    """torch.load ignores the archive's checksums; flipped sign bits would load as other weights."""
+    path = tmp_path / "last.pt"
+    weights = torch.arange(1, 257, dtype=torch.float32)
+    save_checkpoint({"epoch": 1, "weights": weights}, path)
+    content = bytearray(path.read_bytes())
+    start = content.find(weights.numpy().tobytes())
+    assert start > 0  # torch.save stores tensors uncompressed
+    content[start + 3] ^= 0x80  # the sign bit of the first float
+    path.write_bytes(bytes(content))
+    with pytest.raises(UserError, match=r"last.pt: corrupt, the checksum of \S+/data/0 does not match its content"):
+        load_file(path)
+
+
+def test_stored_lengths_must_be_whole_numbers():
+    state = {"models": {name: {} for name in ("regional", "local", "discriminator")}, "metrics": [],
+             "options": {"mess_length": "4096", "segment_length": 1024, "segment_hop": -1}}
+    assert train_checkpoint_problems(state) == ["option 'mess_length' is '4096', not a whole number",
+                                                "option 'segment_hop' is -1, not a whole number"]
+    del state["options"]["mess_length"]
+    assert train_checkpoint_problems(state) == ["'options' has no 'mess_length'",
+                                                "option 'segment_hop' is -1, not a whole number"]
+
+
 def test_a_folder_is_named_as_one_with_the_file_to_give(tmp_path):
     expected = re.escape(f"{tmp_path}: is a folder, not a checkpoint; give a file in it, such as "
                          f"{tmp_path / 'checkpoints' / 'last.pt'}")
     with pytest.raises(UserError, match=f"^{expected}$"):
         load_file(tmp_path)
+
+
+def test_weights_with_nan_are_refused_by_name():
+    state = D_Net(256).state_dict()
+    state["discriminator.12.weight"][0, 3] = float("nan")  # the final linear layer
+    with pytest.raises(UserError, match=r"^ckpt: discriminator.12.weight holds NaN or infinite values"):
+        load_weights(D_Net(256), state, "ckpt")
 
 
 def test_a_state_dict_must_hold_tensors():

@@ -222,6 +222,14 @@ def test_mimii_layout_split(tmp_path):
     assert opt.segment_length == 1024 and opt.data_kind == "wav"
 
 
+def test_a_dcase_folder_is_split_already(tmp_path):
+    write_wav(tmp_path / "train" / "normal_id_00_00000000.wav", tone())
+    write_wav(tmp_path / "test" / "anomaly_id_00_00000000.wav", tone(frequency=900))
+    with pytest.raises(UserError, match=r"--train_normal_files splits normal/ in the MIMII layout; this folder's "
+                                        r"train/ and test/ \(DCASE layout\) are already split"):
+        load_datasets(parse_opts(["--data_root", str(tmp_path), "--train_normal_files", "1"]))
+
+
 def test_windows_and_clip_index():
     from data import ClipSet
     clips = ClipSet(["a", "b"], np.arange(20, dtype=np.float32).reshape(2, 10), np.array([0, 1]))

@@ -1,5 +1,6 @@
 """Every kind of bad input stops with one message that names the file and the problem."""
 import argparse
+import re
 import resource
 import subprocess
 import sys
@@ -9,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_script
-from data import load_datasets
-from errors import UserError
 from cli import run_cli
+from conftest import REPO, TINY, run_script
+from data import ClipSet, load_datasets
+from errors import UserError
 from opts import parse_opts
+from results import write_scores_csv
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 
@@ -115,7 +117,7 @@ def test_empty_and_non_audio_wav(tmp_path):
     root = write_mimii_set(tmp_path)
     path = root / "abnormal" / "0.wav"
     path.write_bytes(b"")
-    _expect("not a readable audio file", path, lambda: _load_wav(root))
+    _expect("the file is empty", path, lambda: _load_wav(root))
     path.write_text("this is not audio at all, just text in a .wav file")
     _expect("not a readable audio file", path, lambda: _load_wav(root))
     write_wav(path, np.zeros(0, dtype=np.float32))
@@ -152,11 +154,15 @@ def test_sample_rates_must_agree_across_training_and_test_sets(tmp_path):
     (["--d_net_learning_rate", "-1"], "argument --d_net_learning_rate: expected a finite number > 0, got -1"),
     (["--r_g_net_learning_rate", "nan"], "argument --r_g_net_learning_rate: expected a finite number > 0"),
     (["--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
-    (["--snr", "nan"], "argument --snr: expected a level in dB (inf: no noise), got nan"),
+    (["--snr", "nan"], "argument --snr: expected a level in dB between -300 and 300 (inf: no noise), got nan"),
     (["--instance_noise_snr=-inf"], "argument --instance_noise_snr: expected a level in dB"),
     (["--threshold", "inf"], "argument --threshold: expected a finite number, got inf"),
     (["--synthetic_test_clips", "1"], "argument --synthetic_test_clips: expected at least 2"),
     (["--segment_hop", "-1"], "argument --segment_hop: expected an integer >= 0, got -1"),
+    (["--snr", "1e308"], "argument --snr: expected a level in dB between -300 and 300 (inf: no noise), got 1e308"),
+    (["--instance_noise_snr", "inf"], "argument --instance_noise_snr: expected a level in dB between -300 and 300, "
+                                      "got inf"),
+    (["--seed", "99999999999999999999"], "argument --seed: expected at most 2147483647, got 99999999999999999999"),
     (["--checkpoint_minutes", "-1"], "argument --checkpoint_minutes: expected a finite number of minutes >= 0"),
     (["--checkpoint_minutes", "nan"], "argument --checkpoint_minutes: expected a finite number of minutes"),
     (["--epoch", "2"], "unrecognized arguments: --epoch 2"),  # no abbreviations: reproduce.py checks names
@@ -166,6 +172,16 @@ def test_bad_option_values_are_refused_with_the_option_named(options, message, c
         parse_opts(options)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--data_root", "d", "--test_label_path", "labels.csv"], "give either --data_root or --train_root/--test_root"),
+    (["--train_root", "d", "--train_normal_files", "3"], "--train_normal_files splits the normal clips of a "
+                                                         "--data_root in the MIMII layout; give --data_root"),
+])
+def test_options_that_would_be_ignored_are_refused(options, message):
+    with pytest.raises(UserError, match=f"^{re.escape(message)}"):
+        parse_opts(options)
 
 
 def test_pseudo_anomalies_need_noise():
@@ -239,3 +255,12 @@ def test_gpu_out_of_memory_names_the_batch_size(capsys):
     assert capsys.readouterr().out == ("error: out of GPU memory (CUDA out of memory. Tried to allocate 20.00 GiB); "
                                        "lower the sizes of signals or batches (now --mess_length 233472, "
                                        "--batch_size 64)\n")
+
+
+def test_a_result_file_that_cannot_be_written_is_named(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    clips = ClipSet(["a.wav"], np.zeros((1, 64), np.float32), None)
+    with pytest.raises(UserError, match=f"^{re.escape(str(a_file / 'scores.csv'))}: cannot write the file there "
+                                        r"\(Not a directory\)$"):
+        write_scores_csv(clips, {"score": np.array([0.5])}, a_file / "scores.csv")
