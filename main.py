@@ -142,16 +142,28 @@ def padded_step_stats(saved: torch.Tensor) -> torch.Tensor:
 RESUME_ENTRIES = {"models", "optimizers", "options", "epoch", "step", "step_stats", "metrics", "rng"}
 
 
-def read_resume_checkpoint(opt: argparse.Namespace, world_size: int) -> tuple[Path, dict]:
+def training_files(train: ClipSet) -> list[str]:
+    """The training clips' file names, without their folders (data may move between runs, not change)."""
+    return [Path(name).name for name in train.names]
+
+
+def read_resume_checkpoint(opt: argparse.Namespace, world_size: int, train: ClipSet) -> tuple[Path, dict]:
     """The checkpoint ``--resume`` names (bare: the run folder's last one), refused when it is not a
-    train.py checkpoint, was saved with settings that define another run (opts.RESUME_MAY_CHANGE), or
-    was saved inside an epoch by another number of processes (whose batches were other ones)."""
+    train.py checkpoint, was saved with settings that define another run (opts.RESUME_MAY_CHANGE), on
+    other training files than ``train``'s, or inside an epoch by another number of processes (whose
+    batches were other ones)."""
     path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
     state = load_train_checkpoint(path, RESUME_ENTRIES)
     changed = changed_options(state["options"], opt, RESUME_MAY_CHANGE)
     if changed:
         raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "
                         f"start a new run ({'; '.join(changed)})")
+    saved_files, files = state.get("train_files"), training_files(train)  # absent from earlier versions' checkpoints
+    if saved_files is not None and saved_files != files:
+        gone, new = sorted(set(saved_files) - set(files)), sorted(set(files) - set(saved_files))
+        raise UserError(f"{path}: trained on {len(saved_files)} files, and the training data now hold {len(files)}"
+                        f" (gone: {', '.join(gone[:3]) or 'none'}; new: {', '.join(new[:3]) or 'none'}); a resumed "
+                        "run must train on the same files: restore them, or start a new run")
     saved_world_size = state.get("world_size", 1)  # absent from checkpoints of earlier versions
     if state["step"] and saved_world_size != world_size:
         raise UserError(f"{path}: saved inside epoch {state['epoch']} by {saved_world_size} process(es), and "
@@ -184,7 +196,8 @@ class Trainer:
         if self.test_set is None:
             self.train_set, self.threshold_set = hold_out_for_threshold(self.train_set, opt)
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
-        resumed = read_resume_checkpoint(opt, self.process.world_size) if opt.resume else None  # before options.json is rewritten
+        resumed = (read_resume_checkpoint(opt, self.process.world_size, self.train_set)
+                   if opt.resume else None)  # before options.json is rewritten
         self.folder = setup_run_folder(opt, self.process.is_main)
         describe_run(opt, self.train_set, self.test_set, self.device, self.process)
         self.model = build_model(opt, self.device)
@@ -213,6 +226,7 @@ class Trainer:
             "step_stats": None if self.step_stats is None else self.step_stats.cpu(),
             "metrics": self.history, "calibration": self.calibration,
             "rng": random_state(self.device), "world_size": self.process.world_size,
+            "train_files": training_files(self.train_set),
         }
 
     def save(self, name: str = "last") -> None:
@@ -300,6 +314,10 @@ class Trainer:
     def run(self) -> dict:
         """Train the remaining epochs; evaluate, log and checkpoint after each."""
         scores = None
+        if self.epoch >= total_epochs(self.opt):
+            log.info("the checkpoint has trained %d epochs and this run asks for %d: nothing is trained; the last "
+                     "epoch's results are written again (give a larger --epochs to train on)", self.epoch,
+                     total_epochs(self.opt))
         while self.epoch < total_epochs(self.opt):
             started = time.perf_counter()
             self.train_epoch()

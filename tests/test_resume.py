@@ -18,6 +18,7 @@ from checkpoint import load_file, save_checkpoint
 from conftest import REPO, TINY, run_script
 from errors import DivergedError, UserError
 from opts import parse_opts
+from test_data import tone, write_wav
 
 # 40 clips in windows of 256: 40 steps an epoch, long enough to be stopped in the middle of one.
 RUN = [*TINY, "--synthetic_train_clips", "40", "--epochs", "3", "--seed", "3"]
@@ -148,12 +149,26 @@ def test_a_checkpoint_from_inside_an_epoch_resumes_only_with_as_many_processes(t
         main.train(parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path), "--resume"]))
 
 
+def test_resume_refuses_training_files_that_changed(tmp_path):
+    for i in range(3):
+        write_wav(tmp_path / "data" / "normal" / f"{i}.wav", tone(seed=i))
+    write_wav(tmp_path / "data" / "abnormal" / "0.wav", tone(frequency=900))
+    run = ["--data_root", str(tmp_path / "data"), "--train_normal_files", "2", "--mess_length", "512",
+           "--segment_length", "256", "--quiet", "--output_dir", str(tmp_path / "run")]
+    main.train(parse_opts([*run, "--epochs", "1"]))
+    assert load_file(tmp_path / "run" / "checkpoints" / "last.pt")["train_files"] == ["0.wav", "1.wav"]
+    (tmp_path / "data" / "normal" / "1.wav").rename(tmp_path / "data" / "normal" / "1b.wav")
+    with pytest.raises(UserError, match=r"last.pt: trained on 2 files, and the training data now hold 2 \(gone: "
+                                        r"1.wav; new: 1b.wav\); a resumed run must train on the same files"):
+        main.train(parse_opts([*run, "--epochs", "2", "--resume"]))
+
+
 def test_the_cpu_generator_of_an_earlier_versions_checkpoint_is_restored(tmp_path):
     """Checkpoints of earlier versions hold the CPU generator's state as a bare tensor and no world size."""
     main.train(parse_opts([*TINY, "--output_dir", str(tmp_path)]))
     path = tmp_path / "checkpoints" / "last.pt"
     state = load_file(path)
-    del state["world_size"]
+    del state["world_size"], state["train_files"]
     torch.manual_seed(123)
     save_checkpoint({**state, "rng": torch.get_rng_state()}, path)
     expected = torch.rand(4)
