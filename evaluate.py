@@ -25,7 +25,10 @@ from scoring import score_clips
 # Stored options that define the networks and the score: a checkpoint always brings its own, and one
 # given on the command line must agree with it.
 MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter",
-                 "comprehensive_output_factor", "calibration_clips", "batch_size", "bf16")
+                 "comprehensive_output_factor", "calibration_clips")
+# Stored options of how it was run: used unless the command line gives them (a larger batch scores
+# faster; --no-bf16 scores in fp32, within rounding of the bf16 scores, SPEC section 10).
+RUN_OPTIONS = ("batch_size", "bf16")
 # Stored options that name the data: used when the command line names no data, unless it gives them.
 DATA_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
                 "train_normal_files", "synthetic_train_clips", "synthetic_test_clips", "seed")
@@ -81,6 +84,9 @@ def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, source: str
         stored_value = stored.get(name, defaults[name])
         _refuse_other_value(opt, name, stored_value, source)
         setattr(opt, name, stored_value)
+    for name in RUN_OPTIONS:
+        if name not in opt.given_options:
+            setattr(opt, name, stored.get(name, defaults[name]))
     opt.sample_rate = _sample_rate(opt, stored, source)
     if not (opt.input or opt.data_root or opt.train_root or opt.test_root):
         _use_stored_data(opt, stored, source)

@@ -10,6 +10,7 @@ import torch
 
 import evaluate
 import main
+from checkpoint import load_file, save_checkpoint
 from conftest import TINY, run_script
 from errors import UserError
 from evaluate import parse_test_args, restore
@@ -130,12 +131,22 @@ def test_given_options_are_told_from_defaults():
     (["--segment_length", "128"], "--segment_length 128 differs from the checkpoint's 256"),
     (["--segment_hop", "128"], "--segment_hop 128 differs from the checkpoint's 256"),
     (["--global_filter", "learned"], "--global_filter learned differs from the checkpoint's released"),
-    (["--no-bf16"], "--bf16 False differs from the checkpoint's True"),
     (["--calibration_clips", "2"], "--calibration_clips 2 differs from the checkpoint's 0"),
 ])
 def test_a_given_model_option_must_match_the_checkpoint(checkpoint, given, message):
     with pytest.raises(UserError, match=rf"^{message} \(.*last.pt\); leave it out to use the checkpoint's$"):
         restore(parse_test_args(["--checkpoint", str(checkpoint), *given]))
+
+
+def test_batch_size_and_precision_come_from_the_checkpoint_unless_given(checkpoint, tmp_path):
+    state = load_file(checkpoint)
+    state["options"].update(batch_size=4, bf16=False)  # neither the demo preset's batch nor bf16's default
+    other = tmp_path / "other.pt"
+    save_checkpoint(state, other)
+    stored = restore(parse_test_args(["--checkpoint", str(other)])).opt
+    assert (stored.batch_size, stored.bf16) == (4, False)
+    given = restore(parse_test_args(["--checkpoint", str(other), "--batch_size", "16", "--bf16"])).opt
+    assert (given.batch_size, given.bf16) == (16, True)
 
 
 def test_given_options_that_agree_with_the_checkpoint_or_name_its_data_are_kept(checkpoint):
