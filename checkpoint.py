@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Collection
@@ -75,14 +77,34 @@ def _unreadable(path: Path, err: Exception) -> UserError:
     return UserError(f"{path}: not a readable PyTorch checkpoint ({reason})")
 
 
+def _requested_global(path: Path) -> str | None:
+    """The first import a plain pickle stream asks for, read with pickletools without running anything
+    (torch names it only for the opcodes its weights-only unpickler knows; protocol 4+ streams it stops
+    at earlier)."""
+    strings: list[str] = []
+    try:
+        with path.open("rb") as handle:
+            for opcode, argument, _ in pickletools.genops(handle):
+                if opcode.name == "GLOBAL":
+                    return argument.replace(" ", ".")
+                if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    return ".".join(strings[-2:])
+                if isinstance(argument, str):
+                    strings.append(argument)
+    except Exception:  # not a well-formed pickle stream: nothing it asks for can be named
+        return None
+    return None
+
+
 def _refused(path: Path, err: pickle.UnpicklingError) -> UserError:
     """Refused as code-carrying only when a well-formed file asks for a global; anything else is
     unreadable (random bytes are no threat, and saying they could run code would mislead)."""
     found = REFUSED_GLOBAL.search(str(err))
-    if found is None or not _has_checkpoint_header(path):
+    requested = found.group(1) if found else _requested_global(path)
+    if requested is None or not _has_checkpoint_header(path):
         return _unreadable(path, err)
     return UserError(f"{path}: refused, the file holds more than tensors and plain values and loading "
-                     f"it could run code (it asks for {found.group(1)})")
+                     f"it could run code (it asks for {requested})")
 
 
 def load_file(path: str | Path) -> dict:
@@ -95,7 +117,9 @@ def load_file(path: str | Path) -> dict:
         raise UserError(f"{path}: checkpoint not found")
     _check_archive(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on pickle protocols; the error below says what matters
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise _refused(path, err) from None
     except OSError as err:
