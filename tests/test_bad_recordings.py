@@ -89,11 +89,14 @@ def test_label_header_with_bom_or_spaces_is_read(tmp_path, header):
     assert _load_csv(train, test)[1].labels.tolist() == [0, 1, 2, 3]
 
 
-def test_missing_label_column_shows_the_names_as_written(tmp_path):
+@pytest.mark.parametrize("content, problem", [
+    ("\ufeffLabel, kind \n0,1\n", "the label file has no 'label' column (columns: 'Label', 'kind')"),  # as written
+    ("label,label\n0,1\n1,0\n0,1\n1,0\n", "2 columns are named 'label'; which one labels the files is ambiguous"),
+])
+def test_a_label_column_is_found_once_or_refused(tmp_path, content, problem):
     train, test = _csv_sets(tmp_path)
-    test[1].write_text("\ufeffLabel, kind \n0,1\n")
-    _refused(f"{test[1]}: the label file has no 'label' column (columns: 'Label', 'kind')",
-             lambda: _load_csv(train, test))
+    test[1].write_text(content)
+    _refused(f"{test[1]}: {problem}", lambda: _load_csv(train, test))
 
 
 def test_label_file_that_is_not_utf8_is_refused(tmp_path):
@@ -285,13 +288,6 @@ def test_a_file_both_trained_on_and_tested_is_refused(tmp_path):
              "files out of --train_root",
              lambda: load_datasets(parse_opts(["--train_root", str(root / "normal"), "--test_root", str(root),
                                                "--mess_length", "1024"])))
-
-
-def test_two_label_columns_are_refused(tmp_path):
-    train, test = _csv_sets(tmp_path)
-    test[1].write_text("label,label\n0,1\n1,0\n0,1\n1,0\n")
-    _refused(f"{test[1]}: 2 columns are named 'label'; which one labels the files is ambiguous",
-             lambda: _load_csv(train, test))
 
 
 def test_a_folder_or_a_superscript_named_like_a_signal_file_is_no_signal_file(tmp_path):
