@@ -20,10 +20,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from checkpoint import load_train_checkpoint, load_weights, save_checkpoint
+from cli import close_logging, configure_logging, log
 from data import ClipSet, hold_out_for_threshold, hold_out_last, load_datasets
 from distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers,
                          shutdown, wait_for_all)
-from cli import close_logging, configure_logging, log
 from errors import DivergedError, UserError, make_folder
 from metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs

@@ -77,7 +77,7 @@ def _int_at_least(minimum: int, expected: str, name: str, maximum: int | None = 
 
 # Also used by bench.py, reproduce.py and the baseline.
 positive_int = _int_at_least(1, "a positive integer", "positive_int")
-non_negative_int = _int_at_least(0, "an integer >= 0", "non_negative_int")  # seeds, counts that may be 0
+non_negative_int = _int_at_least(0, "an integer >= 0", "non_negative_int")  # counts that may be 0
 seed_value = _int_at_least(0, "an integer >= 0", "seed_value", maximum=2**31 - 1)  # torch's and numpy's seeds
 test_clip_count = _int_at_least(2, "at least 2 (a normal and an abnormal clip)", "test_clip_count")
 

@@ -32,7 +32,7 @@ from typing import Sequence
 from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
 from errors import UserError, make_folder
 from cli import run_cli
-from opts import non_negative_int, positive_int
+from opts import positive_int, seed_value
 from repro.protocols import PROTOCOLS, Protocol
 from repro.report import plot_auc_per_epoch, plot_score_distributions, results_latex, results_markdown
 from repro.runs import DEFAULT_METHODS, GRLNET_METHODS, METHODS, check_argv, run_task
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", required=True, choices=PROTOCOLS, help="which data and split (below)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS),
                    help="methods to run (default: " + " ".join(DEFAULT_METHODS) + ")")
-    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=None,
+    p.add_argument("--seeds", type=seed_value, nargs="+", default=None,
                    help="seeds to run (default 0 1 2; tiny: 0)")
     p.add_argument("--data_dir", default="../shared/data",
                    help="folder holding the data sets (default %(default)s)")

@@ -15,7 +15,7 @@ from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from errors import UserError
 from progress import progress
 
-log = logging.getLogger("grlnet.data")  # under main's "grlnet" log: its console and log file once set up
+log = logging.getLogger("grlnet.data")  # under cli's "grlnet" log: its console and log file once set up
 
 
 @dataclass

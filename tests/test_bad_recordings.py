@@ -181,7 +181,7 @@ def test_window_length_counts_after_resampling(tmp_path):
 
 
 def test_one_warning_for_clips_mostly_zero_padding(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(logging.getLogger("grlnet"), "propagate", True)  # main.configure_logging stops it
+    monkeypatch.setattr(logging.getLogger("grlnet"), "propagate", True)  # cli.configure_logging stops it
     root = write_mimii_set(tmp_path)
     first = write_wav(root / "normal" / "1.wav", tone()[:300])
     write_wav(root / "abnormal" / "0.wav", tone(frequency=900)[:511])
