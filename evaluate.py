@@ -150,39 +150,35 @@ def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, fir
                         f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
 
 
-def test(opt: argparse.Namespace) -> dict | None:
-    """Evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
-    configure_logging()
-    model, opt, stored_threshold, threshold_source, calibration, trained_rate = restore(opt)
-    device = resolve_device(opt)
-    place_model(model, device, opt)
-    folder = make_folder(opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}",
-                         "output folder")
-    configure_logging(folder / "test.log")
-    autocast = autocast_context(device, opt)
+def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None:
+    """Score unlabelled ``--input`` files, decide each at the threshold, write them with the decisions."""
+    opt, model = restored.opt, restored.model
+    threshold = opt.threshold if opt.threshold is not None else restored.threshold
+    if threshold is None:
+        raise UserError("no decision threshold: give --threshold (the release's files store none, nor "
+                        "does a checkpoint saved before its first epoch ended)")
+    output = Path(opt.output or folder / "scores.csv")
+    if output.is_dir():
+        raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
+    make_folder(output.parent, "folder of --output")
+    clips = load_unlabelled(opt.input, opt)
+    _require_trained_rate(opt, restored.sample_rate, clips.names[0])
+    scores = score_clips(model, clips, opt, device, autocast_context(device, opt), calibration=restored.calibration)
+    for name, score in zip(clips.names, scores["score"]):
+        log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
+    source = "--threshold" if opt.threshold is not None else restored.threshold_source
+    log.info("threshold %.6f (%s)", threshold, source)
+    write_scores_csv(clips, scores, output, threshold)
+    log.info("scores written to %s", output)
 
-    if opt.input:
-        threshold = opt.threshold if opt.threshold is not None else stored_threshold
-        if threshold is None:
-            raise UserError("no decision threshold: give --threshold (the release's files store none, nor "
-                            "does a checkpoint saved before its first epoch ended)")
-        output = Path(opt.output or folder / "scores.csv")
-        if output.is_dir():
-            raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
-        make_folder(output.parent, "folder of --output")
-        clips = load_unlabelled(opt.input, opt)
-        _require_trained_rate(opt, trained_rate, clips.names[0])
-        scores = score_clips(model, clips, opt, device, autocast, calibration=calibration)
-        for name, score in zip(clips.names, scores["score"]):
-            log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
-        log.info("threshold %.6f (%s)", threshold, "--threshold" if opt.threshold is not None else threshold_source)
-        write_scores_csv(clips, scores, output, threshold)
-        log.info("scores written to %s", output)
-        return None
 
+def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) -> dict:
+    """Score a labelled test set; write scores.csv, metrics.json, group tables and figures; return the metrics."""
+    opt, model = restored.opt, restored.model
     _, test_set = load_datasets(opt, need_train=False)
-    _require_trained_rate(opt, trained_rate, test_set.names[0])
-    scores = score_clips(model, test_set, opt, device, autocast, calibration=calibration)
+    _require_trained_rate(opt, restored.sample_rate, test_set.names[0])
+    scores = score_clips(model, test_set, opt, device, autocast_context(device, opt),
+                         calibration=restored.calibration)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -193,3 +189,18 @@ def test(opt: argparse.Namespace) -> dict | None:
              folder, ", ".join(p.name for p in figures))
     log.info(format_labelled_metrics(metrics))
     return metrics
+
+
+def test(opt: argparse.Namespace) -> dict | None:
+    """Evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
+    configure_logging()
+    restored = restore(opt)
+    device = resolve_device(restored.opt)
+    place_model(restored.model, device, restored.opt)
+    folder = make_folder(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}",
+                         "output folder")
+    configure_logging(folder / "test.log")
+    if restored.opt.input:
+        score_inputs(restored, device, folder)
+        return None
+    return evaluate_test_set(restored, device, folder)
