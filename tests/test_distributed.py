@@ -4,6 +4,7 @@ import csv
 
 import pytest
 
+from checkpoint import load_file
 from conftest import TINY, run_script
 
 
@@ -30,6 +31,18 @@ def test_two_process_training_and_gathered_evaluation(tmp_path):
         assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-6)
     auc = [line for line in trained.stdout.splitlines() if line.startswith("AUC ")][-1]
     assert auc in single.stdout.splitlines()
+
+
+def test_two_process_run_resumes_from_its_end_of_epoch_checkpoint(tmp_path):
+    run = tmp_path / "ddp"
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py", *TINY,
+                "--output_dir", str(run))
+    run_script(*torchrun)
+    state = load_file(run / "checkpoints" / "last.pt")
+    assert (state["world_size"], state["epoch"], state["step"]) == (2, 1, 0)
+    resumed = run_script(*torchrun, "--epochs", "2", "--resume")
+    assert resumed.stdout.count("resumed from") == 1 and "epoch 2/2" in resumed.stdout  # rank 0 logs
+    assert [row["epoch"] for row in _rows(run / "metrics.csv")] == ["0", "1"]
 
 
 def test_released_update_is_refused_over_several_processes(tmp_path):
