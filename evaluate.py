@@ -16,7 +16,7 @@ from data import load_datasets, load_unlabelled
 from errors import UserError, make_folder
 from metrics import format_labelled_metrics, labelled_metrics
 from network import NETWORKS, GRLNet
-from opts import RELEASE_PRESET, build_parser, network_length, option_defaults, resolve_presets
+from opts import RELEASE_PRESET, build_parser, given_option_names, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
 from results import decide, write_group_tables, write_scores_csv
 from runtime import autocast_context, place_model, resolve_device
@@ -39,9 +39,7 @@ def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNe
     stored values must never silently replace (a default looks the same as a given value otherwise)."""
     parser = build_parser(description)
     opt = parser.parse_args(argv)
-    unset = object()
-    given = parser.parse_args(argv, argparse.Namespace(**dict.fromkeys(vars(opt), unset)))
-    opt.given_options = frozenset(name for name, value in vars(given).items() if value is not unset)
+    opt.given_options = given_option_names(parser, argv)
     return opt
 
 

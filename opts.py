@@ -92,22 +92,17 @@ def positive_number(value: str) -> float:
 MAX_DECIBELS = 300.0  # 10 ** (dB / 10) stays a finite float64 well beyond it; any real SNR lies far inside
 
 
-def _decibels(value: str) -> float:
-    """A noise level in dB, or inf: no noise."""
-    number = float(value)
-    if not (abs(number) <= MAX_DECIBELS or number == math.inf):
-        raise argparse.ArgumentTypeError(f"expected a level in dB between -{MAX_DECIBELS:g} and {MAX_DECIBELS:g} "
-                                         f"(inf: no noise), got {value}")
-    return number
-
-
-def _finite_decibels(value: str) -> float:
-    """A noise level in dB that adds noise (an option that is off by default has no 'inf')."""
-    number = float(value)
-    if not abs(number) <= MAX_DECIBELS:
-        raise argparse.ArgumentTypeError(f"expected a level in dB between -{MAX_DECIBELS:g} and {MAX_DECIBELS:g}, "
-                                         f"got {value}")
-    return number
+def _decibels(inf_is_no_noise: bool) -> Callable[[str], float]:
+    """An argparse type: a noise level in dB within ±``MAX_DECIBELS``, and with ``inf_is_no_noise`` also
+    inf (an option that is off by default has no use for it)."""
+    def parse(value: str) -> float:
+        number = float(value)
+        if abs(number) <= MAX_DECIBELS or (inf_is_no_noise and number == math.inf):
+            return number
+        raise argparse.ArgumentTypeError(f"expected a level in dB between -{MAX_DECIBELS:g} and {MAX_DECIBELS:g}"
+                                         f"{' (inf: no noise)' if inf_is_no_noise else ''}, got {value}")
+    parse.__name__ = "decibels"
+    return parse
 
 
 def _minutes(value: str) -> float:
@@ -194,7 +189,7 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                             "released: the release's joint update")
     model.add_argument("--noise", choices=("snr", "released"), default="snr",
                        help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
-    model.add_argument("--snr", type=_decibels, default=2.0, help="signal-to-noise ratio of the input noise (dB)")
+    model.add_argument("--snr", type=_decibels(inf_is_no_noise=True), default=2.0, help="signal-to-noise ratio of the input noise (dB)")
     model.add_argument("--r_g_net_learning_rate", type=positive_number, default=0.001)
     model.add_argument("--l_g_net_learning_rate", type=positive_number, default=0.001)
     model.add_argument("--d_net_learning_rate", type=positive_number, default=0.0001)
@@ -206,7 +201,7 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     model.add_argument("--label_smoothing", type=_smoothing, default=0.0,
                        help="one-sided label smoothing: D's target for real signals is this instead of 0 "
                             "(a D-regularisation study option, see REPRODUCTION.md)")
-    model.add_argument("--instance_noise_snr", type=_finite_decibels, default=None, metavar="DB",
+    model.add_argument("--instance_noise_snr", type=_decibels(inf_is_no_noise=False), default=None, metavar="DB",
                        help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
                             "real and reconstructed (a D-regularisation study option; off by default)")
     model.add_argument("--pseudo_anomaly_epochs", type=non_negative_int, default=0,
@@ -260,6 +255,15 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                               "point or, trained without one, the quantile of its held-out clips' scores)")
     scoring.add_argument("--output", default=None, help="CSV file for the scores of --input")
     return p
+
+
+def given_option_names(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset[str]:
+    """The options ``argv`` (None: the command line) sets, by their names in the namespace (``--no-bf16``
+    sets ``bf16``), told from defaults by parsing onto a namespace whose every value is a marker that no
+    option value equals."""
+    unset = object()
+    marked = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args(argv)), unset))
+    return frozenset(name for name, value in vars(parser.parse_args(argv, marked)).items() if value is not unset)
 
 
 def data_kind(opt: argparse.Namespace) -> str:

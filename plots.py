@@ -124,10 +124,15 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
         for ax in axes:
             ax.legend(loc="best")
         axes[-1].set_xlabel("epoch")
-        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        axes[-1].set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)  # whole epochs, one epoch included
+        whole_epoch_axis(axes[-1], int(epochs.max()))
         axes[0].set_title("GRLNet training, per epoch")
         fig.align_ylabels(axes)
+
+
+def whole_epoch_axis(ax: plt.Axes, last_epoch: int) -> None:
+    """Epochs 1 to ``last_epoch`` on the x axis, ticked at whole epochs only (a single epoch too)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(0.5, last_epoch + 0.5)
 
 
 def plot_roc(scores_csv: str | Path, out_png: str | Path) -> tuple[float, float]:

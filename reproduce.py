@@ -30,16 +30,17 @@ from pathlib import Path
 from typing import Sequence
 
 from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
-from errors import UserError, make_folder
 from cli import run_cli
-from opts import positive_int, seed_value
+from errors import UserError, make_folder
+from opts import build_parser as build_grlnet_parser
+from opts import given_option_names, positive_int, seed_value
 from repro.protocols import PROTOCOLS, Protocol
 from repro.report import plot_auc_per_epoch, plot_score_distributions, results_latex, results_markdown
-from repro.runs import DEFAULT_METHODS, GRLNET_METHODS, METHODS, check_argv, run_task
+from repro.runs import DEFAULT_METHODS, GRLNET_ARGS_PROG, GRLNET_METHODS, METHODS, check_argv, run_task
 
 # --quick: fewer windows and epochs, so that a 2-core CPU finishes the real-data protocols.
 QUICK_ARGS = ["--epochs", "3", "--segment_hop", "8192"]
-PER_RUN_OPTIONS = ("--update", "--bf16", "--compile", "--seed", "--output_dir")  # set by reproduce.py for every run
+PER_RUN_OPTIONS = frozenset({"update", "bf16", "compile", "seed", "output_dir"})  # set by reproduce.py for every run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,8 +91,8 @@ def run_args(protocol: Protocol, args: argparse.Namespace) -> list[str]:
         passed = shlex.split(args.grlnet_args)
     except ValueError as err:
         raise UserError(f"--grlnet_args {args.grlnet_args!r}: {err}") from None
-    named = {token.split("=")[0].replace("--no-", "--", 1) for token in passed}  # --no-bf16 sets --bf16
-    clashes = sorted(named & set(PER_RUN_OPTIONS))
+    given = given_option_names(build_grlnet_parser(prog=GRLNET_ARGS_PROG), passed)  # --no-bf16 sets bf16
+    clashes = [f"--{name}" for name in sorted(given & PER_RUN_OPTIONS)]
     if clashes:
         raise UserError(f"--grlnet_args may not set {', '.join(clashes)}: reproduce.py sets it for every run")
     return extra + passed

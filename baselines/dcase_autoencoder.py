@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cli import run_cli
 from data import ClipSet, load_datasets
 from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
 from errors import UserError, make_folder
-from cli import run_cli
 from metrics import format_labelled_metrics, labelled_metrics
 from opts import build_parser, has_labelled_test_set, positive_int, resolve_presets
 from results import write_group_tables, write_scores_csv

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from plots import draw_class_histograms, read_scores, styled_figure
+from plots import draw_class_histograms, read_scores, styled_figure, whole_epoch_axis
 from repro.runs import BASELINE, GRLNET_METHODS, GROUP_SUMMARIES, LABELS, TERM_AUCS
 
 # The options of a run's list that the baseline reads (baselines/dcase_autoencoder.run_baseline).
@@ -131,8 +131,7 @@ def plot_auc_per_epoch(results: dict, path: Path) -> None:
                 ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
                 ax.set(title=f"{LABELS[method]}\n{task_name}", xlabel="epoch", ylabel="test AUC",
                        ylim=(-0.02, 1.02))
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-                ax.set_xlim(0.5, max(len(run["auc_per_epoch"]) for run in task["methods"][method]["runs"]) + 0.5)
+                whole_epoch_axis(ax, max(len(run["auc_per_epoch"]) for run in task["methods"][method]["runs"]))
                 ax.legend()
         fig.tight_layout()
 
