@@ -39,7 +39,8 @@ from main import batch_order
 from metrics import compute_metrics
 from network import GRLNet
 from opts import non_negative_int, parse_opts, positive_int, positive_number, seed_value, test_clip_count
-from runtime import autocast_context, build_model, build_optimizers, compile_networks, resolve_device
+from runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
+                     resolve_device)
 from scoring import score_clips
 from steps import Networks, released_step, standard_step
 
@@ -79,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write a torch.profiler table per path to DIR/profile_<path>.txt")
     p.add_argument("--check_equivalence", action="store_true",
                    help="score the same weights with and without bf16 autocast and compare AUCs")
+    p.add_argument("--deterministic", action="store_true",
+                   help="time the fast path with train.py --deterministic's kernels (the release path is unchanged)")
     p.add_argument("--seed", type=seed_value, default=0, help="seeds data, networks and batch order (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return p.parse_args(argv)
@@ -191,7 +194,8 @@ def eager_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace)
 def release_bench(opt: argparse.Namespace, device: torch.device) -> Bench:
     """The release's pipeline: fp32 eager, joint step, CSV re-parsed per item, plain Adam."""
     opt = with_options(opt, update="released", noise="released")
-    torch.backends.cudnn.benchmark = False
+    choose_kernels(device, deterministic=False)
+    torch.backends.cudnn.benchmark = False  # the release leaves cuDNN's autotuning off
     torch.manual_seed(opt.seed)
     model = GRLNet(opt.mess_length).to(device).train()
     rates = {"regional": opt.r_g_net_learning_rate, "local": opt.l_g_net_learning_rate,
@@ -210,7 +214,7 @@ def release_bench(opt: argparse.Namespace, device: torch.device) -> Bench:
 
 def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet) -> Bench:
     """The project's default path, set up as ``main.Trainer`` sets it up."""
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    choose_kernels(device, opt.deterministic)
     torch.compiler.reset()  # a fresh compilation for each batch size, as in a fresh run
     torch.manual_seed(opt.seed)
     model = build_model(opt, device).train()
@@ -353,8 +357,8 @@ def describe(args: argparse.Namespace, device: torch.device) -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else threads
     print(f"device {device} ({name}), PyTorch {torch.__version__}", flush=True)
     print(f"length {args.mess_length}, batch sizes {' '.join(map(str, args.batch_sizes))}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps per path, {args.clips} training CSV files",
-          flush=True)
+          f"{args.warmup} warm-up + {args.steps} timed steps per path, {args.clips} training CSV files"
+          f"{', fast path with --deterministic kernels' if args.deterministic else ''}", flush=True)
     print("FLOP/step: convolutions and matrix products of one eager step of the same path, forward and "
           "backward, counted by FlopCounterMode (FFT, norms and elementwise ops are not counted)", flush=True)
     if device.type == "cuda":
@@ -370,7 +374,7 @@ def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="grlnet-bench-") as root:
         data_options = write_synthetic_csv(Path(root), args)
         opt = parse_opts([*data_options, "--mess_length", str(args.mess_length), "--seed", str(args.seed),
-                          "--device", device.type, "--quiet"])
+                          "--device", device.type, "--quiet", "--deterministic", str(args.deterministic)])
         train_set, test_set = load_datasets(opt)
         passed = check_equivalence(opt, device, train_set, test_set) if args.check_equivalence else True
         results = {batch: run_batch(opt, args, device, train_set, batch) for batch in args.batch_sizes}

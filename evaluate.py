@@ -19,7 +19,7 @@ from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, given_option_names, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
 from results import decide, write_group_tables, write_scores_csv
-from runtime import autocast_context, place_model, resolve_device
+from runtime import autocast_context, choose_kernels, place_model, resolve_device
 from scoring import score_clips
 
 # Stored options that define the networks and the score: a checkpoint always brings its own, and one
@@ -27,8 +27,9 @@ from scoring import score_clips
 MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter",
                  "comprehensive_output_factor", "calibration_clips")
 # Stored options of how it was run: used unless the command line gives them (a larger batch scores
-# faster; --no-bf16 scores in fp32, within rounding of the bf16 scores, SPEC section 10).
-RUN_OPTIONS = ("batch_size", "bf16")
+# faster; --no-bf16 scores in fp32, within rounding of the bf16 scores, SPEC section 10; a
+# --deterministic run is scored with the same repeatable kernels).
+RUN_OPTIONS = ("batch_size", "bf16", "deterministic")
 # Stored options that name the data: used when the command line names no data, unless it gives them.
 DATA_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
                 "train_normal_files", "synthetic_train_clips", "synthetic_test_clips", "seed")
@@ -194,6 +195,7 @@ def test(opt: argparse.Namespace) -> dict | None:
     configure_logging()
     restored = restore(opt)
     device = resolve_device(restored.opt)
+    choose_kernels(device, restored.opt.deterministic)
     place_model(restored.model, device, restored.opt)
     folder = make_folder(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}",
                          "output folder")

@@ -30,8 +30,8 @@ from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
 from results import write_group_tables, write_metrics_csv, write_scores_csv
-from runtime import (autocast_context, build_model, build_optimizers, compile_networks, random_state, resolve_device,
-                     restore_random_state)
+from runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks, random_state,
+                     resolve_device, restore_random_state)
 from scoring import calibration_statistics, score_clips
 from steps import LOSSES, STEP_STATS, STEPS, pseudo_anomaly_step
 
@@ -185,7 +185,7 @@ class Trainer:
                             "through the same forward do not fit DistributedDataParallel)")
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.process.local_rank)
-            torch.backends.cudnn.benchmark = True
+        choose_kernels(self.device, opt.deterministic)
         torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
         self.train_set, self.test_set = load_datasets(opt)
         self.calibration_set, self.calibration = None, None

@@ -37,7 +37,7 @@ PSEUDO_ANOMALY_SNR_DROP = 10.0
 RESUME_MAY_CHANGE = frozenset({
     "train_root", "train_label_path", "test_root", "test_label_path", "data_root", "epochs",
     "pseudo_anomaly_epochs", "device", "cuda", "n_threads", "bf16", "compile", "channels_last",
-    "sync_batchnorm", "test_batch_shuffle", "test_drop_last", "output_dir", "checkpoint_minutes", "resume",
+    "deterministic", "sync_batchnorm", "test_batch_shuffle", "test_drop_last", "output_dir", "checkpoint_minutes", "resume",
     "save_best", "quiet", "debug", "checkpoint", "model_dir", "input", "threshold", "output",
 })
 
@@ -227,6 +227,9 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     _add_flag(run, "compile", True, "torch.compile the networks on CUDA, falling back to eager")
     _add_flag(run, "channels_last", True, "run the convolutions as channels-last 2-D convolutions on "
                                           "CUDA (cuDNN's fast layout; same parameters and results)")
+    _add_flag(run, "deterministic", False, "repeatable runs: the same seed gives the same numbers on the same "
+                                           "machine (deterministic cuDNN, cuBLAS and Inductor kernels, no "
+                                           "autotuning; slower on CUDA)")
     _add_flag(run, "sync_batchnorm", False, "SyncBatchNorm across processes under torchrun (CUDA only)")
     _add_flag(run, "train_batch_shuffle", True, "shuffle training batches")
     _add_flag(run, "test_batch_shuffle", False, "accepted for compatibility; scores keep file order")

@@ -1,10 +1,11 @@
-"""Where and how the networks run: device, bf16 autocast, channels-last, fused Adam, torch.compile
-and DistributedDataParallel wrappers (BENCHMARKS.md measures all but DDP)."""
+"""Where and how the networks run: device, kernel choice, bf16 autocast, channels-last, fused Adam,
+torch.compile and DistributedDataParallel wrappers (BENCHMARKS.md measures all but DDP)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
+import os
 
 import torch
 import torch._functorch.config
@@ -27,6 +28,20 @@ def resolve_device(opt: argparse.Namespace) -> torch.device:
     if opt.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(opt.device)
+
+
+def choose_kernels(device: torch.device, deterministic: bool) -> None:
+    """Fast kernels (cuDNN autotuning) by default, or with ``--deterministic`` kernels that repeat a run
+    to the bit on the same machine: deterministic cuDNN and cuBLAS algorithms, torch's deterministic
+    mode, and Inductor kernels chosen without timing them (timings differ from run to run)."""
+    torch.use_deterministic_algorithms(deterministic)
+    if device.type == "cuda":
+        if deterministic:  # cuBLAS repeats its sums only with a fixed workspace (CUDA's documentation)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        from torch._inductor import config as inductor  # imported here: it costs a second, and only CUDA compiles
+        inductor.deterministic = deterministic
 
 
 def random_state(device: torch.device) -> dict:

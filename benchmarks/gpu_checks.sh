@@ -14,6 +14,10 @@
 # folder; the same command again, on the still-warm machine, skips a finished bench and continues the
 # training runs (reproduce.py --reuse). DEVICE (default cuda) and SEEDS (default 0 to 9) exist for a dry run
 # on a CPU: DEVICE=cpu SEEDS=0 benchmarks/gpu_checks.sh run /tmp/out
+#
+# A third check, `benchmarks/gpu_checks.sh deterministic "$OUT"`: the demo trained with --deterministic twice
+# per update, all runs at once beside a default run, must give the same metrics and scores to the bit.
+# TRAIN_ARGS adds train.py options for a short dry run: DEVICE=cpu TRAIN_ARGS="--epochs 1" ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,12 +65,7 @@ run_checks() {
     export PYTHONUNBUFFERED=1
     mkdir -p "$out" "$WORK"
     install_wheels
-    {
-        date -u +"%Y-%m-%d %H:%M UTC"
-        git rev-parse HEAD 2>/dev/null
-        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-        python3 -c "import sys, torch; print('Python', sys.version.split()[0], 'PyTorch', torch.__version__)"
-    } | tee "$out/environment.txt"
+    write_environment "$out"
 
     if ! grep -q "^ratio " "$WORK/bench.txt" 2>/dev/null && enough_time 320; then
         echo "== bench.py --device $device --check_equivalence"
@@ -85,8 +84,61 @@ run_checks() {
     done
 }
 
+write_environment() {  # date, commit, GPU, driver and PyTorch into $1/environment.txt
+    {
+        date -u +"%Y-%m-%d %H:%M UTC"
+        git rev-parse HEAD 2>/dev/null
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+        python3 -c "import sys, torch; print('Python', sys.version.split()[0], 'PyTorch', torch.__version__)"
+    } | tee "$1/environment.txt"
+}
+
+run_deterministic_check() {  # --deterministic: two runs of each update, at once, must agree to the bit
+    local out="$1" device="${DEVICE:-cuda}" name pids=()
+    export PYTHONUNBUFFERED=1
+    mkdir -p "$out"
+    install_wheels
+    write_environment "$out"
+    declare -A args=([standard_a]="--deterministic" [standard_b]="--deterministic" [standard_default]=""
+                     [released_a]="--deterministic --update released" [released_b]="--deterministic --update released")
+    rm -rf "$WORK/det" && mkdir -p "$WORK/det"
+    for name in "${!args[@]}"; do
+        # shellcheck disable=SC2086  # the options are separate arguments
+        python3 train.py --device "$device" --seed 0 --quiet ${args[$name]} ${TRAIN_ARGS:-} --output_dir "$WORK/det/$name" \
+            > "$WORK/det/$name.log" 2>&1 &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    for name in "${!args[@]}"; do
+        [ -f "$WORK/det/$name/metrics.csv" ] || { echo "$name failed:"; tail -20 "$WORK/det/$name.log"; return 1; }
+    done
+    python3 - "$WORK/det" "$out" <<'PYTHON' | tee "$out/deterministic.txt"
+import shutil, sys
+from pathlib import Path
+runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+def table(name):  # metrics.csv without its wall-time column, and scores.csv
+    lines = (runs / name / "metrics.csv").read_text().splitlines()
+    seconds = lines[0].split(",").index("seconds")
+    rows = [",".join(v for i, v in enumerate(line.split(",")) if i != seconds) for line in lines]
+    return rows, (runs / name / "scores.csv").read_text()
+differ = [update for update in ("standard", "released") if table(f"{update}_a") != table(f"{update}_b")]
+for update in ("standard", "released"):
+    print(f"{update} --deterministic, two runs: metrics and scores {'DIFFER' if update in differ else 'identical'}")
+for name in ("standard_a", "standard_b", "standard_default", "released_a", "released_b"):
+    lines = (runs / name / "metrics.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    print(f"{name}: AUC per epoch {' '.join(r['auc'][:6] for r in rows)}, seconds per epoch "
+          f"{' '.join(r['seconds'] for r in rows)}")
+    shutil.copy(runs / name / "metrics.csv", out / f"{name}_metrics.csv")
+sys.exit(1 if differ else 0)
+PYTHON
+}
+
 case "${1:-}" in
     wheels) download_wheels ;;
     run) [ $# -eq 2 ] || { echo "usage: $0 run OUTPUT_FOLDER" >&2; exit 2; }; run_checks "$2" ;;
-    *) echo "usage: $0 wheels | run OUTPUT_FOLDER" >&2; exit 2 ;;
+    deterministic) [ $# -eq 2 ] || { echo "usage: $0 deterministic OUTPUT_FOLDER" >&2; exit 2; }
+                   run_deterministic_check "$2" ;;
+    *) echo "usage: $0 wheels | run OUTPUT_FOLDER | deterministic OUTPUT_FOLDER" >&2; exit 2 ;;
 esac

@@ -53,6 +53,14 @@ def uninterrupted(tmp_path_factory):
     return comparable(folder)
 
 
+def test_deterministic_run_equals_the_default_run_on_cpu(tmp_path, uninterrupted):
+    """torch's deterministic mode (which also fills new tensors with NaN) runs the whole loop; on CPU
+    it picks the same kernels, so the numbers are the default run's."""
+    run_script("train.py", *RUN, "--deterministic", "--output_dir", str(tmp_path))
+    assert json.loads((tmp_path / "options.json").read_text())["deterministic"] is True
+    assert comparable(tmp_path) == uninterrupted
+
+
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
     assert start_and_stop(tmp_path, signal.SIGKILL) == -signal.SIGKILL
     assert load_file(tmp_path / "checkpoints" / "last.pt")["epoch"] >= 1

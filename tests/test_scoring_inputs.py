@@ -138,15 +138,17 @@ def test_a_given_model_option_must_match_the_checkpoint(checkpoint, given, messa
         restore(parse_test_args(["--checkpoint", str(checkpoint), *given]))
 
 
-def test_batch_size_and_precision_come_from_the_checkpoint_unless_given(checkpoint, tmp_path):
+def test_batch_size_precision_and_kernels_come_from_the_checkpoint_unless_given(checkpoint, tmp_path):
     state = load_file(checkpoint)
-    state["options"].update(batch_size=4, bf16=False)  # neither the demo preset's batch nor bf16's default
+    # neither the demo preset's batch nor the defaults of bf16 and deterministic
+    state["options"].update(batch_size=4, bf16=False, deterministic=True)
     other = tmp_path / "other.pt"
     save_checkpoint(state, other)
     stored = restore(parse_test_args(["--checkpoint", str(other)])).opt
-    assert (stored.batch_size, stored.bf16) == (4, False)
-    given = restore(parse_test_args(["--checkpoint", str(other), "--batch_size", "16", "--bf16"])).opt
-    assert (given.batch_size, given.bf16) == (16, True)
+    assert (stored.batch_size, stored.bf16, stored.deterministic) == (4, False, True)
+    given = restore(parse_test_args(["--checkpoint", str(other), "--batch_size", "16", "--bf16",
+                                     "--no-deterministic"])).opt
+    assert (given.batch_size, given.bf16, given.deterministic) == (16, True, False)
 
 
 def test_given_options_that_agree_with_the_checkpoint_or_name_its_data_are_kept(checkpoint):
