@@ -37,8 +37,8 @@ PSEUDO_ANOMALY_SNR_DROP = 10.0
 RESUME_MAY_CHANGE = frozenset({
     "train_root", "train_label_path", "test_root", "test_label_path", "data_root", "epochs",
     "pseudo_anomaly_epochs", "device", "cuda", "n_threads", "bf16", "compile", "channels_last",
-    "deterministic", "sync_batchnorm", "test_batch_shuffle", "test_drop_last", "output_dir", "checkpoint_minutes", "resume",
-    "save_best", "quiet", "debug", "checkpoint", "model_dir", "input", "threshold", "output",
+    "deterministic", "sync_batchnorm", "test_batch_shuffle", "test_drop_last", "output_dir", "checkpoint_minutes",
+    "resume", "save_best", "quiet", "debug", "checkpoint", "model_dir", "input", "threshold", "output",
 })
 
 
