@@ -77,8 +77,9 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, 
         log.info("data: %s; %d training clips (normal), %d test clips (%d abnormal)", what, len(train),
                  len(test), int(test.binary_labels().sum()))
     log.info("settings: length %d, %s, %d epoch%s, batch %d, update %s, noise %s (SNR %g dB), "
-             "global filter %s, seed %d, device %s%s", opt.mess_length, windows, opt.epochs, "s" * (opt.epochs != 1),
-             opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed, device,
+             "global filter %s, seed %d, device %s%s%s", opt.mess_length, windows, opt.epochs,
+             "s" * (opt.epochs != 1), opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed,
+             device, ", deterministic kernels" if opt.deterministic else "",
              f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "")
     regularisation = []
     if opt.label_smoothing:

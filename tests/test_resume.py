@@ -58,7 +58,12 @@ def test_deterministic_run_equals_the_default_run_on_cpu(tmp_path, uninterrupted
     it picks the same kernels, so the numbers are the default run's."""
     run_script("train.py", *RUN, "--deterministic", "--output_dir", str(tmp_path))
     assert json.loads((tmp_path / "options.json").read_text())["deterministic"] is True
+    assert ", device cpu, deterministic kernels" in (tmp_path / "train.log").read_text()
     assert comparable(tmp_path) == uninterrupted
+    # test.py takes the stored --deterministic and scores the checkpoint to the training run's scores
+    run_script("test.py", "--checkpoint", str(tmp_path / "checkpoints" / "last.pt"),
+               "--output_dir", str(tmp_path / "test"))
+    assert (tmp_path / "test" / "scores.csv").read_text() == (tmp_path / "scores.csv").read_text()
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
