@@ -189,7 +189,8 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
                             "released: the release's joint update")
     model.add_argument("--noise", choices=("snr", "released"), default="snr",
                        help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
-    model.add_argument("--snr", type=_decibels(inf_is_no_noise=True), default=2.0, help="signal-to-noise ratio of the input noise (dB)")
+    model.add_argument("--snr", type=_decibels(inf_is_no_noise=True), default=2.0,
+                       help="signal-to-noise ratio of the input noise (dB)")
     model.add_argument("--r_g_net_learning_rate", type=positive_number, default=0.001)
     model.add_argument("--l_g_net_learning_rate", type=positive_number, default=0.001)
     model.add_argument("--d_net_learning_rate", type=positive_number, default=0.0001)
