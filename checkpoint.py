@@ -2,8 +2,8 @@
 
 A run's checkpoint holds the three networks, their optimizers, the options, the epoch (and the
 step inside it, with its per-step statistics), the metrics so far, the random generators' states
-(CPU, CUDA), the number of processes and the score calibration. The authors' release shipped three
-state-dict files instead; ``load_released`` reads those.
+(CPU, CUDA), the number of processes and the feature scores' statistics of normal windows. The
+authors' release shipped three state-dict files instead; ``load_released`` reads those.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from errors import UserError
+from features import feature_model_problems
 from network import NETWORKS
 
 RELEASED_FILES = {"regional": "Regional_Generator.pth", "local": "Local_Generator.pth",
@@ -195,7 +196,7 @@ def train_checkpoint_problems(state: dict) -> list[str]:
     and ``state`` lacks, each in a few words."""
     problems = _length_option_problems(state["options"]) if isinstance(state["options"], dict) else [
         "'options' is not a dict"]
-    models, metrics, calibration = state["models"], state.get("metrics"), state.get("calibration")
+    models, metrics, feature_models = state["models"], state.get("metrics"), state.get("feature_models")
     if not isinstance(models, dict):
         problems.append("'models' is not a dict")
     else:
@@ -206,6 +207,6 @@ def train_checkpoint_problems(state: dict) -> list[str]:
         problems.append("the last 'metrics' entry is not a dict")
     elif metrics and not isinstance(metrics[-1].get("threshold"), float):
         problems.append("the last 'metrics' entry has no 'threshold'")
-    if calibration is not None and (not isinstance(calibration, torch.Tensor) or calibration.shape != (2, 3)):
-        problems.append("'calibration' is not a 2 x 3 tensor")
+    if feature_models is not None:
+        problems += feature_model_problems(feature_models)
     return problems

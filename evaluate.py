@@ -13,6 +13,7 @@ import torch
 from checkpoint import load_released, load_train_checkpoint, load_weights
 from cli import configure_logging, log
 from data import load_datasets, load_unlabelled
+from features import PAPER_SCORE, FeatureScorer
 from errors import UserError, make_folder
 from metrics import format_labelled_metrics, labelled_metrics
 from network import NETWORKS, GRLNet
@@ -27,9 +28,9 @@ from scoring import score_clips
 MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter",
                  "comprehensive_output_factor", "calibration_clips")
 # Stored options of how it was run: used unless the command line gives them (a larger batch scores
-# faster; --no-bf16 scores in fp32, within rounding of the bf16 scores, SPEC section 10; a
-# --deterministic run is scored with the same repeatable kernels).
-RUN_OPTIONS = ("batch_size", "bf16", "deterministic")
+# faster; --no-bf16 scores in fp32, within rounding of the bf16 scores; a --deterministic run is scored
+# with the same repeatable kernels; another --score ranks a labelled test set by another stored score).
+RUN_OPTIONS = ("batch_size", "bf16", "deterministic", "score")
 # Stored options that name the data: used when the command line names no data, unless it gives them.
 DATA_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
                 "train_normal_files", "synthetic_train_clips", "synthetic_test_clips", "seed")
@@ -94,15 +95,15 @@ def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, source: str
 
 class Restored(NamedTuple):
     """What test.py scores with: the networks, the resolved options, and from a checkpoint its last
-    decision threshold and where that comes from, its score calibration (None for the release's files
-    and uncalibrated runs) and the sample rate of its training data (None where unknown: the release's
-    files, CSV data)."""
+    decision threshold and where that comes from (for the score it was trained with), its feature scorer
+    (None for the release's files) and the sample rate of its training data (None where unknown: the
+    release's files, CSV data)."""
 
     model: GRLNet
     opt: argparse.Namespace
     threshold: float | None = None
     threshold_source: str = ""
-    calibration: torch.Tensor | None = None
+    scorer: FeatureScorer | None = None
     sample_rate: int | None = None
 
 
@@ -118,6 +119,17 @@ def _stored_threshold(state: dict) -> tuple[float | None, str]:
                                f"the scores of its {options['threshold_clips']} held-out normal clips")
 
 
+def _feature_scorer(state: dict, opt: argparse.Namespace) -> FeatureScorer | None:
+    """The scorer of a checkpoint's stored feature models; None where it has none (saved before its first
+    evaluation), which only the paper's score can do without."""
+    if state.get("feature_models") is not None:
+        return FeatureScorer(state["feature_models"])
+    if opt.score != PAPER_SCORE:
+        raise UserError(f"{opt.checkpoint}: saved before its first evaluation, it holds no statistics of normal "
+                        f"windows for --score {opt.score}; score with --score {PAPER_SCORE}, or train an epoch")
+    return None
+
+
 def restore(opt: argparse.Namespace) -> Restored:
     """The networks named by ``--checkpoint`` or ``--model_dir``, with what scoring needs besides."""
     if bool(opt.checkpoint) == bool(opt.model_dir):
@@ -129,8 +141,11 @@ def restore(opt: argparse.Namespace) -> Restored:
         model = GRLNet(network_length(opt), opt.global_filter)
         for name in NETWORKS:
             load_weights(getattr(model, name), state["models"][name], f"{opt.checkpoint} ({name})")
-        threshold, source = _stored_threshold(state)
-        return Restored(model, opt, threshold, source, state.get("calibration"), stored.get("detected_sample_rate"))
+        threshold, source = _stored_threshold(state) if opt.score == stored.get("score") else (None, "")
+        return Restored(model, opt, threshold, source, _feature_scorer(state, opt), stored.get("detected_sample_rate"))
+    if opt.score not in (None, PAPER_SCORE):
+        raise UserError(f"--score {opt.score}: the release's files hold no statistics of normal windows; they "
+                        f"score with the paper's score only (--score {PAPER_SCORE})")
     for name, value in RELEASE_PRESET.items():  # the authors' weights are for the release's length
         if getattr(opt, name) is None:
             setattr(opt, name, value)
@@ -154,15 +169,16 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     opt, model = restored.opt, restored.model
     threshold = opt.threshold if opt.threshold is not None else restored.threshold
     if threshold is None:
-        raise UserError("no decision threshold: give --threshold (the release's files store none, nor "
-                        "does a checkpoint saved before its first epoch ended)")
+        raise UserError(f"no decision threshold for --score {opt.score}: give --threshold (the release's files "
+                        "store none, nor does a checkpoint saved before its first epoch ended, and a checkpoint "
+                        "stores one for the score it was trained with only)")
     output = Path(opt.output or folder / "scores.csv")
     if output.is_dir():
         raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
     make_folder(output.parent, "folder of --output")
     clips = load_unlabelled(opt.input, opt)
     _require_trained_rate(opt, restored.sample_rate, clips.names[0])
-    scores = score_clips(model, clips, opt, device, autocast_context(device, opt), calibration=restored.calibration)
+    scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     for name, score in zip(clips.names, scores["score"]):
         log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
     source = "--threshold" if opt.threshold is not None else restored.threshold_source
@@ -176,8 +192,7 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     opt, model = restored.opt, restored.model
     _, test_set = load_datasets(opt, need_train=False)
     _require_trained_rate(opt, restored.sample_rate, test_set.names[0])
-    scores = score_clips(model, test_set, opt, device, autocast_context(device, opt),
-                         calibration=restored.calibration)
+    scores = score_clips(model, test_set, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -32,7 +32,8 @@ from progress import progress
 from results import write_group_tables, write_metrics_csv, write_scores_csv
 from runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks, random_state,
                      resolve_device, restore_random_state)
-from scoring import calibration_statistics, score_clips
+from features import FeatureScorer
+from scoring import fit_normal_windows, score_clips
 from steps import LOSSES, STEP_STATS, STEPS, pseudo_anomaly_step
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
@@ -91,9 +92,10 @@ def describe_run(opt: argparse.Namespace, train: ClipSet, test: ClipSet | None, 
     if opt.pseudo_anomaly_epochs:
         log.info("then %d pseudo-anomaly epochs: D alone, generators frozen (OGNet's second phase, "
                  "--pseudo_anomaly_epochs)", opt.pseudo_anomaly_epochs)
-    if opt.calibration_clips:
-        log.info("score: each term's distance from %d held-out normal training clips (the last in name "
-                 "order), in their standard deviations (--calibration_clips)", opt.calibration_clips)
+    fitted_on = (f"the windows of {opt.calibration_clips} normal training clips held out of training (the last in "
+                 "name order, --calibration_clips)" if opt.calibration_clips else "the training windows")
+    log.info("score: %s (--score); every score is computed and logged; the feature scores are fitted on %s",
+             opt.score, fitted_on)
     log.info("run folder: %s (options.json, train.log, metrics.csv, %s, checkpoints/, figures/)",
              opt.output_dir, "scores.csv" if test is not None else "threshold_scores.csv")
 
@@ -189,10 +191,10 @@ class Trainer:
         choose_kernels(self.device, opt.deterministic)
         torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
         self.train_set, self.test_set = load_datasets(opt)
-        self.calibration_set, self.calibration = None, None
+        self.feature_set, self.feature_models = None, None
         if opt.calibration_clips:
-            self.train_set, self.calibration_set = hold_out_last(self.train_set, opt.calibration_clips,
-                                                                 "--calibration_clips")
+            self.train_set, self.feature_set = hold_out_last(self.train_set, opt.calibration_clips,
+                                                             "--calibration_clips")
         self.threshold_set = None
         if self.test_set is None:
             self.train_set, self.threshold_set = hold_out_for_threshold(self.train_set, opt)
@@ -225,7 +227,7 @@ class Trainer:
             "optimizers": {name: o.state_dict() for name, o in self.optimizers.items()},
             "options": vars(self.opt), "epoch": self.epoch, "step": self.step,
             "step_stats": None if self.step_stats is None else self.step_stats.cpu(),
-            "metrics": self.history, "calibration": self.calibration,
+            "metrics": self.history, "feature_models": self.feature_models,
             "rng": random_state(self.device), "world_size": self.process.world_size,
             "train_files": training_files(self.train_set),
         }
@@ -249,7 +251,7 @@ class Trainer:
         else:  # only rank 0's generators are saved; the others draw new noise, seeded by where the run resumes
             seed = np.random.SeedSequence([self.opt.seed, self.process.rank, self.epoch, self.step])
             torch.manual_seed(int(seed.generate_state(1)[0]))
-        self.calibration = state.get("calibration")  # absent from checkpoints of earlier versions
+        self.feature_models = state.get("feature_models")
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step)
 
     # -- training
@@ -294,11 +296,11 @@ class Trainer:
         normal clips and set the decision threshold on them."""
         share_buffers(self.model, self.process)
         autocast = autocast_context(self.device, self.opt)
-        if self.calibration_set is not None:
-            self.calibration = calibration_statistics(self.model, self.calibration_set, self.opt, self.device,
-                                                      autocast)
+        normal = self.train_set if self.feature_set is None else self.feature_set
+        self.feature_models = fit_normal_windows(self.model, normal, self.opt, self.device, autocast)
         clips = self.threshold_set if self.test_set is None else self.test_set
-        scores = score_clips(self.model, clips, self.opt, self.device, autocast, self.process, self.calibration)
+        scores = score_clips(self.model, clips, self.opt, self.device, autocast, self.process,
+                             FeatureScorer(self.feature_models))
         if self.test_set is None:
             return held_out_threshold(scores["score"], self.opt.threshold_quantile), scores
         test = self.test_set

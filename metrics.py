@@ -17,11 +17,14 @@ from sklearn import metrics as skm
 
 from data.layouts import dcase_machine_ids, dcase_sections
 from errors import UserError
+from features import SCORES
 
 MAX_FPR = 0.1
 # The score's terms, and the metrics.csv column of each one's AUC alone (a diagnostic) with its label.
 SCORE_TERMS = {"d_real": "D(x)", "d_regional": "D(R(x))", "d_local": "D(Lo(x))"}
 TERM_AUC_COLUMNS = {f"auc_{term}": label for term, label in SCORE_TERMS.items()}
+# Every score --score can pick, and the metrics.csv column of each one's AUC (a diagnostic, like the terms').
+SCORE_AUC_COLUMNS = {f"auc_{name}": name for name in SCORES}
 
 
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
@@ -139,10 +142,11 @@ def format_machine_ids(metrics: dict) -> str:
 
 
 def score_term_aucs(labels: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, float]:
-    """The AUC of each of the score's terms alone ("auc_d_real", ...): a diagnostic that shows which
-    term ranks the clips and which one is inverted (below 0.5); never used to choose anything."""
-    return {column: float(skm.roc_auc_score(labels, _finite_scores(terms[term])))
-            for column, term in zip(TERM_AUC_COLUMNS, SCORE_TERMS)}
+    """The AUC of each of the paper's score's terms alone ("auc_d_real", ...) and of each score in
+    ``terms`` ("auc_paper", "auc_encoder_mahalanobis", ...): a diagnostic that shows which ranks the clips
+    and which is inverted (below 0.5); never used to choose anything."""
+    names = [*SCORE_TERMS, *(name for name in SCORES if name in terms)]
+    return {f"auc_{name}": float(skm.roc_auc_score(labels, _finite_scores(terms[name]))) for name in names}
 
 
 def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str] = (),
@@ -175,6 +179,9 @@ def format_labelled_metrics(metrics: dict, with_auc: bool = True) -> str:
     if TERM_AUC_COLUMNS.keys() <= metrics.keys():
         tables.append("AUC of each term alone (diagnostic): " + "  ".join(
             f"{label} {metrics[column]:.4f}" for column, label in TERM_AUC_COLUMNS.items()))
+    if SCORE_AUC_COLUMNS.keys() & metrics.keys():
+        tables.append("AUC of each score (diagnostic; --score picks one): " + "  ".join(
+            f"{label} {metrics[column]:.4f}" for column, label in SCORE_AUC_COLUMNS.items() if column in metrics))
     return "\n".join(tables + [format_metrics(metrics, with_auc)])
 
 

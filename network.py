@@ -141,6 +141,14 @@ class _Generator(nn.Module):
         autoencoder = (*self.encoder, *self.decoder)
         return run_stack(autoencoder, self.gfl(x), self.channels_last)  # [B, 1, L] -> [B, 1, L]
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output, [B, 1, L] -> [B, 512, L - 4 * (kernel - 1)]: a feature space of the scores."""
+        return run_stack(self.encoder, self.gfl(x), self.channels_last)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """The reconstruction from ``encode``'s output; ``decode(encode(x))`` equals ``forward(x)``."""
+        return run_stack(self.decoder, code, self.channels_last)
+
 
 class Regional_G_Net(_Generator):
     """Regional generator: kernel 7, a wider receptive field."""
@@ -188,9 +196,16 @@ class D_Net(nn.Module):
             nn.Sigmoid(),
         )
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last convolution's output, [B, 1, L] -> [B, 512, L4]: a feature space of the scores."""
+        return run_stack(self.discriminator[:-3], self.gfl(x), self.channels_last)
+
+    def logits_of_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The value before the Sigmoid from ``features``' output (flatten, linear): [B]."""
+        return self.discriminator[-3:-1](features).squeeze(1)
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        features = run_stack(self.discriminator[:-3], self.gfl(x), self.channels_last)
-        return self.discriminator[-3:-1](features).squeeze(1)  # flatten, linear: [B, 1, L] -> [B]
+        return self.logits_of_features(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))

@@ -1,8 +1,5 @@
-"""The anomaly score: D on the input and on both reconstructions, blended, averaged over windows.
-
-With held-out normal clips (``--calibration_clips``) each of the three terms is replaced by its
-distance from those clips' values, in their standard deviations, on either side.
-"""
+"""Every score of every clip: the paper's blend of D's outputs and the feature scores (features.py),
+each averaged over a clip's windows, and the one ``--score`` picks for metrics and decisions."""
 from __future__ import annotations
 
 import argparse
@@ -13,80 +10,104 @@ import torch
 
 from data import ClipSet
 from distributed import Process, gather_values
+from features import (FEATURE_SCORES, PAPER_SCORE, FeatureScorer, fit_feature_models, fit_windows, space_features,
+                      window_features)
 from network import GRLNet
 from progress import progress
 
-SCORE_COLUMNS = ("d_real", "d_regional", "d_local", "score")
-MIN_SPREAD = 1e-6  # floor of a calibration standard deviation: a saturated D gives almost none
+TERMS = ("d_real", "d_regional", "d_local")  # D(x), D(R(x)), D(Lo(x)): the paper's score blends them
+CHOSEN = "score"  # the column of the score ``--score`` picks
 
 
-def blend(d_real: torch.Tensor, d_regional: torch.Tensor, d_local: torch.Tensor,
-          gamma: float) -> torch.Tensor:
-    """score = gamma * (D(R(x)) + D(Lo(x))) + (1 - gamma) * D(x); higher = more anomalous."""
+def blend(d_real: np.ndarray, d_regional: np.ndarray, d_local: np.ndarray, gamma: float) -> np.ndarray:
+    """The paper's score: gamma * (D(R(x)) + D(Lo(x))) + (1 - gamma) * D(x); higher = more anomalous."""
     return gamma * (d_regional + d_local) + (1 - gamma) * d_real
+
+
+def _batches(count: int, opt: argparse.Namespace) -> range:
+    """Starts of the scoring batches: larger than training's, since nothing is kept for a backward pass."""
+    return range(0, count, max(opt.batch_size, 1) * 8)
 
 
 @torch.no_grad()
 def outputs_per_window(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
-                       autocast: contextlib.AbstractContextManager | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """D(x), D(R(x)), D(Lo(x)) of every window, [W, 3] float64, and each window's clip index [W].
+                       autocast: contextlib.AbstractContextManager | None = None,
+                       scorer: FeatureScorer | None = None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Per window: D(x), D(R(x)), D(Lo(x)) and, with a ``scorer``, each feature score; their names,
+    the values [W, K] float64, and each window's clip index [W].
 
-    The networks run in eval mode, without noise, on every window (no batch is dropped).
+    The networks run in eval mode, without noise, on every window (no batch is dropped); the encoders
+    run once, for the reconstructions and the features alike.
     """
     model.eval()
     windows, clip_index = clips.windows(opt.segment_length, opt.segment_hop)
-    outputs = torch.empty(len(windows), 3, dtype=torch.float64)
-    batch_size = max(opt.batch_size, 1) * 8
-    batches = range(0, len(windows), batch_size)
-    for start in progress(batches, desc="scoring", unit="batch", quiet=opt.quiet):
+    names = [*TERMS, *(FEATURE_SCORES if scorer is not None else ())]
+    outputs = torch.empty(len(windows), len(names), dtype=torch.float64)
+    batch_size = _batches(1, opt).step
+    for start in progress(_batches(len(windows), opt), desc="scoring", unit="batch", quiet=opt.quiet):
         x = windows[start:start + batch_size].to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
-            d_real = model.discriminator(x)
-            d_regional = model.discriminator(model.regional(x))
-            d_local = model.discriminator(model.local(x))
-        outputs[start:start + batch_size] = torch.stack([d_real, d_regional, d_local], 1).double().cpu()
-    return outputs, clip_index
+            regional_code, local_code = model.regional.encode(x), model.local.encode(x)
+            d_features = model.discriminator.features(x)
+            d_real = torch.sigmoid(model.discriminator.logits_of_features(d_features))
+            d_regional = model.discriminator(model.regional.decode(regional_code))
+            d_local = model.discriminator(model.local.decode(local_code))
+        columns = [d_real, d_regional, d_local]
+        if scorer is not None:
+            scores = scorer.window_scores(space_features(regional_code, local_code, d_features))
+            columns += [torch.from_numpy(scores[name]) for name in FEATURE_SCORES]
+        outputs[start:start + batch_size] = torch.stack([c.double().cpu() for c in columns], 1)
+    return names, outputs, clip_index
+
+
+@torch.no_grad()
+def fit_normal_windows(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
+                       autocast: contextlib.AbstractContextManager | None = None
+                       ) -> dict[str, dict[str, torch.Tensor]]:
+    """The feature models (features.fit_feature_models) fitted on normal clips' windows, at most
+    ``features.MAX_FIT_WINDOWS`` of them, evenly spaced; networks in eval mode, without noise."""
+    model.eval()
+    windows, _ = clips.windows(opt.segment_length, opt.segment_hop)
+    chosen = windows[torch.from_numpy(fit_windows(len(windows)))]
+    batch_size = _batches(1, opt).step
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in _batches(len(chosen), opt):
+        with autocast or contextlib.nullcontext():
+            features = window_features(model, chosen[start:start + batch_size].to(device, non_blocking=True))
+        for space, values in features.items():
+            parts.setdefault(space, []).append(values)
+    return fit_feature_models({space: torch.cat(values).numpy() for space, values in parts.items()})
 
 
 def clip_outputs(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
-                   autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
-    """D(x), D(R(x)), D(Lo(x)) per clip, [N, 3] float64: the mean over each clip's windows."""
-    outputs, clip_index = outputs_per_window(model, clips, opt, device, autocast)
-    per_clip = torch.zeros(len(clips), 3, dtype=torch.float64).index_add_(0, clip_index, outputs)
-    return per_clip / torch.bincount(clip_index, minlength=len(clips)).unsqueeze(1)
-
-
-def calibration_statistics(model: GRLNet, held_out: ClipSet, opt: argparse.Namespace, device: torch.device,
-                           autocast: contextlib.AbstractContextManager | None = None) -> torch.Tensor:
-    """Mean and standard deviation of D(x), D(R(x)), D(Lo(x)) over the windows of held-out normal
-    clips, [2, 3] float64; the deviation is floored at ``MIN_SPREAD``."""
-    outputs, _ = outputs_per_window(model, held_out, opt, device, autocast)
-    return torch.stack([outputs.mean(0), outputs.std(0, correction=0).clamp_min(MIN_SPREAD)])
+                 autocast: contextlib.AbstractContextManager | None = None,
+                 scorer: FeatureScorer | None = None) -> tuple[list[str], torch.Tensor]:
+    """``outputs_per_window``'s names and values per clip, [N, K] float64: the mean over each clip's windows."""
+    names, outputs, clip_index = outputs_per_window(model, clips, opt, device, autocast, scorer)
+    per_clip = torch.zeros(len(clips), len(names), dtype=torch.float64).index_add_(0, clip_index, outputs)
+    return names, per_clip / torch.bincount(clip_index, minlength=len(clips)).unsqueeze(1)
 
 
 def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                 autocast: contextlib.AbstractContextManager | None = None,
-                process: Process = Process(), calibration: torch.Tensor | None = None
-                ) -> dict[str, np.ndarray]:
-    """D(x), D(R(x)), D(Lo(x)) and the score of every clip, in clip order.
+                process: Process = Process(), scorer: FeatureScorer | None = None) -> dict[str, np.ndarray]:
+    """Every clip's D(x), D(R(x)), D(Lo(x)), the paper's score, with a ``scorer`` each feature score,
+    and last ("score") the one ``opt.score`` picks, in clip order.
 
     Over several processes each scores every world_size-th clip and the results are gathered,
-    so every clip is scored exactly once. With ``calibration`` (from ``calibration_statistics``)
-    the score blends each term's absolute distance from the held-out mean, in standard deviations.
+    so every clip is scored exactly once.
     """
     mine = list(range(process.rank, len(clips), process.world_size))
     share = clips.part(slice(process.rank, None, process.world_size))  # views, not copies
-    gathered = gather_values((mine, clip_outputs(model, share, opt, device, autocast)), process)
-    per_clip = torch.empty(len(clips), 3, dtype=torch.float64)
+    names, outputs = clip_outputs(model, share, opt, device, autocast, scorer)
+    per_clip = torch.empty(len(clips), len(names), dtype=torch.float64)
     covered = torch.zeros(len(clips), dtype=torch.long)
-    for indices, outputs in gathered:
-        per_clip[indices] = outputs
+    for indices, values in gather_values((mine, outputs), process):
+        per_clip[indices] = values
         covered[indices] += 1
     if not torch.all(covered == 1):
         raise RuntimeError(f"clips scored {covered.tolist()} times across processes; expected once each")
-    terms = per_clip if calibration is None else ((per_clip - calibration[0]) / calibration[1]).abs()
-    score = blend(*terms.unbind(1), opt.comprehensive_output_factor)
-    d_real, d_regional, d_local = per_clip.unbind(1)
-    return {name: values.numpy() for name, values in
-            zip(SCORE_COLUMNS, (d_real, d_regional, d_local, score))}
+    columns = dict(zip(names, per_clip.numpy().T))
+    columns[PAPER_SCORE] = blend(*(columns[t] for t in TERMS), opt.comprehensive_output_factor)
+    ordered = {name: columns[name] for name in (*TERMS, PAPER_SCORE, *FEATURE_SCORES) if name in columns}
+    return {**ordered, CHOSEN: ordered[opt.score]}

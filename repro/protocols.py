@@ -15,6 +15,7 @@ from errors import UserError
 TINY_ARGS = ["--mess_length", "4096", "--segment_length", "256", "--segment_hop", "1024", "--epochs", "1",
              "--synthetic_train_clips", "4", "--synthetic_test_clips", "4"]
 LITE_TRAIN_NORMAL = 2
+MIMII_ROTATIONS = 5  # splits of MIMII fan id_02's ten normal clips, five training clips each
 
 
 @dataclass
@@ -57,19 +58,42 @@ def slider_tasks(data_dir: Path, folder: Path) -> list[Task]:
     return [Task("dcase2020_slider_id00", folder, ["--data_root", str(root)])]
 
 
+def link_split(split_folder: Path, normal: list[Path], abnormal: list[Path], numbered: bool = False) -> Path:
+    """A MIMII-layout folder of links: ``normal`` in normal/ and ``abnormal`` in abnormal/; ``numbered``
+    puts the normal clips' position before their names, so that name order is the order given."""
+    shutil.rmtree(split_folder, ignore_errors=True)
+    for index, path in enumerate(normal):
+        (split_folder / "normal").mkdir(parents=True, exist_ok=True)
+        (split_folder / "normal" / (f"{index:02d}_" * numbered + path.name)).symlink_to(path.resolve())
+    for path in abnormal:
+        (split_folder / "abnormal").mkdir(parents=True, exist_ok=True)
+        (split_folder / "abnormal" / path.name).symlink_to(path.resolve())
+    return split_folder
+
+
+def mimii_rotation_tasks(data_dir: Path, folder: Path) -> list[Task]:
+    """MIMII fan id_02 with the normal clips rotated: split r trains normal clips 2r..2r+4 (cyclically,
+    name order) and tests the other five and every abnormal clip; split 0 is the mimii_fan_id02 protocol."""
+    items = labelled_wav_items(existing(data_dir / "mimii_fan_id02"))
+    normal = [path for path, label in items if label == 0]
+    abnormal = [path for path, label in items if label != 0]
+    tasks = []
+    for rotation in range(1, MIMII_ROTATIONS):
+        order = normal[2 * rotation:] + normal[:2 * rotation]
+        split = link_split(folder / f"split{rotation}" / "data", order, abnormal, numbered=True)
+        tasks.append(Task(f"mimii_fan_id02_split{rotation}", folder / f"split{rotation}",
+                          ["--data_root", str(split), "--train_normal_files", str(len(normal) // 2)]))
+    return tasks
+
+
 def lite_split(test_folder: Path, split_folder: Path) -> Path:
     """A MIMII-layout folder of links to a lite test folder's clips: normal/ and abnormal/."""
     items = labelled_wav_items(test_folder)
-    normal = sum(1 for _, label in items if label == 0)
-    if normal <= LITE_TRAIN_NORMAL:
-        raise UserError(f"{test_folder}: {normal} normal clips; the smoke split needs more than "
+    normal = [path for path, label in items if label == 0]
+    if len(normal) <= LITE_TRAIN_NORMAL:
+        raise UserError(f"{test_folder}: {len(normal)} normal clips; the smoke split needs more than "
                         f"{LITE_TRAIN_NORMAL} (they train, the rest test)")
-    shutil.rmtree(split_folder, ignore_errors=True)
-    for path, label in items:
-        target = split_folder / ("normal" if label == 0 else "abnormal") / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(path.resolve())
-    return split_folder
+    return link_split(split_folder, normal, [path for path, label in items if label != 0])
 
 
 def lite_tasks(data_dir: Path, folder: Path) -> list[Task]:
@@ -106,6 +130,11 @@ PROTOCOLS = {
     "mimii_fan_id02": Protocol(
         "MIMII fan id_02 (0 dB): --data_root <data_dir>/mimii_fan_id02 --train_normal_files 5, so "
         "normal 00-04 train; normal 05-09 and all 10 abnormal clips test.", mimii_tasks),
+    "mimii_fan_id02_rotations": Protocol(
+        f"MIMII fan id_02 (0 dB), {MIMII_ROTATIONS} splits: split r trains normal clips 2r..2r+4 (cyclically, "
+        "name order; links in split<r>/data/) and tests the other five and all 10 abnormal clips; split 0 is "
+        "the mimii_fan_id02 protocol's. The test set is small (AUC steps of 0.02): the splits show the spread.",
+        mimii_rotation_tasks),
     "dcase2020_slider_id00": Protocol(
         "DCASE 2020 slider id_00: --data_root <data_dir>/dcase2020_slider_id00; train/ (75 normal "
         "clips) trains, test/ (3 normal, 3 anomalous) tests.", slider_tasks),

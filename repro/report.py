@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from plots import draw_class_histograms, read_scores, styled_figure, whole_epoch_axis
-from repro.runs import BASELINE, GRLNET_METHODS, GROUP_SUMMARIES, LABELS, TERM_AUCS
+from repro.runs import BASELINE, GRLNET_METHODS, GROUP_SUMMARIES, LABELS, SCORE_AUCS, TERM_AUCS
 
 # The options of a run's list that the baseline reads (baselines/dcase_autoencoder.run_baseline).
 BASELINE_OPTIONS = {"--data_root", "--train_root", "--train_label_path", "--test_root", "--test_label_path",
@@ -17,6 +17,8 @@ BASELINE_OPTIONS = {"--data_root", "--train_root", "--train_label_path", "--test
                     "--synthetic_test_clips", "--seed", "--device", "--output_dir"}
 GROUP_INTRO = ("DCASE's summaries over the machine ids or sections of the test clips' names, mean ± std over "
                "seeds (each run's machine_ids.csv or sections.csv has every group):")
+SCORES_INTRO = ("Every score of GRLNet (--score picks the one in the table above; each is computed in every run): "
+                "final-epoch AUC, mean ± std and per seed, beside the baseline on the same split:")
 TERMS_INTRO = ("Diagnostic, not a result: the final-epoch AUC of each term of GRLNet's score alone, mean ± std "
                "over seeds (below 0.5: that term ranks the clips the wrong way round; nothing is chosen by it):")
 
@@ -62,6 +64,17 @@ def summary_table(methods: dict, columns: dict[str, str], intro: str) -> list[st
     return lines
 
 
+def score_table(methods: dict) -> list[str]:
+    """results.md's lines for each GRLNet method's scores (mean ± std, per seed) and the baseline's AUC."""
+    rows = [(f"{LABELS[method]}: {name}", summary[key]) for method, summary in methods.items()
+            for key, name in SCORE_AUCS.items() if key in summary]
+    if not rows:
+        return []
+    rows += [(LABELS[BASELINE], methods[BASELINE]["auc"])] if BASELINE in methods else []
+    lines = ["", SCORES_INTRO, "", "| method: score | AUC | AUC per seed |", "|---|---|---|"]
+    return lines + [f"| {name} | {' | '.join(_fmt(summary))} |" for name, summary in rows]
+
+
 def results_markdown(results: dict) -> str:
     """results.md: one table per task, its standing, the command and every run's options."""
     lines = [f"# Reproduction: {results['protocol']}", "",
@@ -77,6 +90,7 @@ def results_markdown(results: dict) -> str:
             (auc, auc_seeds), (pauc, pauc_seeds) = _fmt(summary["auc"]), _fmt(summary["pauc"])
             lines.append(f"| {LABELS[method]} | {auc} | {pauc} | {auc_seeds} | {pauc_seeds} |")
         lines += summary_table(task["methods"], GROUP_SUMMARIES, GROUP_INTRO)
+        lines += score_table(task["methods"])
         lines += summary_table(task["methods"], TERM_AUCS, TERMS_INTRO)
         lines += ["", "Options of the first seed's runs (other seeds differ in --seed and --output_dir):", ""]
         lines += [f"- {method}: `{shlex.join(options_shown(method, summary['runs'][0]['argv']))}`"

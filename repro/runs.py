@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from errors import UserError
-from metrics import TERM_AUC_COLUMNS, labelled_metrics
+from metrics import SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, labelled_metrics
 from opts import changed_options, parse_opts, total_epochs
 from plots import read_columns, read_named_scores
 from repro.protocols import Task
@@ -32,6 +32,8 @@ GROUP_SUMMARIES = {"id_average_auc": "AUC, mean over machine ids", "id_average_p
                    "official_score": "DCASE official score"}
 # GRLNet's diagnostic: the AUC of each of its score's terms alone (metrics.score_term_aucs).
 TERM_AUCS = {column: f"{label} alone" for column, label in TERM_AUC_COLUMNS.items()}
+# GRLNet's scores, each one's AUC (metrics.score_term_aucs): --score picks one, every one is reported.
+SCORE_AUCS = dict(SCORE_AUC_COLUMNS)
 REPO = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.2  # how often the runs in flight are checked
 INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C/SIGINT after saving its checkpoint
@@ -104,8 +106,8 @@ def _finite_or_none(value: object) -> float | None:
 
 def result(output_dir: str, metrics: dict, auc_per_epoch: list[float] | None = None) -> dict:
     """What results.json keeps of one run: AUC, pAUC, and DCASE's per-group summaries and GRLNet's
-    score terms' AUCs where defined (``seconds``, its wall time, is None for an earlier run)."""
-    extras = {key: value for key in (*GROUP_SUMMARIES, *TERM_AUCS)
+    score terms' and scores' AUCs where defined (``seconds``, its wall time, is None for an earlier run)."""
+    extras = {key: value for key in (*GROUP_SUMMARIES, *TERM_AUCS, *SCORE_AUCS)
               if (value := _finite_or_none(metrics.get(key))) is not None}
     return {"output_dir": output_dir, "auc": float(metrics["auc"]), "pauc": float(metrics["pauc"]), **extras,
             "auc_per_epoch": auc_per_epoch, "seconds": None}
@@ -183,7 +185,7 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
               flush=True)
         runs.setdefault(method, []).append({"seed": seed, "argv": argv, "resumed": index in resumed, **result})
     return {"methods": {method: {**{key: summarise([r[key] for r in method_runs])
-                                    for key in ("auc", "pauc", *GROUP_SUMMARIES, *TERM_AUCS)
+                                    for key in ("auc", "pauc", *GROUP_SUMMARIES, *TERM_AUCS, *SCORE_AUCS)
                                     if all(key in r for r in method_runs)},
                                  "runs": method_runs}
                         for method, method_runs in runs.items()}}

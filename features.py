@@ -1,0 +1,115 @@
+"""Two-sided anomaly scores in GRLNet's own feature spaces.
+
+The paper's score is the discriminator's probability that a signal looks like a reconstruction; an
+anomaly that has more of what D calls "real" scores as more normal, so the score can point the wrong
+way (docs/METHOD.md). A distance from the normal windows' distribution cannot: an anomaly far away on
+either side scores high. Each window's features are pooled over time (mean and standard deviation
+per channel) in two spaces, the regional and local encoders' outputs ("encoder") and D's last
+convolution ("discriminator"); after standardisation, a window's score is its squared Mahalanobis
+distance from the normal windows (Ledoit-Wolf shrinkage covariance) or its mean Euclidean distance to
+its nearest normal windows. What is fitted is stored as tensors, so scoring needs no training data.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import pairwise_distances
+from sklearn.neighbors import NearestNeighbors
+from sklearn.preprocessing import StandardScaler
+
+from errors import UserError
+from network import GRLNet
+
+FEATURE_SPACES = ("encoder", "discriminator")
+DISTANCES = ("mahalanobis", "knn")
+FEATURE_SCORES = tuple(f"{space}_{distance}" for space in FEATURE_SPACES for distance in DISTANCES)
+PAPER_SCORE = "paper"
+SCORES = (PAPER_SCORE, *FEATURE_SCORES)
+NEIGHBOURS = 5  # nearest normal windows averaged by the kNN distance
+MAX_FIT_WINDOWS = 512  # normal windows a feature model is fitted on (evenly spaced): bounds time and checkpoint size
+SPACE_ENTRIES = ("mean", "scale", "location", "precision", "reference")
+
+
+def pooled(h: torch.Tensor) -> torch.Tensor:
+    """[B, C, T] -> [B, 2C]: each channel's mean and standard deviation over time."""
+    return torch.cat([h.mean(-1), h.std(-1, correction=0)], dim=1)
+
+
+def space_features(regional_code: torch.Tensor, local_code: torch.Tensor,
+                   discriminator_features: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The pooled features of each space, float64 on the CPU: "encoder" [B, 2048], "discriminator" [B, 1024]."""
+    encoder = torch.cat([pooled(regional_code.float()), pooled(local_code.float())], dim=1)
+    spaces = {"encoder": encoder, "discriminator": pooled(discriminator_features.float())}
+    return {name: values.double().cpu() for name, values in spaces.items()}
+
+
+@torch.no_grad()
+def window_features(model: GRLNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The feature spaces of a batch of windows [B, 1, L] (encoders and D's convolutions only)."""
+    return space_features(model.regional.encode(x), model.local.encode(x), model.discriminator.features(x))
+
+
+def fit_windows(count: int) -> np.ndarray:
+    """Indices of the windows a feature model is fitted on: all, or ``MAX_FIT_WINDOWS`` evenly spaced."""
+    if count <= MAX_FIT_WINDOWS:
+        return np.arange(count)
+    return np.linspace(0, count - 1, MAX_FIT_WINDOWS).round().astype(np.int64)
+
+
+def fit_space(features: np.ndarray) -> dict[str, torch.Tensor]:
+    """A feature space's model fitted on normal windows' features [N, F], as float32 tensors: the
+    standardisation (mean, scale), Ledoit-Wolf's location and precision, and the standardised
+    windows themselves as the kNN reference."""
+    if len(features) < 2:
+        raise UserError(f"{len(features)} normal window(s) to fit the feature scores on; they need at least 2")
+    scaler = StandardScaler().fit(features)
+    standardised = scaler.transform(features)
+    covariance = LedoitWolf().fit(standardised)
+    fitted = {"mean": scaler.mean_, "scale": scaler.scale_, "location": covariance.location_,
+              "precision": covariance.precision_, "reference": standardised}
+    return {name: torch.as_tensor(values, dtype=torch.float32) for name, values in fitted.items()}
+
+
+class FeatureScorer:
+    """Scores windows by their distances from the normal windows that ``fit_space`` modelled."""
+
+    def __init__(self, models: dict[str, dict[str, torch.Tensor]]):
+        self.models = {space: {name: values.double().numpy() for name, values in model.items()}
+                       for space, model in models.items()}
+        self.neighbours = {space: NearestNeighbors(n_neighbors=min(NEIGHBOURS, len(model["reference"])))
+                           .fit(model["reference"]) for space, model in self.models.items()}
+
+    def window_scores(self, features: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Each feature score of a batch of windows, from their pooled features (``space_features``)."""
+        scores = {}
+        for space, model in self.models.items():
+            standardised = (features[space].numpy() - model["mean"]) / model["scale"]
+            scores[f"{space}_mahalanobis"] = pairwise_distances(
+                standardised, model["location"][None], metric="mahalanobis", VI=model["precision"])[:, 0] ** 2
+            distances, _ = self.neighbours[space].kneighbors(standardised)
+            scores[f"{space}_knn"] = distances.mean(axis=1)
+        return scores
+
+
+def fit_feature_models(features: dict[str, np.ndarray]) -> dict[str, dict[str, torch.Tensor]]:
+    """Every feature space's model, fitted on normal windows' features (``space_features``, stacked)."""
+    return {space: fit_space(features[space]) for space in FEATURE_SPACES}
+
+
+def feature_model_problems(models: object) -> list[str]:
+    """What a checkpoint's 'feature_models' entry lacks to score with, each in a few words."""
+    if not isinstance(models, dict) or set(models) != set(FEATURE_SPACES):
+        return [f"'feature_models' does not hold the spaces {', '.join(FEATURE_SPACES)}"]
+    problems = []
+    for space, model in models.items():
+        if not isinstance(model, dict) or not all(isinstance(model.get(k), torch.Tensor) for k in SPACE_ENTRIES):
+            problems.append(f"'feature_models' {space} lacks one of {', '.join(SPACE_ENTRIES)}")
+            continue
+        width = model["mean"].shape[0]
+        shapes = {"scale": (width,), "location": (width,), "precision": (width, width)}
+        if any(tuple(model[k].shape) != shape for k, shape in shapes.items()) or model["reference"].shape[-1] != width:
+            problems.append(f"'feature_models' {space}: its tensors' shapes disagree")
+        elif not all(torch.isfinite(model[k]).all() for k in SPACE_ENTRIES):
+            problems.append(f"'feature_models' {space} holds NaN or infinite values")
+    return problems
