@@ -35,13 +35,14 @@ from data import ClipSet, load_datasets
 from data.synthetic import make_synthetic_set
 from cli import run_cli
 from errors import UserError, make_folder
+from features import FeatureScorer
 from main import batch_order
 from metrics import compute_metrics
 from network import GRLNet
 from opts import non_negative_int, parse_opts, positive_int, positive_number, seed_value, test_clip_count
 from runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
                      resolve_device)
-from scoring import score_clips
+from scoring import fit_normal_windows, score_clips
 from steps import Networks, released_step, standard_step
 
 PAPER_BATCH = 2
@@ -322,10 +323,11 @@ def run_batch(opt: argparse.Namespace, args: argparse.Namespace, device: torch.d
 
 # ---------------------------------------------------------------- bf16 against fp32 scores
 
-def score_auc(model: GRLNet, test_set: ClipSet, opt: argparse.Namespace, device: torch.device,
+def score_auc(model: GRLNet, train_set: ClipSet, test_set: ClipSet, opt: argparse.Namespace, device: torch.device,
               autocast: contextlib.AbstractContextManager) -> float:
-    """The test AUC of ``model``'s scores computed under ``autocast``."""
-    scores = score_clips(model, test_set, opt, device, autocast)
+    """The test AUC of ``model``'s score (``--score``), its feature statistics fitted and applied under ``autocast``."""
+    scorer = FeatureScorer(fit_normal_windows(model, train_set, opt, device, autocast))
+    scores = score_clips(model, test_set, opt, device, autocast, scorer=scorer)
     return compute_metrics(test_set.binary_labels(), scores["score"])["auc"]
 
 
@@ -340,8 +342,8 @@ def check_equivalence(opt: argparse.Namespace, device: torch.device, train_set: 
     for _ in range(EQUIVALENCE_STEPS):
         x = windows[next(indices)].to(device)
         standard_step(nets, model, optimizers, x, opt, contextlib.nullcontext())
-    fp32 = score_auc(model, test_set, opt, device, contextlib.nullcontext())
-    bf16 = score_auc(model, test_set, opt, device, torch.autocast(device.type, dtype=torch.bfloat16))
+    fp32 = score_auc(model, train_set, test_set, opt, device, contextlib.nullcontext())
+    bf16 = score_auc(model, train_set, test_set, opt, device, torch.autocast(device.type, dtype=torch.bfloat16))
     passed = abs(fp32 - bf16) <= EQUIVALENCE_TOLERANCE
     print(f"equivalence ({EQUIVALENCE_STEPS} fp32 training steps, {len(test_set)} test clips, same weights): "
           f"AUC fp32 {fp32:.4f}, AUC bf16 autocast {bf16:.4f}, difference {abs(fp32 - bf16):.4f} "

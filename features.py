@@ -65,9 +65,14 @@ def fit_space(features: np.ndarray) -> dict[str, torch.Tensor]:
         raise UserError(f"{len(features)} normal window(s) to fit the feature scores on; they need at least 2")
     scaler = StandardScaler().fit(features)
     standardised = scaler.transform(features)
-    covariance = LedoitWolf().fit(standardised)
+    covariance = LedoitWolf(store_precision=False).fit(standardised)
+    try:  # the shrunk covariance is positive definite; inv is several times faster than sklearn's pinvh
+        precision = np.linalg.inv(covariance.covariance_)
+    except np.linalg.LinAlgError:
+        raise UserError("the normal windows' features have a singular covariance even after shrinkage; "
+                        "train on more varied normal recordings") from None
     fitted = {"mean": scaler.mean_, "scale": scaler.scale_, "location": covariance.location_,
-              "precision": covariance.precision_, "reference": standardised}
+              "precision": precision, "reference": standardised}
     return {name: torch.as_tensor(values, dtype=torch.float32) for name, values in fitted.items()}
 
 

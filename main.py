@@ -191,7 +191,7 @@ class Trainer:
         choose_kernels(self.device, opt.deterministic)
         torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
         self.train_set, self.test_set = load_datasets(opt)
-        self.feature_set, self.feature_models = None, None
+        self.feature_set, self.feature_models, self.fit_seconds = None, None, 0.0
         if opt.calibration_clips:
             self.train_set, self.feature_set = hold_out_last(self.train_set, opt.calibration_clips,
                                                              "--calibration_clips")
@@ -297,7 +297,9 @@ class Trainer:
         share_buffers(self.model, self.process)
         autocast = autocast_context(self.device, self.opt)
         normal = self.train_set if self.feature_set is None else self.feature_set
+        started = time.perf_counter()
         self.feature_models = fit_normal_windows(self.model, normal, self.opt, self.device, autocast)
+        self.fit_seconds = round(time.perf_counter() - started, 2)
         clips = self.threshold_set if self.test_set is None else self.test_set
         scores = score_clips(self.model, clips, self.opt, self.device, autocast, self.process,
                              FeatureScorer(self.feature_models))
@@ -329,7 +331,7 @@ class Trainer:
             metrics, scores = self.evaluate()
             means = average_tensor(self.step_stats.nanmean(0), self.process).tolist()
             row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means)), **metrics,
-                   "seconds": round(time.perf_counter() - started, 2)}
+                   "seconds": round(time.perf_counter() - started, 2), "feature_fit_seconds": self.fit_seconds}
             if "confusion" in metrics:
                 (tn, fp), (fn, tp) = metrics["confusion"]
                 row.update(tn=tn, fp=fp, fn=fn, tp=tp)

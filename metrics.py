@@ -3,9 +3,9 @@
 Abnormal (1) is the positive class for AUC, pAUC and EER. F1, precision and recall are reported for
 both classes and named; the release printed those of the *normal* class only. DCASE 2020 test sets
 also get the metrics per machine id and their average, DCASE 2021-2024 test sets DCASE 2022-2024's
-per-section metrics and official score; GRLNet's runs also get the AUC of each of the score's terms
-alone, a diagnostic of which term ranks the clips. A run without a labelled test set gets a decision
-threshold from held-out normal clips instead.
+per-section metrics and official score; GRLNet's runs also get the AUC of each of the paper's score's
+terms alone and of each of its scores, a diagnostic of which ranks the clips. A run without a labelled
+test set gets a decision threshold from held-out normal clips instead.
 """
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def format_machine_ids(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def score_term_aucs(labels: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, float]:
+def score_aucs(labels: np.ndarray, terms: dict[str, np.ndarray]) -> dict[str, float]:
     """The AUC of each of the paper's score's terms alone ("auc_d_real", ...) and of each score in
     ``terms`` ("auc_paper", "auc_encoder_mahalanobis", ...): a diagnostic that shows which ranks the clips
     and which is inverted (below 0.5); never used to choose anything."""
@@ -154,11 +154,11 @@ def labelled_metrics(labels: np.ndarray, scores: np.ndarray, names: Sequence[str
     """``compute_metrics``, and where the test files have DCASE names the metrics DCASE reports per
     group: per machine id and their average for 2020 names ("machine_ids", "id_average_auc",
     "id_average_pauc"); per section and the official score for 2021-2024 names ("sections",
-    "official_score"). With GRLNet's score ``terms`` (D(x), D(R(x)), D(Lo(x)) per clip), each one's
-    AUC alone (``score_term_aucs``)."""
+    "official_score"). With GRLNet's per-clip ``terms`` (D(x), D(R(x)), D(Lo(x)) and its scores), each
+    one's AUC alone (``score_aucs``)."""
     metrics = compute_metrics(labels, scores)
     if terms is not None:
-        metrics.update(score_term_aucs(labels, terms))
+        metrics.update(score_aucs(labels, terms))
     ids = dcase_machine_ids(names)
     if ids is not None:
         metrics["machine_ids"], average = machine_id_metrics(labels, scores, ids)

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_curve
 
 from data import ClipSet
 from errors import UserError
-from metrics import MAX_FPR, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
+from metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
 from network import GRLNet
 
 matplotlib.use("Agg")
@@ -86,9 +86,9 @@ def has_labels(scores_csv: str | Path) -> bool:
 # ---------------------------------------------------------------- the figures
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
-    """Losses, gradient norms, mean D outputs, the score terms' AUCs and AUC/pAUC per epoch (without a
-    labelled test set: the held-out normal clips' scores and the threshold set on them): is training
-    stable, is it learning, and does a term rank the clips the wrong way round?"""
+    """Losses, gradient norms, mean D outputs, the score terms' and scores' AUCs and AUC/pAUC per epoch
+    (without a labelled test set: the held-out normal clips' scores and the threshold set on them): is
+    training stable, is it learning, and does a term or score rank the clips the wrong way round?"""
     columns = read_columns(metrics_csv)
     epochs = columns["epoch"] + 1  # metrics.csv counts from 0, the log from 1
     labelled = "auc" in columns
@@ -103,13 +103,16 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
     if TERM_AUC_COLUMNS.keys() <= columns.keys():
         panels.append((tuple((column, f"{label} alone") for column, label in TERM_AUC_COLUMNS.items()),
                        "test-set AUC of each\nscore term (diagnostic)", "auc"))
+    scores = [(column, name) for column, name in SCORE_AUC_COLUMNS.items() if column in columns]
+    if scores:
+        panels.append((tuple(scores), "test-set AUC of\neach score (--score)", "auc"))
     panels.append(((("auc", "AUC"), ("pauc", f"pAUC (FPR ≤ {MAX_FPR})")), "test-set AUC / pAUC", "auc")
                   if labelled else
                   ((("threshold", "decision threshold"), ("held_out_mean", "mean"), ("held_out_max", "max")),
                    "anomaly score of\nheld-out normal clips", "linear"))
     with styled_figure(out_png, len(panels), 1, sharex=True, figsize=(7, 2.7 * len(panels))) as (fig, axes):
         for ax, (curves, ylabel, scale) in zip(axes, panels):
-            for (column, label), marker, style in zip(curves, "os^", ("-", "--", "-.")):
+            for (column, label), marker, style in zip(curves, "os^dv", ("-", "--", "-.", ":", "-")):
                 values = columns[column]
                 if scale == "log":  # frozen generators (pseudo-anomaly epochs) have no gradient: not drawn
                     values = np.where(values > 0, values, np.nan)

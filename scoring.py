@@ -10,6 +10,7 @@ import torch
 
 from data import ClipSet
 from distributed import Process, gather_values
+from errors import UserError
 from features import (FEATURE_SCORES, PAPER_SCORE, FeatureScorer, fit_feature_models, fit_windows, space_features,
                       window_features)
 from network import GRLNet
@@ -110,4 +111,6 @@ def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: 
     columns = dict(zip(names, per_clip.numpy().T))
     columns[PAPER_SCORE] = blend(*(columns[t] for t in TERMS), opt.comprehensive_output_factor)
     ordered = {name: columns[name] for name in (*TERMS, PAPER_SCORE, *FEATURE_SCORES) if name in columns}
+    if opt.score not in ordered:
+        raise UserError(f"--score {opt.score} needs the statistics of normal windows, and none were given")
     return {**ordered, CHOSEN: ordered[opt.score]}

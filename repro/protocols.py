@@ -73,12 +73,12 @@ def link_split(split_folder: Path, normal: list[Path], abnormal: list[Path], num
 
 def mimii_rotation_tasks(data_dir: Path, folder: Path) -> list[Task]:
     """MIMII fan id_02 with the normal clips rotated: split r trains normal clips 2r..2r+4 (cyclically,
-    name order) and tests the other five and every abnormal clip; split 0 is the mimii_fan_id02 protocol."""
+    name order) and tests the other five and every abnormal clip; split 0 is the mimii_fan_id02 protocol's."""
     items = labelled_wav_items(existing(data_dir / "mimii_fan_id02"))
     normal = [path for path, label in items if label == 0]
     abnormal = [path for path, label in items if label != 0]
     tasks = []
-    for rotation in range(1, MIMII_ROTATIONS):
+    for rotation in range(MIMII_ROTATIONS):
         order = normal[2 * rotation:] + normal[:2 * rotation]
         split = link_split(folder / f"split{rotation}" / "data", order, abnormal, numbered=True)
         tasks.append(Task(f"mimii_fan_id02_split{rotation}", folder / f"split{rotation}",

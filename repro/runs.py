@@ -30,9 +30,9 @@ LABELS = {"grlnet_standard": "GRLNet, standard update", "grlnet_released": "GRLN
 # DCASE's summaries of a test set's groups (metrics.labelled_metrics), kept where the file names give groups.
 GROUP_SUMMARIES = {"id_average_auc": "AUC, mean over machine ids", "id_average_pauc": "pAUC, mean over machine ids",
                    "official_score": "DCASE official score"}
-# GRLNet's diagnostic: the AUC of each of its score's terms alone (metrics.score_term_aucs).
+# GRLNet's diagnostic: the AUC of each of its score's terms alone (metrics.score_aucs).
 TERM_AUCS = {column: f"{label} alone" for column, label in TERM_AUC_COLUMNS.items()}
-# GRLNet's scores, each one's AUC (metrics.score_term_aucs): --score picks one, every one is reported.
+# GRLNet's scores, each one's AUC (metrics.score_aucs): --score picks one, every one is reported.
 SCORE_AUCS = dict(SCORE_AUC_COLUMNS)
 REPO = Path(__file__).resolve().parent.parent
 POLL_SECONDS = 0.2  # how often the runs in flight are checked

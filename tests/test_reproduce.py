@@ -17,7 +17,8 @@ from checkpoint import load_file
 from conftest import REPO, run_script
 from errors import UserError
 from plots import read_columns
-from repro.protocols import folder_tasks, lite_tasks, mimii_tasks
+from data.layouts import split_data_root
+from repro.protocols import folder_tasks, lite_tasks, mimii_rotation_tasks, mimii_tasks
 from repro.report import latex_text
 from repro.runs import LABELS, run_result
 
@@ -70,6 +71,14 @@ def test_tiny_protocol_writes_results_and_figures(serial_out):
         cells = " | ".join(f"{methods[method][key]['mean']:.4f} ± 0.0000" for key in keys)
         assert f"| {LABELS[method]} | {cells} |" in lines
     assert not [line for line in lines if line.startswith(f"| {LABELS['dcase_autoencoder']} | n/a")]
+    # every score's AUC, mean ± std and per seed, from the run's metrics.csv, beside the baseline's AUC
+    for method in ("grlnet_standard", "grlnet_released"):
+        final = read_columns(Path(methods[method]["runs"][0]["output_dir"]) / "metrics.csv")
+        for name in ("paper", "encoder_mahalanobis", "discriminator_knn"):
+            value = final[f"auc_{name}"][-1]
+            assert f"| {LABELS[method]}: {name} | {value:.4f} ± 0.0000 | {value:.4f} |" in lines
+    auc = methods["dcase_autoencoder"]["auc"]["mean"]
+    assert f"| {LABELS['dcase_autoencoder']} | {auc:.4f} ± 0.0000 | {auc:.4f} |" in lines
     assert f"| DCASE 2020 autoencoder | seed 0: {baseline_run['seconds'] / 60:.1f} min |" in markdown
 
 
@@ -247,6 +256,20 @@ def test_lite_smoke_splits_each_machines_test_folder_into_links(tmp_path):
     assert [p.name for p in abnormal] == [f"anomaly_id_00_{i:08d}.wav" for i in range(2)]
     assert all(p.is_symlink() and p.resolve() == (lite / "valve" / "test" / p.name).resolve()
                for p in normal + abnormal)
+
+
+def test_mimii_rotations_train_five_other_normal_clips_in_each_split(shared_data, tmp_path):
+    normal = sorted(p.resolve() for p in (shared_data / "mimii_fan_id02" / "normal").iterdir())
+    tasks = mimii_rotation_tasks(shared_data, tmp_path)
+    assert [task.name for task in tasks] == [f"mimii_fan_id02_split{r}" for r in range(5)]
+    for rotation, task in enumerate(tasks):
+        train, test = split_data_root(task.data_args[1], int(task.data_args[3]))
+        trained = [path.resolve() for path, _ in train]
+        assert trained == [normal[(2 * rotation + i) % 10] for i in range(5)]
+        assert sorted(p.resolve() for p, label in test if label == 0) == sorted(set(normal) - set(trained))
+        assert sum(label for _, label in test) == 10
+    first, _ = split_data_root(shared_data / "mimii_fan_id02", 5)
+    assert [p.resolve() for p, _ in first] == [p.resolve() for p, _ in split_data_root(tasks[0].data_args[1], 5)[0]]
 
 
 @pytest.mark.parametrize("grlnet_args, stream, message", [

@@ -1,0 +1,43 @@
+"""tools/feature_controls.py: the log power spectrum of windows, per-clip means, and its command."""
+import numpy as np
+import torch
+
+from conftest import TINY, run_script
+from data import ClipSet
+from opts import parse_opts
+from tools.feature_controls import LOG_FLOOR, clip_means, log_spectra, spectrum_aucs
+
+
+def test_log_spectrum_of_a_cosine_window_is_its_power_in_one_bin():
+    opt = parse_opts([*TINY])  # windows of 256 every 256 over 512 samples: two per clip
+    t = np.arange(512)
+    clips = ClipSet(["a"], np.cos(2 * np.pi * 8 * t / 256)[None].astype(np.float32), np.zeros(1, dtype=np.int64))
+    spectra, clip_index = log_spectra(clips, opt)
+    assert spectra.shape == (2, 129) and clip_index.tolist() == [0, 0]
+    # an unnormalised FFT of a cosine of amplitude 1 over 256 samples: 128 in bin 8, (almost) nothing elsewhere
+    np.testing.assert_allclose(spectra[:, 8].numpy(), np.log(128.0 ** 2 + LOG_FLOOR), rtol=1e-6)
+    assert torch.all(spectra[:, 20] < np.log(1e-6))
+
+
+def test_clip_means_average_each_clips_windows():
+    np.testing.assert_allclose(clip_means(np.array([1.0, 3.0, 10.0]), torch.tensor([0, 0, 1]), 2), [2.0, 10.0])
+
+
+def test_spectrum_distances_rank_a_tone_above_noise():
+    opt = parse_opts([*TINY])
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.1, (12, 512)).astype(np.float32)
+    tone = (0.3 * np.sin(2 * np.pi * np.arange(512) / 16)).astype(np.float32)
+    train = ClipSet([f"n{i}" for i in range(8)], noise[:8], np.zeros(8, dtype=np.int64))
+    test = ClipSet([f"t{i}" for i in range(4)], noise[8:] + np.array([[0], [0], [1], [1]], np.float32) * tone,
+                   np.array([0, 0, 1, 1]))
+    assert spectrum_aucs(train, test, opt) == {"log_spectrum_mahalanobis": 1.0, "log_spectrum_knn": 1.0}
+
+
+def test_command_prints_a_row_per_seed_and_the_spectrum_line():
+    result = run_script("-m", "tools.feature_controls", "--seeds", "0", "1", "--", *TINY)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| control | paper | encoder_mahalanobis |")
+    assert [line.split("|")[1].strip() for line in lines[2:4]] == ["untrained networks, seed 0",
+                                                                   "untrained networks, seed 1"]
+    assert lines[-1].startswith("log power spectrum of each window, no network: log_spectrum_mahalanobis ")
