@@ -1,5 +1,9 @@
-"""tools/feature_controls.py: the log power spectrum of windows, per-clip means, and its command."""
+"""tools/feature_controls.py (the log power spectrum of windows, per-clip means, its command) and
+tools/feature_cost.py (what the feature scores add to an epoch)."""
+import re
+
 import numpy as np
+import pytest
 import torch
 
 from conftest import TINY, run_script
@@ -41,3 +45,12 @@ def test_command_prints_a_row_per_seed_and_the_spectrum_line():
     assert [line.split("|")[1].strip() for line in lines[2:4]] == ["untrained networks, seed 0",
                                                                    "untrained networks, seed 1"]
     assert lines[-1].startswith("log power spectrum of each window, no network: log_spectrum_mahalanobis ")
+
+
+def test_cost_adds_fitting_and_the_extra_scoring_time_to_an_epochs():
+    lines = run_script("-m", "tools.feature_cost", "--", *TINY).stdout.splitlines()[-3:]
+    numbers = [[float(n) for n in re.findall(r"(\d+\.\d) (?:s|%)", line)] for line in lines]
+    (training, paper, epoch), (fitting, with_features), (added, percent) = numbers
+    assert epoch == pytest.approx(training + paper, abs=0.11)
+    assert added == pytest.approx(fitting + with_features - paper, abs=0.16)
+    assert percent == pytest.approx(100 * added / epoch, rel=0.05, abs=0.1)
