@@ -30,9 +30,13 @@ MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter"
 # faster; --no-bf16 scores in fp32, within rounding of the bf16 scores, SPEC section 10; a
 # --deterministic run is scored with the same repeatable kernels).
 RUN_OPTIONS = ("batch_size", "bf16", "deterministic")
+# Options that name a data set: scoring --input files reads none, so it refuses them.
+DATA_SET_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
+                    "train_normal_files", "synthetic_train_clips", "synthetic_test_clips")
 # Stored options that name the data: used when the command line names no data, unless it gives them.
-DATA_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
-                "train_normal_files", "synthetic_train_clips", "synthetic_test_clips", "seed")
+DATA_OPTIONS = (*DATA_SET_OPTIONS, "seed")
+# Options only scoring --input files uses.
+INPUT_OPTIONS = ("threshold", "output")
 
 
 def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
@@ -41,7 +45,21 @@ def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNe
     parser = build_parser(description)
     opt = parser.parse_args(argv)
     opt.given_options = given_option_names(parser, argv)
+    _refuse_ignored_options(opt)
     return opt
+
+
+def _refuse_ignored_options(opt: argparse.Namespace) -> None:
+    """Refuse options the chosen mode would ignore: data sets when scoring --input files, and --threshold
+    or --output when evaluating a test set."""
+    given = opt.given_options
+    if opt.input:
+        ignored, why = [name for name in DATA_SET_OPTIONS if name in given], "--input files are scored, not a data set"
+    else:
+        ignored, why = [name for name in INPUT_OPTIONS if name in given], "used only when scoring --input files"
+    if ignored:
+        raise UserError(f"{', '.join(f'--{name}' for name in ignored)}: would be ignored ({why}); leave "
+                        f"{'them' if len(ignored) > 1 else 'it'} out")
 
 
 def _refuse_other_value(opt: argparse.Namespace, name: str, stored_value: object, source: str) -> None:
