@@ -306,6 +306,8 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         raise UserError("--pseudo_anomaly_epochs makes pseudo-anomalies from inputs noised "
                         f"{PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr; with --snr inf (no noise) they are the "
                         "normal reconstructions themselves, so give a finite --snr")
+    if opt.resume and opt.overwrite:
+        raise UserError("--overwrite replaces the run in --output_dir and --resume continues it; give one of them")
     if opt.resume == "last" and not opt.output_dir:
         raise UserError("--resume without a path continues the run in --output_dir; give that folder")
     if opt.resume and not opt.output_dir and Path(opt.resume).parent.name == "checkpoints":

@@ -252,6 +252,7 @@ def test_lite_smoke_splits_each_machines_test_folder_into_links(tmp_path):
 @pytest.mark.parametrize("grlnet_args, stream, message", [
     ("--no-bf16", "stdout", "error: --grlnet_args may not set --bf16: reproduce.py sets it for every run"),
     ("--seed=3", "stdout", "error: --grlnet_args may not set --seed"),
+    ("--overwrite", "stdout", "error: --grlnet_args may not set --overwrite"),
     ("--upd released", "stderr", "error: unrecognized arguments: --upd released"),
 ])
 def test_grlnet_args_may_not_set_what_each_run_sets(grlnet_args, stream, message, tmp_path):
