@@ -18,7 +18,7 @@ from metrics import format_labelled_metrics, labelled_metrics
 from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, given_option_names, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
-from results import decide, write_group_tables, write_scores_csv
+from results import decide, is_score_file, write_group_tables, write_scores_csv
 from runtime import autocast_context, choose_kernels, place_model, resolve_device
 from scoring import score_clips
 
@@ -167,6 +167,26 @@ def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, fir
                         f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
 
 
+def _check_output(output: Path, read: list[str], overwrite: bool) -> None:
+    """Refuse an --output that is one of the files ``read`` (an input, the checkpoint), whatever it is
+    called, and an existing file other than a score file test.py wrote, unless ``overwrite``."""
+    if output.resolve() in {Path(name).resolve() for name in read if name}:
+        raise UserError(f"{output}: --output is one of the files being read (an input or the checkpoint); "
+                        "writing the scores would destroy it: give another file name")
+    if output.exists() and not overwrite and not is_score_file(output):
+        raise UserError(f"{output}: --output exists and is not a score file written by test.py; give another "
+                        "file name, or --overwrite to replace it")
+
+
+def _refuse_run_folder(folder: Path) -> None:
+    """Refuse a training run's folder as test.py's output folder: its scores, metrics and figures would be
+    replaced by these."""
+    if (folder / "checkpoints").is_dir() or (folder / "options.json").is_file():
+        raise UserError(f"{folder}: --output_dir is a training run's folder (it holds checkpoints/ or "
+                        "options.json), whose scores.csv, metrics and figures test.py would replace; give "
+                        "another --output_dir")
+
+
 def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None:
     """Score unlabelled ``--input`` files, decide each at the threshold, write them with the decisions."""
     opt, model = restored.opt, restored.model
@@ -177,8 +197,9 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     output = Path(opt.output or folder / "scores.csv")
     if output.is_dir():
         raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
-    make_folder(output.parent, "folder of --output")
     clips = load_unlabelled(opt.input, opt)
+    _check_output(output, [*clips.names, opt.checkpoint or ""], opt.overwrite)
+    make_folder(output.parent, "folder of --output")
     _require_trained_rate(opt, restored.sample_rate, clips.names[0])
     scores = score_clips(model, clips, opt, device, autocast_context(device, opt), calibration=restored.calibration)
     for name, score in zip(clips.names, scores["score"]):
@@ -215,8 +236,9 @@ def test(opt: argparse.Namespace) -> dict | None:
     device = resolve_device(restored.opt)
     choose_kernels(device, restored.opt.deterministic)
     place_model(restored.model, device, restored.opt)
-    folder = make_folder(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}",
-                         "output folder")
+    folder = Path(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}")
+    _refuse_run_folder(folder)
+    make_folder(folder, "output folder")
     configure_logging(folder / "test.log")
     if restored.opt.input:
         score_inputs(restored, device, folder)
