@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from data import layouts
-from data.signals import fit_length, read_csv_signal, read_wav
+from data.signals import fit_length, is_audio, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from errors import UserError
 from progress import progress
@@ -202,9 +202,9 @@ def hold_out_for_threshold(train: ClipSet, opt: argparse.Namespace) -> tuple[Cli
 
 def _unlabelled_files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".wav", ".csv"))
+        files = sorted(p for p in path.rglob("*") if is_audio(p) or p.suffix.lower() == ".csv")
         if not files:
-            raise UserError(f"{path}: no .wav or .csv files")
+            raise UserError(f"{path}: no audio (.wav, .flac, .ogg, ...) or .csv files")
         return files
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -212,7 +212,7 @@ def _unlabelled_files(path: Path) -> list[Path]:
 
 
 def load_unlabelled(paths: list[str], opt: argparse.Namespace) -> ClipSet:
-    """WAV or CSV files (or folders of them) to score without labels."""
+    """Audio or CSV files (or folders of them) to score without labels."""
     files = [f for p in paths for f in _unlabelled_files(Path(p))]
     clips = _decode([(f, -1) for f in files], opt, "files to score")
     clips.labels = None

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.signals import is_audio
 from errors import UserError
 
 Item = tuple[Path, int]
@@ -122,12 +123,13 @@ def csv_items(root: str | Path, label_path: str | Path | None) -> list[Item]:
     return [(files[i], labels[i]) for i in indices]
 
 
-def _wav_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav")
+def _audio_files(folder: Path) -> list[Path]:
+    """The folder's audio files, in every format soundfile reads (signals.AUDIO_SUFFIXES)."""
+    files = sorted(p for p in folder.iterdir() if is_audio(p))
     if not files:
         hint = " (it holds CSV files: give a label file for the release's layout)" \
             if any(folder.glob("*.csv")) else ""
-        raise UserError(f"{folder}: no .wav files{hint}")
+        raise UserError(f"{folder}: no audio files (.wav, .flac, .ogg or another format soundfile reads){hint}")
     return files
 
 
@@ -138,9 +140,9 @@ def labelled_wav_items(root: str | Path, training: bool = False) -> list[Item]:
     folder = _existing_folder(root)
     subfolders = [folder / name for name in MIMII_FOLDERS if (folder / name).is_dir()]
     if subfolders:
-        return [(p, MIMII_FOLDERS[sub.name]) for sub in subfolders for p in _wav_files(sub)]
+        return [(p, MIMII_FOLDERS[sub.name]) for sub in subfolders for p in _audio_files(sub)]
     items = []
-    for path in _wav_files(folder):
+    for path in _audio_files(folder):
         match = DCASE_NAME.match(path.name)
         if match is None and not training:
             raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or anomaly_*.wav "

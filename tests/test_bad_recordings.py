@@ -296,3 +296,47 @@ def test_a_folder_or_a_superscript_named_like_a_signal_file_is_no_signal_file(tm
     (test[0] / "3.csv").mkdir()
     (test[0] / "².csv").write_text("0.5\n0.25\n")
     _refused(f"{test[1]}: 4 labels for 3 files in {test[0]}", lambda: _load_csv(train, test))  # 0-2.csv
+
+
+# ---------------------------------------------------------------- formats other than WAV
+
+def test_flac_and_ogg_recordings_are_read_like_wav(tmp_path):
+    root = write_mimii_set(tmp_path)
+    wav = root / "normal" / "1.wav"
+    samples = soundfile.read(wav, dtype="float32")[0]
+    soundfile.write(root / "normal" / "1.flac", samples, 16000, subtype="PCM_16")
+    wav.unlink()
+    soundfile.write(root / "abnormal" / "1.ogg", tone(frequency=900, seed=5), 16000, format="OGG")
+    train, test = _load_wav(root)
+    assert test.names == [str(root / "normal" / "1.flac"), str(root / "abnormal" / "0.wav"),
+                          str(root / "abnormal" / "1.ogg")]
+    assert np.array_equal(test.signals[0], samples[:1024])  # lossless: the WAV's samples, to --mess_length 1024
+    assert test.signals[2].std() > 0.1  # the OGG's tone, decoded
+
+
+def test_an_ogg_stream_cut_short_is_refused_with_both_counts(tmp_path):
+    """An OGG named .wav, cut inside a page: libsndfile decodes the complete pages and says nothing."""
+    root = write_mimii_set(tmp_path)
+    path = root / "abnormal" / "0.wav"
+    soundfile.write(path, np.tile(tone(frequency=900), 30), 16000, format="OGG")
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) * 2 // 3])
+    assert 0 < soundfile.read(path)[0].size < 48000  # decoded in part, without a word
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: truncated, its last Ogg page announces "
+                                        r"(\d+) bytes but only (\d+) are in the file$") as info:
+        _load_wav(root)
+    announced, present = map(int, re.search(r"announces (\d+) bytes but only (\d+)", str(info.value)).groups())
+    assert present < announced
+
+
+def test_a_decode_shorter_than_the_header_announces_is_refused(tmp_path):
+    """An MP3 cut short: its header announces every frame, the decoder finds fewer."""
+    root = write_mimii_set(tmp_path)
+    path = root / "abnormal" / "0.mp3"
+    (root / "abnormal" / "0.wav").unlink()
+    soundfile.write(path, np.tile(tone(frequency=900), 10), 16000, format="MP3")
+    path.write_bytes(path.read_bytes()[:2 * path.stat().st_size // 3])
+    decoded = soundfile.read(path)[0].size
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: truncated, the header announces 16000 samples but "
+                                        f"only {decoded} could be decoded$"):
+        _load_wav(root)

@@ -48,7 +48,7 @@ def test_missing_and_empty_folders(tmp_path):
 def test_folder_without_supported_files(tmp_path):
     (tmp_path / "normal").mkdir()
     (tmp_path / "normal" / "notes.txt").write_text("hello")
-    _expect("no .wav files", tmp_path / "normal",
+    _expect("no audio files (.wav, .flac, .ogg or another format soundfile reads)", tmp_path / "normal",
             lambda: load_datasets(parse_opts(["--data_root", str(tmp_path)])))
 
 
@@ -194,7 +194,8 @@ def test_options_that_would_be_ignored_are_refused(options, message):
     (["--input", "a.wav", "--test_root", "t"], "--test_root: would be ignored (--input files are scored, not a data "
                                                "set); leave it out"),
     (["--input", "a.wav", "--data_root", "d", "--synthetic_test_clips", "4"],
-     "--data_root, --synthetic_test_clips: would be ignored (--input files are scored, not a data set); leave them out"),
+     "--data_root, --synthetic_test_clips: would be ignored (--input files are scored, not a data set); "
+     "leave them out"),
     (["--threshold", "0.5"], "--threshold: would be ignored (used only when scoring --input files); leave it out"),
     (["--test_root", "t", "--output", "s.csv"], "--output: would be ignored (used only when scoring --input files)"),
 ])
