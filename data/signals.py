@@ -60,8 +60,19 @@ def fit_length(signal: np.ndarray, length: int, source: str) -> np.ndarray:
     return kept
 
 
+def check_readable(path: Path) -> None:
+    """Refuse a file this user may not read, saying so (libsndfile would call it a "System error")."""
+    try:
+        path.open("rb").close()
+    except PermissionError:
+        raise UserError(f"{path}: permission denied, this user may not read the file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
 def read_csv_signal(path: Path) -> np.ndarray:
     """One column of samples, no header (the release's layout)."""
+    check_readable(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data"
@@ -156,13 +167,15 @@ def _data_unit(fmt: bytes) -> tuple[str, int]:
     return "bytes of audio", 1
 
 
-def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
-    """Decode an audio file (WAV, FLAC, OGG, ...) to mono float32 in [-1, 1], resampled to ``sample_rate``
-    if given; refused when the decode is shorter than its header or container says."""
+def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int, int]:
+    """Decode an audio file (WAV, FLAC, OGG, ...) to mono float32 in [-1, 1], its channels averaged and
+    resampled to ``sample_rate`` if given; refused when the decode is shorter than its header or container
+    says. Returns the signal, its rate and the file's number of channels."""
     if not path.exists():
         raise UserError(f"{path}: file not found (a link to a file that is gone?)")
     if path.is_file() and path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
+    check_readable(path)
     try:
         with soundfile.SoundFile(str(path)) as sound:
             announced, rate = sound.frames, sound.samplerate
@@ -177,8 +190,13 @@ def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
                         "could be decoded")
     if audio.shape[0] == 0:
         raise UserError(f"{path}: the audio file holds no samples")
-    mono = check_signal(audio.mean(axis=1, dtype=np.float64), str(path))  # checked before librosa sees it
+    mono = audio.mean(axis=1, dtype=np.float64)
+    channels = audio.shape[1]
+    if channels > 1 and np.ptp(mono) == 0 and np.ptp(audio) > 0:
+        raise UserError(f"{path}: the average of its {channels} channels is {mono[0]:g} in every sample (channels "
+                        "are mixed to mono by averaging, and these cancel out); give one channel of the recording")
+    mono = check_signal(mono, str(path))  # checked before librosa sees it
     if sample_rate is not None and rate != sample_rate:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate)
         rate = sample_rate
-    return mono.astype(np.float32, copy=False), rate
+    return mono.astype(np.float32, copy=False), rate, channels

@@ -340,3 +340,65 @@ def test_a_decode_shorter_than_the_header_announces_is_refused(tmp_path):
     with pytest.raises(UserError, match=f"^{re.escape(str(path))}: truncated, the header announces 16000 samples but "
                                         f"only {decoded} could be decoded$"):
         _load_wav(root)
+
+
+# ---------------------------------------------------------------- messages that say what is true
+
+@pytest.mark.parametrize("kind", ["wav", "csv"])
+def test_a_file_without_read_permission_says_permission_denied(tmp_path, monkeypatch, kind):
+    """The tests run as root, whom permissions do not stop: the file's opening is made to fail as they would."""
+    if kind == "wav":
+        root = write_mimii_set(tmp_path)
+        path, load = root / "abnormal" / "0.wav", lambda: _load_wav(root)
+    else:
+        train, test = _csv_sets(tmp_path)
+        path, load = test[0] / "1.csv", lambda: _load_csv(train, test)
+    real_open = Path.open
+
+    def denied(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    _refused(f"{path}: permission denied, this user may not read the file", load)
+
+
+def test_stereo_channels_that_cancel_are_named_as_such_not_silent(tmp_path):
+    root = write_mimii_set(tmp_path)
+    path = root / "abnormal" / "0.wav"
+    soundfile.write(path, np.stack([tone(), -tone()], axis=1), 16000, subtype="FLOAT")
+    _refused(f"{path}: the average of its 2 channels is 0 in every sample (channels are mixed to mono by "
+             "averaging, and these cancel out); give one channel of the recording", lambda: _load_wav(root))
+
+
+def test_one_note_per_set_counts_the_files_mixed_to_mono(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("grlnet"), "propagate", True)
+    root = write_mimii_set(tmp_path)
+    first = root / "normal" / "1.wav"
+    for path, frequency in ((first, 440.0), (root / "abnormal" / "0.wav", 900.0)):
+        soundfile.write(path, np.stack([tone(frequency=frequency), tone(frequency=frequency, seed=3)], axis=1),
+                        16000, subtype="PCM_16")
+    with caplog.at_level(logging.INFO, logger="grlnet.data"):
+        _, test_set = _load_wav(root)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"note: 2 of 2 test files have several channels, mixed to mono by averaging channels (the first: {first})"]
+    left, right = soundfile.read(first, dtype="float32")[0][:1024].T
+    np.testing.assert_allclose(test_set.signals[0], (left + right) / 2, atol=1e-7)
+
+
+def test_a_label_file_with_a_file_column_labels_the_files_it_names(tmp_path):
+    train, test = _csv_sets(tmp_path)  # 0.csv .. 3.csv
+    test[1].write_text("file,label\n3.csv,1\n0.csv,0\nsub/2.csv,1\n1.csv,0\n")  # any order, folders dropped
+    _, test_set = _load_csv(train, test)
+    assert test_set.labels.tolist() == [0, 0, 1, 1]
+    for text, message in [
+        ("file,label\n0.csv,0\n1.csv,1\n0.csv,1\n3.csv,0\n", f"{test[1]}, line 4: '0.csv' is labelled twice"),
+        ("file,label\n0.csv,0\n1.csv,1\n2.csv,0\n7.csv,1\n", f"{test[1]}: the 'file' column names '7.csv', which is "
+                                                             f"not in {test[0]} (1 such names)"),
+        ("file,label\n0.csv,0\n1.csv,1\n2.csv,0\n", f"{test[1]}: no row labels '3.csv' (1 files without a label)"),
+        ("file,file,label\n0.csv,0.csv,1\n", f"{test[1]}: 2 columns are named 'file'"),
+    ]:
+        test[1].write_text(text)
+        with pytest.raises(UserError, match=f"^{re.escape(message)}"):
+            _load_csv(train, test)
