@@ -52,12 +52,13 @@ def run_command(method: str, argv: list[str], baseline_epochs: int) -> list[str]
     return [sys.executable, str(REPO / "train.py"), *argv]
 
 
-def start_option(method: str, resumed: bool) -> list[str]:
+def start_option(method: str, argv: list[str], resumed: bool) -> list[str]:
     """How a GRLNet run starts in its folder: ``--resume`` continues an interrupted run, ``--overwrite``
-    replaces whatever an earlier invocation left there (train.py refuses a folder holding a run otherwise)."""
+    replaces whatever an earlier invocation left there (train.py refuses a folder holding a run otherwise),
+    unless its options already resume a checkpoint."""
     if resumed:
         return ["--resume"]
-    return ["--overwrite"] if method in GRLNET_METHODS else []
+    return ["--overwrite"] if method in GRLNET_METHODS and not parse_opts(argv).resume else []
 
 
 def run_result(method: str, output_dir: str) -> dict:
@@ -179,8 +180,10 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
         resumed.add(index)
         print(f"[{task.name}] {method} seed {seed}: continuing the interrupted run from its last checkpoint",
               flush=True)
-    commands = [run_command(planned[i][0], planned[i][2] + start_option(planned[i][0], i in resumed), baseline_epochs)
-                for i in to_run]
+    commands = []
+    for index in to_run:
+        method, _, argv = planned[index]
+        commands.append(run_command(method, argv + start_option(method, argv, index in resumed), baseline_epochs))
     names = [f"[{task.name}] {planned[i][0]} seed {planned[i][1]}" for i in to_run]
     seconds = dict(zip(to_run, run_commands(commands, names, jobs)))
     runs = {}
