@@ -32,15 +32,21 @@ REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose mo
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename: a crash never leaves half a file."""
+    """Write to a temporary file, flush it to disk, then rename: a crash never leaves half a file. A write
+    that fails (a full disk) removes the temporary file, keeps the previous checkpoint, and says why."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        kept = "the previous checkpoint there is kept" if path.is_file() else "no checkpoint is saved"
+        raise UserError(f"{path}: cannot save the checkpoint ({err.strerror or err}); {kept}") from None
 
 
 def _check_archive(path: Path) -> None:

@@ -36,6 +36,14 @@ def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -
         log.addHandler(to_file)
 
 
+def log_to_files(line: str) -> None:
+    """Write ``line`` to the run's log file alone (the console gets it printed once, without a time)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, line, None, None)
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def run_cli(main_function: Callable[[argparse.Namespace], object],
             parse: Callable[[], argparse.Namespace], interrupted: str = "interrupted") -> None:
     """Parse a script's options and run its body; user errors, in the options too, and running out of
@@ -47,8 +55,9 @@ def run_cli(main_function: Callable[[argparse.Namespace], object],
     except (UserError, MemoryError, torch.OutOfMemoryError) as err:
         if getattr(opt, "debug", False):
             raise
-        close_logging()
         message = err if isinstance(err, UserError) else out_of_memory_message(err, opt)
+        log_to_files(f"error: {message}")
+        close_logging()
         print(f"error: {message}", flush=True)
         raise SystemExit(3 if isinstance(err, DivergedError) else 2) from None
     except KeyboardInterrupt:  # train() saves and exits on its own; elsewhere there is nothing to keep

@@ -19,7 +19,7 @@ from metrics import format_labelled_metrics, labelled_metrics
 from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, given_option_names, network_length, option_defaults, resolve_presets
 from plots import redraw, save_reconstruction_examples
-from results import decide, write_group_tables, write_scores_csv
+from results import decide, is_score_file, write_group_tables, write_scores_csv
 from runtime import autocast_context, choose_kernels, place_model, resolve_device
 from scoring import score_clips
 
@@ -31,9 +31,13 @@ MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter"
 # faster; --no-bf16 scores in fp32, within rounding of the bf16 scores; a --deterministic run is scored
 # with the same repeatable kernels; another --score ranks a labelled test set by another stored score).
 RUN_OPTIONS = ("batch_size", "bf16", "deterministic", "score")
+# Options that name a data set: scoring --input files reads none, so it refuses them.
+DATA_SET_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
+                    "train_normal_files", "synthetic_train_clips", "synthetic_test_clips")
 # Stored options that name the data: used when the command line names no data, unless it gives them.
-DATA_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
-                "train_normal_files", "synthetic_train_clips", "synthetic_test_clips", "seed")
+DATA_OPTIONS = (*DATA_SET_OPTIONS, "seed")
+# Options only scoring --input files uses.
+INPUT_OPTIONS = ("threshold", "output")
 
 
 def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
@@ -42,7 +46,21 @@ def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNe
     parser = build_parser(description)
     opt = parser.parse_args(argv)
     opt.given_options = given_option_names(parser, argv)
+    _refuse_ignored_options(opt)
     return opt
+
+
+def _refuse_ignored_options(opt: argparse.Namespace) -> None:
+    """Refuse options the chosen mode would ignore: data sets when scoring --input files, and --threshold
+    or --output when evaluating a test set."""
+    given = opt.given_options
+    if opt.input:
+        ignored, why = [name for name in DATA_SET_OPTIONS if name in given], "--input files are scored, not a data set"
+    else:
+        ignored, why = [name for name in INPUT_OPTIONS if name in given], "used only when scoring --input files"
+    if ignored:
+        raise UserError(f"{', '.join(f'--{name}' for name in ignored)}: would be ignored ({why}); leave "
+                        f"{'them' if len(ignored) > 1 else 'it'} out")
 
 
 def _refuse_other_value(opt: argparse.Namespace, name: str, stored_value: object, source: str) -> None:
@@ -164,6 +182,26 @@ def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, fir
                         f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
 
 
+def _check_output(output: Path, read: list[str], overwrite: bool) -> None:
+    """Refuse an --output that is one of the files ``read`` (an input, the checkpoint), whatever it is
+    called, and an existing file other than a score file test.py wrote, unless ``overwrite``."""
+    if output.resolve() in {Path(name).resolve() for name in read if name}:
+        raise UserError(f"{output}: --output is one of the files being read (an input or the checkpoint); "
+                        "writing the scores would destroy it: give another file name")
+    if output.exists() and not overwrite and not is_score_file(output):
+        raise UserError(f"{output}: --output exists and is not a score file written by test.py; give another "
+                        "file name, or --overwrite to replace it")
+
+
+def _refuse_run_folder(folder: Path) -> None:
+    """Refuse a training run's folder as test.py's output folder: its scores, metrics and figures would be
+    replaced by these."""
+    if (folder / "checkpoints").is_dir() or (folder / "options.json").is_file():
+        raise UserError(f"{folder}: --output_dir is a training run's folder (it holds checkpoints/ or "
+                        "options.json), whose scores.csv, metrics and figures test.py would replace; give "
+                        "another --output_dir")
+
+
 def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None:
     """Score unlabelled ``--input`` files, decide each at the threshold, write them with the decisions."""
     opt, model = restored.opt, restored.model
@@ -175,8 +213,9 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     output = Path(opt.output or folder / "scores.csv")
     if output.is_dir():
         raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
-    make_folder(output.parent, "folder of --output")
     clips = load_unlabelled(opt.input, opt)
+    _check_output(output, [*clips.names, opt.checkpoint or ""], opt.overwrite)
+    make_folder(output.parent, "folder of --output")
     _require_trained_rate(opt, restored.sample_rate, clips.names[0])
     scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     for name, score in zip(clips.names, scores["score"]):
@@ -212,8 +251,9 @@ def test(opt: argparse.Namespace) -> dict | None:
     device = resolve_device(restored.opt)
     choose_kernels(device, restored.opt.deterministic)
     place_model(restored.model, device, restored.opt)
-    folder = make_folder(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}",
-                         "output folder")
+    folder = Path(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}")
+    _refuse_run_folder(folder)
+    make_folder(folder, "output folder")
     configure_logging(folder / "test.log")
     if restored.opt.input:
         score_inputs(restored, device, folder)

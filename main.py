@@ -6,13 +6,17 @@ files a run writes besides checkpoints and figures in results.py.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import json
 import logging
+import os
+import shutil
 import signal
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -29,7 +33,7 @@ from metrics import format_held_out_threshold, format_labelled_metrics, held_out
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
 from plots import redraw, save_reconstruction_examples
 from progress import progress
-from results import write_group_tables, write_metrics_csv, write_scores_csv
+from results import GROUP_TABLES, write_group_tables, write_metrics_csv, write_scores_csv
 from runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks, random_state,
                      resolve_device, restore_random_state)
 from features import FeatureScorer
@@ -37,6 +41,11 @@ from scoring import fit_normal_windows, score_clips
 from steps import LOSSES, STEP_STATS, STEPS, pseudo_anomaly_step
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
+LOCK_FILE = ".lock"  # in the run folder, locked by the training that runs there, holding its process id
+# Files that show a folder holds a run, and everything a run writes there (removed by --overwrite).
+RUN_MARKERS = ("options.json", "checkpoints/last.pt", "metrics.csv", "train.log")
+RUN_OUTPUTS = ("options.json", "train.log", "metrics.csv", "scores.csv", "threshold_scores.csv",
+               *GROUP_TABLES.values(), "checkpoints", "figures")
 
 
 # ---------------------------------------------------------------- run folder and logs
@@ -46,8 +55,54 @@ def default_run_folder() -> str:
     return str(Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
+def lock_run_folder(folder: Path) -> TextIO:
+    """Hold an OS lock on ``folder``'s lock file, with this process's id written in it, so that a second
+    training in the same folder is refused; the OS releases it when the process ends, even when killed."""
+    handle = (folder / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(f"{folder}: another training (process {holder}) is running in this run folder; wait "
+                        "for it to end, or give another --output_dir") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def check_earlier_run(opt: argparse.Namespace, folder: Path) -> None:
+    """Refuse a folder that holds another run, unless ``--resume`` continues it; ``--overwrite`` removes
+    what that run wrote, so the new run's files (train.log too) start afresh."""
+    found = [name for name in RUN_MARKERS if (folder / name).exists()]
+    if not found or opt.resume:
+        return
+    if not opt.overwrite:
+        raise UserError(f"{folder}: already holds a run ({', '.join(found)}); give --resume to continue it or "
+                        "--overwrite to replace it, or a new --output_dir")
+    for name in RUN_OUTPUTS:
+        path = folder / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def claim_run_folder(opt: argparse.Namespace, is_main: bool = True) -> TextIO | None:
+    """Create and lock the run folder before anything in it is read, and refuse or clear an earlier run
+    there (``check_earlier_run``); returns the lock. Under torchrun only the main process locks."""
+    if not is_main:
+        return None
+    folder = make_folder(opt.output_dir, "run folder")
+    lock = lock_run_folder(folder)
+    check_earlier_run(opt, folder)
+    return lock
+
+
 def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
-    """Create the run folder, log to console and ``train.log`` there, and store the options.
+    """Log to console and ``train.log`` in the run folder, and store the options there.
 
     Only the main process writes; the others log warnings to the console alone.
     """
@@ -55,7 +110,6 @@ def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
     if not is_main:
         configure_logging(level=logging.WARNING)
         return folder
-    make_folder(folder, "run folder")
     make_folder(folder / "checkpoints", "checkpoint folder")
     configure_logging(folder / "train.log")
     (folder / "options.json").write_text(json.dumps(vars(opt), indent=2) + "\n")
@@ -117,13 +171,16 @@ def batch_order(count: int, opt: argparse.Namespace, epoch: int, process: Proces
     return batches
 
 
-def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int) -> None:
-    """Stop on the first step whose losses are NaN or infinite, naming it and the loss."""
+def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int, checkpoint: Path) -> None:
+    """Stop on the first step whose losses are NaN or infinite, naming it, the loss, and whether the run's
+    ``checkpoint`` holds a good state (saves come after this check) or none was saved yet."""
     bad = ~torch.isfinite(step_stats[:, :len(LOSSES)])
     if bad.any():
         row, column = map(int, bad.nonzero()[0])
+        kept = (f"the last good checkpoint, {checkpoint}, is kept" if checkpoint.is_file()
+                else "no checkpoint was saved before it")
         raise DivergedError(f"training diverged: {STEP_STATS[column]} is {step_stats[row, column].item()} "
-                            f"at epoch {epoch}, step {first_step + row}; the last good checkpoint is kept")
+                            f"at epoch {epoch}, step {first_step + row}; {kept}")
 
 
 def progress_postfix(step_stats: torch.Tensor) -> dict[str, str]:
@@ -199,6 +256,7 @@ class Trainer:
         if self.test_set is None:
             self.train_set, self.threshold_set = hold_out_for_threshold(self.train_set, opt)
         opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), self.process)
+        self.lock = claim_run_folder(opt, self.process.is_main)
         resumed = (read_resume_checkpoint(opt, self.process.world_size, self.train_set)
                    if opt.resume else None)  # before options.json is rewritten
         self.folder = setup_run_folder(opt, self.process.is_main)
@@ -231,6 +289,11 @@ class Trainer:
             "rng": random_state(self.device), "world_size": self.process.world_size,
             "train_files": training_files(self.train_set),
         }
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """Where the run's latest checkpoint is saved (``--resume`` continues from it)."""
+        return self.folder / "checkpoints" / "last.pt"
 
     def save(self, name: str = "last") -> None:
         self.saved_at = time.monotonic()
@@ -283,12 +346,13 @@ class Trainer:
             save_due = opt.checkpoint_minutes and time.monotonic() - self.saved_at > 60 * opt.checkpoint_minutes
             if save_due or self.device.type == "cpu" or self.step % REFRESH_EVERY == 0 or self.step == len(batches):
                 recent = self.step_stats[checked:self.step].cpu()
-                check_finite(recent, self.epoch, checked)  # before any save: no checkpoint holds a diverged step
+                check_finite(recent, self.epoch, checked, self.last_checkpoint)  # before any save: none is diverged
                 checked = self.step
                 bar.set_postfix(progress_postfix(recent[-1]))
             if save_due:
                 self.save()
-        check_finite(self.step_stats[checked:self.step].cpu(), self.epoch, checked)  # before an interrupt's save
+        check_finite(self.step_stats[checked:self.step].cpu(), self.epoch, checked,
+                     self.last_checkpoint)  # before an interrupt's save
         bar.close()
 
     def evaluate(self) -> tuple[dict, dict]:
@@ -370,7 +434,7 @@ class Trainer:
         if self.test_set is None:
             log.info("final (last epoch, %d): %s\nscore recordings with: python test.py --checkpoint %s --input "
                      "FILES_OR_FOLDERS", final["epoch"] + 1, self.describe_evaluation(final)[1],
-                     self.folder / "checkpoints" / "last.pt")
+                     self.last_checkpoint)
         else:
             log.info("final (last epoch, %d):\n%s", final["epoch"] + 1, format_labelled_metrics(final))
         return final
@@ -392,17 +456,19 @@ def train(opt: argparse.Namespace) -> dict:
     try:
         final = trainer.run()
         wait_for_all(trainer.process)
-        return final
     except KeyboardInterrupt:
         trainer.save()
-        log.info("interrupted: saved %s; continue with --resume --output_dir %s",
-                 trainer.folder / "checkpoints" / "last.pt", trainer.folder)
+        log.info("interrupted: saved %s; continue with --resume --output_dir %s", trainer.last_checkpoint,
+                 trainer.folder)
         raise SystemExit(130) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         process = trainer.process
+        if trainer.lock is not None:
+            trainer.lock.close()
         del trainer  # its DistributedDataParallel wrappers hold the process group: free them first
         gc.collect()
         shutdown(process)
-        close_logging()
+    close_logging()  # an error leaves the log open: run_cli writes it there
+    return final

@@ -30,11 +30,13 @@ SCORE_AUC_COLUMNS = {f"auc_{name}": name for name in SCORES}
 def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
     """EER = (FPR + FNR) / 2 at the ROC point where |FNR - FPR| is smallest.
 
-    Returns (eer, threshold, fpr at that point: the release's "ERR"). ROC point 0 (threshold inf:
-    nothing abnormal) is left out: no other point is farther from FNR = FPR, but it ties with the only
-    other point when every score is equal, and an infinite threshold would flag no recording.
+    Returns (eer, threshold, fpr at that point: the release's "ERR"). Every distinct score is a ROC point
+    (``drop_intermediate=False``): dropping the collinear ones would skip the point of a flat stretch
+    where FNR = FPR. ROC point 0 (threshold inf: nothing abnormal) is left out: no other point is
+    farther from FNR = FPR, but it ties with the only other point when every score is equal, and an
+    infinite threshold would flag no recording.
     """
-    fpr, tpr, thresholds = skm.roc_curve(labels, scores)
+    fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
     fnr = 1 - tpr
     point = 1 + int(np.argmin(np.abs(fnr[1:] - fpr[1:])))
     return float((fpr[point] + fnr[point]) / 2), float(thresholds[point]), float(fpr[point])

@@ -39,13 +39,15 @@ WAV_PRESET = {
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 # dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
 PSEUDO_ANOMALY_SNR_DROP = 10.0
+# test.py's options: train.py would ignore them, so it refuses them.
+TEST_ONLY_OPTIONS = ("checkpoint", "model_dir", "input", "threshold", "output")
 # Options a resumed run may change: where things are, how long it trains, how it runs, test.py's.
 # Every other option defines the run, and a checkpoint resumes only with the values it was saved with.
 RESUME_MAY_CHANGE = frozenset({
     "train_root", "train_label_path", "test_root", "test_label_path", "data_root", "epochs",
     "pseudo_anomaly_epochs", "device", "cuda", "n_threads", "bf16", "compile", "channels_last",
     "deterministic", "sync_batchnorm", "test_batch_shuffle", "test_drop_last", "output_dir", "checkpoint_minutes",
-    "resume", "save_best", "quiet", "debug", "checkpoint", "model_dir", "input", "threshold", "output",
+    "resume", "overwrite", "save_best", "quiet", "debug", "checkpoint", "model_dir", "input", "threshold", "output",
 })
 
 
@@ -254,11 +256,14 @@ def build_parser(description: str = "GRLNet", prog: str | None = None) -> argpar
     run.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
                      help="resume from a checkpoint; without PATH, the output folder's last one; "
                           "RUN/checkpoints/*.pt continues in RUN unless --output_dir says otherwise")
+    _add_flag(run, "overwrite", False, "train.py: replace the run already in --output_dir (without it, such a "
+                                       "folder is refused unless --resume continues it); test.py: replace a file "
+                                       "--output names that is not a score file test.py wrote")
     _add_flag(run, "save_best", False, "also keep checkpoints/best.pt, chosen by test AUC (says so)")
     _add_flag(run, "quiet", False, "no progress bars")
     _add_flag(run, "debug", False, "show tracebacks for user errors")
 
-    scoring = p.add_argument_group("test.py (train.py ignores these)")
+    scoring = p.add_argument_group("test.py (train.py refuses these)")
     scoring.add_argument("--checkpoint", help="a checkpoint written by train.py")
     scoring.add_argument("--model_dir", default=None,
                          help="folder with the release's Regional_Generator.pth, Local_Generator.pth, "
@@ -312,6 +317,8 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         raise UserError("--pseudo_anomaly_epochs makes pseudo-anomalies from inputs noised "
                         f"{PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr; with --snr inf (no noise) they are the "
                         "normal reconstructions themselves, so give a finite --snr")
+    if opt.resume and opt.overwrite:
+        raise UserError("--overwrite replaces the run in --output_dir and --resume continues it; give one of them")
     if opt.resume == "last" and not opt.output_dir:
         raise UserError("--resume without a path continues the run in --output_dir; give that folder")
     if opt.resume and not opt.output_dir and Path(opt.resume).parent.name == "checkpoints":
@@ -372,5 +379,16 @@ def check_network_length(length: int, option: str) -> None:
 
 def parse_opts(argv: Sequence[str] | None = None, description: str = "GRLNet",
                prog: str | None = None) -> argparse.Namespace:
-    """Parse the command line and resolve the data-dependent defaults."""
-    return resolve_presets(build_parser(description, prog).parse_args(argv))
+    """Parse train.py's command line, refuse test.py's options, and resolve the data-dependent defaults."""
+    parser = build_parser(description, prog)
+    opt = parser.parse_args(argv)
+    refuse_test_options(given_option_names(parser, argv))
+    return resolve_presets(opt)
+
+
+def refuse_test_options(given: Collection[str]) -> None:
+    """Refuse test.py's options on train.py's command line: training would ignore them without a word."""
+    ignored = [f"--{name}" for name in TEST_ONLY_OPTIONS if name in given]
+    if ignored:
+        raise UserError(f"{', '.join(ignored)}: test.py's option{'s' * (len(ignored) > 1)}, which training would "
+                        "ignore; train without it, then score with python test.py")

@@ -144,7 +144,7 @@ def plot_roc(scores_csv: str | Path, out_png: str | Path) -> tuple[float, float]
     metrics = compute_metrics(labels, scores)
     eer, _, fpr_at_eer = equal_error_rate(labels, scores)
     point = (fpr_at_eer, 1 - (2 * eer - fpr_at_eer))  # EER = (FPR + FNR) / 2 and TPR = 1 - FNR
-    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)  # every point, the EER's too
     with styled_figure(out_png, figsize=(5.5, 5.2)) as (fig, ax):
         ax.plot(fpr, tpr, color="tab:blue", linewidth=2,
                 label=f"ROC (AUC = {metrics['auc']:.3f}, pAUC = {metrics['pauc']:.3f})")

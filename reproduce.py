@@ -40,7 +40,8 @@ from repro.runs import DEFAULT_METHODS, GRLNET_ARGS_PROG, GRLNET_METHODS, METHOD
 
 # --quick: fewer windows and epochs, so that a 2-core CPU finishes the real-data protocols.
 QUICK_ARGS = ["--epochs", "3", "--segment_hop", "8192"]
-PER_RUN_OPTIONS = frozenset({"update", "bf16", "compile", "seed", "output_dir"})  # set by reproduce.py for every run
+# Set by reproduce.py for every run (--overwrite: each run it does not continue replaces its folder).
+PER_RUN_OPTIONS = frozenset({"update", "bf16", "compile", "seed", "output_dir", "overwrite"})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from errors import UserError
 
 # DCASE's per-group metrics: their files, and the keys that metrics.csv leaves out
 GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
+SCORES_HEADER = ("file", "label")  # the first columns of every score file, which tell one from other files
 
 
 def create(path: Path) -> TextIO:
@@ -56,11 +57,21 @@ def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
     decided = ("decision",) if threshold is not None else ()
     with create(path) as handle:
         writer = csv.writer(handle)
-        writer.writerow(("file", "label", *scores, *decided))
+        writer.writerow((*SCORES_HEADER, *scores, *decided))
         for i, name in enumerate(clips.names):
             label = "" if clips.labels is None else int(clips.labels[i])
             decision = (decide(scores["score"][i], threshold),) if decided else ()
             writer.writerow((name, label, *(repr(float(column[i])) for column in scores.values()), *decision))
+
+
+def is_score_file(path: Path) -> bool:
+    """Whether ``path`` is a score file ``write_scores_csv`` wrote, told by its header."""
+    try:
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return tuple(header[:len(SCORES_HEADER)]) == SCORES_HEADER
 
 
 def decide(score: float, threshold: float) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from data import layouts
-from data.signals import fit_length, read_csv_signal, read_wav
+from data.signals import fit_length, is_audio, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from errors import UserError
 from progress import progress
@@ -53,12 +53,14 @@ class ClipSet:
         return (self.labels > 0).astype(np.int64)
 
 
-def _read(path: Path, opt: argparse.Namespace, rates: dict[int, Path]) -> np.ndarray:
-    """One file decoded and checked: its sample rate agrees with ``rates``, it fills one window."""
+def _read(path: Path, opt: argparse.Namespace, rates: dict[int, Path]) -> tuple[np.ndarray, int]:
+    """One file decoded and checked: its sample rate agrees with ``rates``, it fills one window; returns
+    the signal and the file's number of channels (mixed to mono)."""
+    channels = 1
     if path.suffix.lower() == ".csv":
         signal = read_csv_signal(path)
     else:
-        signal, rate = read_wav(path, opt.sample_rate)
+        signal, rate, channels = read_wav(path, opt.sample_rate)
         if rates and rate not in rates:
             first_rate, first_path = next(iter(rates.items()))
             raise UserError(f"{path}: sample rate {rate} Hz differs from {first_rate} Hz of "
@@ -67,7 +69,7 @@ def _read(path: Path, opt: argparse.Namespace, rates: dict[int, Path]) -> np.nda
     if signal.shape[0] < opt.segment_length:
         raise UserError(f"{path}: {signal.shape[0]} samples, shorter than one window (--segment_length "
                         f"{opt.segment_length}); give a smaller --segment_length or longer recordings")
-    return signal
+    return signal, channels
 
 
 def _warn_about_lengths(lengths: list[tuple[Path, int]], what: str, mess_length: int) -> None:
@@ -90,12 +92,16 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
 
     ``rates`` maps each sample rate seen so far in the run to its first file: all must agree.
     """
-    signals, lengths, rates = [], [], {} if rates is None else rates
+    signals, lengths, mixed, rates = [], [], [], {} if rates is None else rates
     for path, _ in progress(items, desc=f"reading {what}", unit="file", quiet=opt.quiet):
-        signal = _read(path, opt, rates)
+        signal, channels = _read(path, opt, rates)
         lengths.append((path, signal.shape[0]))
+        mixed += [path] * (channels > 1)
         signals.append(fit_length(signal, opt.mess_length, str(path)))
     _warn_about_lengths(lengths, what, opt.mess_length)
+    if mixed:
+        log.info("note: %d of %d %s have several channels, mixed to mono by averaging channels (the first: %s)",
+                 len(mixed), len(items), what, mixed[0])
     opt.detected_sample_rate = next(iter(rates), opt.sample_rate)
     labels = np.array([label for _, label in items], dtype=np.int64)
     return ClipSet([str(path) for path, _ in items], np.stack(signals).astype(np.float32), labels)
@@ -202,9 +208,9 @@ def hold_out_for_threshold(train: ClipSet, opt: argparse.Namespace) -> tuple[Cli
 
 def _unlabelled_files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".wav", ".csv"))
+        files = sorted(p for p in path.rglob("*") if is_audio(p) or p.suffix.lower() == ".csv")
         if not files:
-            raise UserError(f"{path}: no .wav or .csv files")
+            raise UserError(f"{path}: no audio (.wav, .flac, .ogg, ...) or .csv files")
         return files
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -212,7 +218,7 @@ def _unlabelled_files(path: Path) -> list[Path]:
 
 
 def load_unlabelled(paths: list[str], opt: argparse.Namespace) -> ClipSet:
-    """WAV or CSV files (or folders of them) to score without labels."""
+    """Audio or CSV files (or folders of them) to score without labels."""
     files = [f for p in paths for f in _unlabelled_files(Path(p))]
     clips = _decode([(f, -1) for f in files], opt, "files to score")
     clips.labels = None

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.signals import is_audio
 from errors import UserError
 
 Item = tuple[Path, int]
@@ -67,27 +68,61 @@ def _label_value(text: str, path: Path, line: int) -> int:
     return int(number)
 
 
-def read_labels(label_path: str | Path) -> list[int]:
-    """The release's label file: a CSV with a ``label`` column, row i labels ``<i>.csv``."""
+def _column(names: list[str], name: str, path: Path) -> int | None:
+    """The index of the label file's column ``name`` (None without one), refused when two have that name."""
+    if names.count(name) > 1:
+        raise UserError(f"{path}: {names.count(name)} columns are named {name!r}; which one labels the files "
+                        "is ambiguous")
+    return names.index(name) if name in names else None
+
+
+def read_labels(label_path: str | Path) -> list[tuple[int, int, str | None]]:
+    """The release's label file: a CSV with a ``label`` column, row i labels ``<i>.csv``, or the file its
+    ``file`` column names where it has one. Returns each row's line number, label and file name (None
+    without a ``file`` column)."""
     path = Path(label_path)
     if not path.is_file():
         raise UserError(f"{path}: label file not found")
     names, rows = _label_rows(path)
-    if "label" not in names:
+    column, file_column = _column(names, "label", path), _column(names, "file", path)
+    if column is None:
         raise UserError(f"{path}: the label file has no 'label' column "
                         f"(columns: {', '.join(map(repr, names)) or 'none'})")
-    if names.count("label") > 1:
-        raise UserError(f"{path}: {names.count('label')} columns are named 'label'; which one labels the files "
-                        "is ambiguous")
-    column, labels = names.index("label"), []
+    labels = []
     for line, row in rows:
         if _blank(row):
             raise UserError(f"{path}, line {line}: blank line; row i labels <i>.csv, so a skipped row "
                             "would shift every later label onto the wrong file")
-        labels.append(_label_value(row[column].strip() if column < len(row) else "", path, line))
+        label = _label_value(_cell(row, column), path, line)
+        labels.append((line, label, None if file_column is None else Path(_cell(row, file_column)).name))
     if not labels:
         raise UserError(f"{path}: the label file holds no labels")
     return labels
+
+
+def _cell(row: list[str], column: int) -> str:
+    """A row's stripped value in ``column`` (empty where the row is short)."""
+    return row[column].strip() if column < len(row) else ""
+
+
+def _labels_by_name(rows: list[tuple[int, int, str | None]], files: list[Path], label_path: Path) -> list[int]:
+    """Each of ``files``' labels from the label file's rows that name them (its ``file`` column), refusing a
+    name no file has, a name two rows give, and a file no row names."""
+    by_name: dict[str, int] = {}
+    for line, label, name in rows:
+        if name in by_name:
+            raise UserError(f"{label_path}, line {line}: {name!r} is labelled twice (the 'file' column names "
+                            "each file once)")
+        by_name[name] = label
+    present = {path.name for path in files}
+    unknown = [name for name in by_name if name not in present]
+    if unknown:
+        raise UserError(f"{label_path}: the 'file' column names {unknown[0]!r}, which is not in "
+                        f"{files[0].parent} ({len(unknown)} such names)")
+    unlabelled = [path.name for path in files if path.name not in by_name]
+    if unlabelled:
+        raise UserError(f"{label_path}: no row labels {unlabelled[0]!r} ({len(unlabelled)} files without a label)")
+    return [by_name[path.name] for path in files]
 
 
 def _indexed_files(folder: Path) -> dict[int, Path]:
@@ -103,7 +138,8 @@ def _indexed_files(folder: Path) -> dict[int, Path]:
 
 
 def csv_items(root: str | Path, label_path: str | Path | None) -> list[Item]:
-    """The release's layout: ``<root>/0.csv, 1.csv, ...`` labelled by the rows of a label file."""
+    """The release's layout: ``<root>/0.csv, 1.csv, ...`` labelled by the rows of a label file (in order,
+    or by the file names of its ``file`` column)."""
     folder = _existing_folder(root)
     files = _indexed_files(folder)
     if not files:
@@ -116,18 +152,21 @@ def csv_items(root: str | Path, label_path: str | Path | None) -> list[Item]:
     if label_path is None:
         raise UserError(f"{folder}: the release's CSV layout needs a label file "
                         "(--train_label_path / --test_label_path)")
-    labels = read_labels(label_path)
-    if len(labels) != len(indices):
-        raise UserError(f"{label_path}: {len(labels)} labels for {len(indices)} files in {folder}")
-    return [(files[i], labels[i]) for i in indices]
+    rows, ordered = read_labels(label_path), [files[i] for i in indices]
+    if rows[0][2] is not None:
+        return list(zip(ordered, _labels_by_name(rows, ordered, Path(label_path))))
+    if len(rows) != len(indices):
+        raise UserError(f"{label_path}: {len(rows)} labels for {len(indices)} files in {folder}")
+    return [(path, label) for path, (_, label, _) in zip(ordered, rows)]
 
 
-def _wav_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".wav")
+def _audio_files(folder: Path) -> list[Path]:
+    """The folder's audio files, in every format soundfile reads (signals.AUDIO_SUFFIXES)."""
+    files = sorted(p for p in folder.iterdir() if is_audio(p))
     if not files:
         hint = " (it holds CSV files: give a label file for the release's layout)" \
             if any(folder.glob("*.csv")) else ""
-        raise UserError(f"{folder}: no .wav files{hint}")
+        raise UserError(f"{folder}: no audio files (.wav, .flac, .ogg or another format soundfile reads){hint}")
     return files
 
 
@@ -138,9 +177,9 @@ def labelled_wav_items(root: str | Path, training: bool = False) -> list[Item]:
     folder = _existing_folder(root)
     subfolders = [folder / name for name in MIMII_FOLDERS if (folder / name).is_dir()]
     if subfolders:
-        return [(p, MIMII_FOLDERS[sub.name]) for sub in subfolders for p in _wav_files(sub)]
+        return [(p, MIMII_FOLDERS[sub.name]) for sub in subfolders for p in _audio_files(sub)]
     items = []
-    for path in _wav_files(folder):
+    for path in _audio_files(folder):
         match = DCASE_NAME.match(path.name)
         if match is None and not training:
             raise UserError(f"{path}: cannot tell its label; name test files normal_*.wav or anomaly_*.wav "

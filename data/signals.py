@@ -16,6 +16,11 @@ from errors import UserError
 EXTENSIBLE = 0xFFFE  # WAVE_FORMAT_EXTENSIBLE: the real format tag is in the sub-format GUID
 FRAME_PER_BLOCK = {1, 3, 6, 7}  # PCM, IEEE float, A-law, mu-law: one block holds one frame
 STREAMED_SIZE = 0xFFFFFFFF  # a data size written by streaming encoders that could not seek back
+# Ogg pages: each opens with this capture pattern, and a stream's last one has this flag in its header.
+OGG_CAPTURE, END_OF_STREAM = b"OggS", 0x04
+# File names read as audio: every format libsndfile reads, but RAW (no header gives its rate and encoding).
+AUDIO_SUFFIXES = frozenset({f".{name.lower()}" for name in soundfile.available_formats() if name != "RAW"}
+                           | {".aif", ".oga", ".opus"})
 # Largest sample magnitude accepted: a signal's power (the mean square of up to ~1e6 samples, in float32)
 # stays finite below it. Audio lies in [-1, 1]; sensor values in the release's CSV files far below it.
 MAX_MAGNITUDE = 1e15
@@ -55,8 +60,19 @@ def fit_length(signal: np.ndarray, length: int, source: str) -> np.ndarray:
     return kept
 
 
+def check_readable(path: Path) -> None:
+    """Refuse a file this user may not read, saying so (libsndfile would call it a "System error")."""
+    try:
+        path.open("rb").close()
+    except PermissionError:
+        raise UserError(f"{path}: permission denied, this user may not read the file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
 def read_csv_signal(path: Path) -> np.ndarray:
     """One column of samples, no header (the release's layout)."""
+    check_readable(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data"
@@ -94,8 +110,40 @@ def _data_chunk(path: Path) -> tuple[bytes, int, int] | None:
     return None
 
 
+def is_audio(path: Path) -> bool:
+    """Whether ``path`` is named as an audio file libsndfile reads (``AUDIO_SUFFIXES``)."""
+    return path.suffix.lower() in AUDIO_SUFFIXES
+
+
+def _ogg_truncation(path: Path) -> str | None:
+    """How an Ogg stream is cut short (libsndfile silently decodes its complete pages), or None: its last
+    page is incomplete, or the stream ends without its end-of-stream page."""
+    size, position, flags = path.stat().st_size, 0, 0
+    with path.open("rb") as handle:
+        if handle.read(4) != OGG_CAPTURE:
+            return None
+        while position < size:
+            handle.seek(position)
+            header = handle.read(27)
+            if len(header) < 27 or not header.startswith(OGG_CAPTURE):
+                return f"truncated or damaged, no complete Ogg page header at byte {position} of {size}"
+            table = handle.read(header[26])
+            length = 27 + header[26] + sum(table)
+            if len(table) < header[26] or position + length > size:
+                return (f"truncated, its last Ogg page announces {length} bytes but only {size - position} are "
+                        "in the file")
+            flags, position = header[5], position + length
+    return None if flags & END_OF_STREAM else "truncated, the Ogg stream ends without its end-of-stream page"
+
+
 def _truncation(path: Path) -> str | None:
-    """How a WAV file's data chunk is cut short (libsndfile silently decodes what is there), or None."""
+    """How a WAV file's data chunk or an Ogg stream is cut short (libsndfile silently decodes what is
+    there), or None."""
+    return _wav_truncation(path) or _ogg_truncation(path)
+
+
+def _wav_truncation(path: Path) -> str | None:
+    """How a WAV file's data chunk is cut short, or None."""
     chunk = _data_chunk(path)
     if chunk is None or chunk[1] == STREAMED_SIZE:
         return None
@@ -119,23 +167,36 @@ def _data_unit(fmt: bytes) -> tuple[str, int]:
     return "bytes of audio", 1
 
 
-def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int]:
-    """Decode a WAV file to mono float32 in [-1, 1], resampled to ``sample_rate`` if given."""
+def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int, int]:
+    """Decode an audio file (WAV, FLAC, OGG, ...) to mono float32 in [-1, 1], its channels averaged and
+    resampled to ``sample_rate`` if given; refused when the decode is shorter than its header or container
+    says. Returns the signal, its rate and the file's number of channels."""
     if not path.exists():
         raise UserError(f"{path}: file not found (a link to a file that is gone?)")
     if path.is_file() and path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
+    check_readable(path)
     try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(str(path)) as sound:
+            announced, rate = sound.frames, sound.samplerate
+            audio = sound.read(dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as err:
         raise UserError(f"{path}: not a readable audio file ({err})") from None
-    if audio.shape[0] == 0:
-        raise UserError(f"{path}: the audio file holds no samples")
     problem = _truncation(path)
     if problem is not None:
         raise UserError(f"{path}: {problem}")
-    mono = check_signal(audio.mean(axis=1, dtype=np.float64), str(path))  # checked before librosa sees it
+    if audio.shape[0] < announced:
+        raise UserError(f"{path}: truncated, the header announces {announced} samples but only {audio.shape[0]} "
+                        "could be decoded")
+    if audio.shape[0] == 0:
+        raise UserError(f"{path}: the audio file holds no samples")
+    mono = audio.mean(axis=1, dtype=np.float64)
+    channels = audio.shape[1]
+    if channels > 1 and np.ptp(mono) == 0 and np.ptp(audio) > 0:
+        raise UserError(f"{path}: the average of its {channels} channels is {mono[0]:g} in every sample (channels "
+                        "are mixed to mono by averaging, and these cancel out); give one channel of the recording")
+    mono = check_signal(mono, str(path))  # checked before librosa sees it
     if sample_rate is not None and rate != sample_rate:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate)
         rate = sample_rate
-    return mono.astype(np.float32, copy=False), rate
+    return mono.astype(np.float32, copy=False), rate, channels

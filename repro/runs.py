@@ -54,6 +54,15 @@ def run_command(method: str, argv: list[str], baseline_epochs: int) -> list[str]
     return [sys.executable, str(REPO / "train.py"), *argv]
 
 
+def start_option(method: str, argv: list[str], resumed: bool) -> list[str]:
+    """How a GRLNet run starts in its folder: ``--resume`` continues an interrupted run, ``--overwrite``
+    replaces whatever an earlier invocation left there (train.py refuses a folder holding a run otherwise),
+    unless its options already resume a checkpoint."""
+    if resumed:
+        return ["--resume"]
+    return ["--overwrite"] if method in GRLNET_METHODS and not parse_opts(argv).resume else []
+
+
 def run_result(method: str, output_dir: str) -> dict:
     """A finished run's result, read from its folder: GRLNet's metrics.csv, the baseline's scores.csv."""
     if method == BASELINE:
@@ -126,12 +135,12 @@ def summarise(values: list[float]) -> dict:
 
 def stored_options_match(argv: list[str]) -> bool:
     """Whether a GRLNet run folder's options.json holds these options (an option it predates counts
-    at its default; ``--resume``, which only says how the run was continued, is not compared)."""
+    at its default; ``--resume`` and ``--overwrite``, which only say how the run started, are not compared)."""
     opt = parse_opts(argv)
     options_json = Path(opt.output_dir) / "options.json"
     if not options_json.is_file():
         return False
-    return not changed_options(json.loads(options_json.read_text()), opt, ignore={"resume"})
+    return not changed_options(json.loads(options_json.read_text()), opt, ignore={"resume", "overwrite"})
 
 
 def finished_run(method: str, argv: list[str]) -> dict | None:
@@ -173,8 +182,10 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
         resumed.add(index)
         print(f"[{task.name}] {method} seed {seed}: continuing the interrupted run from its last checkpoint",
               flush=True)
-    commands = [run_command(planned[i][0], planned[i][2] + (["--resume"] if i in resumed else []),
-                            baseline_epochs) for i in to_run]
+    commands = []
+    for index in to_run:
+        method, _, argv = planned[index]
+        commands.append(run_command(method, argv + start_option(method, argv, index in resumed), baseline_epochs))
     names = [f"[{task.name}] {planned[i][0]} seed {planned[i][1]}" for i in to_run]
     seconds = dict(zip(to_run, run_commands(commands, names, jobs)))
     runs = {}

@@ -296,3 +296,109 @@ def test_a_folder_or_a_superscript_named_like_a_signal_file_is_no_signal_file(tm
     (test[0] / "3.csv").mkdir()
     (test[0] / "².csv").write_text("0.5\n0.25\n")
     _refused(f"{test[1]}: 4 labels for 3 files in {test[0]}", lambda: _load_csv(train, test))  # 0-2.csv
+
+
+# ---------------------------------------------------------------- formats other than WAV
+
+def test_flac_and_ogg_recordings_are_read_like_wav(tmp_path):
+    root = write_mimii_set(tmp_path)
+    wav = root / "normal" / "1.wav"
+    samples = soundfile.read(wav, dtype="float32")[0]
+    soundfile.write(root / "normal" / "1.flac", samples, 16000, subtype="PCM_16")
+    wav.unlink()
+    soundfile.write(root / "abnormal" / "1.ogg", tone(frequency=900, seed=5), 16000, format="OGG")
+    train, test = _load_wav(root)
+    assert test.names == [str(root / "normal" / "1.flac"), str(root / "abnormal" / "0.wav"),
+                          str(root / "abnormal" / "1.ogg")]
+    assert np.array_equal(test.signals[0], samples[:1024])  # lossless: the WAV's samples, to --mess_length 1024
+    assert test.signals[2].std() > 0.1  # the OGG's tone, decoded
+
+
+def test_an_ogg_stream_cut_short_is_refused_with_both_counts(tmp_path):
+    """An OGG named .wav, cut inside a page: libsndfile decodes the complete pages and says nothing."""
+    root = write_mimii_set(tmp_path)
+    path = root / "abnormal" / "0.wav"
+    soundfile.write(path, np.tile(tone(frequency=900), 30), 16000, format="OGG")
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) * 2 // 3])
+    assert 0 < soundfile.read(path)[0].size < 48000  # decoded in part, without a word
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: truncated, its last Ogg page announces "
+                                        r"(\d+) bytes but only (\d+) are in the file$") as info:
+        _load_wav(root)
+    announced, present = map(int, re.search(r"announces (\d+) bytes but only (\d+)", str(info.value)).groups())
+    assert present < announced
+
+
+def test_a_decode_shorter_than_the_header_announces_is_refused(tmp_path):
+    """An MP3 cut short: its header announces every frame, the decoder finds fewer."""
+    root = write_mimii_set(tmp_path)
+    path = root / "abnormal" / "0.mp3"
+    (root / "abnormal" / "0.wav").unlink()
+    soundfile.write(path, np.tile(tone(frequency=900), 10), 16000, format="MP3")
+    path.write_bytes(path.read_bytes()[:2 * path.stat().st_size // 3])
+    decoded = soundfile.read(path)[0].size
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: truncated, the header announces 16000 samples but "
+                                        f"only {decoded} could be decoded$"):
+        _load_wav(root)
+
+
+# ---------------------------------------------------------------- messages that say what is true
+
+@pytest.mark.parametrize("kind", ["wav", "csv"])
+def test_a_file_without_read_permission_says_permission_denied(tmp_path, monkeypatch, kind):
+    """The tests run as root, whom permissions do not stop: the file's opening is made to fail as they would."""
+    if kind == "wav":
+        root = write_mimii_set(tmp_path)
+        path, load = root / "abnormal" / "0.wav", lambda: _load_wav(root)
+    else:
+        train, test = _csv_sets(tmp_path)
+        path, load = test[0] / "1.csv", lambda: _load_csv(train, test)
+    real_open = Path.open
+
+    def denied(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    _refused(f"{path}: permission denied, this user may not read the file", load)
+
+
+def test_stereo_channels_that_cancel_are_named_as_such_not_silent(tmp_path):
+    root = write_mimii_set(tmp_path)
+    path = root / "abnormal" / "0.wav"
+    soundfile.write(path, np.stack([tone(), -tone()], axis=1), 16000, subtype="FLOAT")
+    _refused(f"{path}: the average of its 2 channels is 0 in every sample (channels are mixed to mono by "
+             "averaging, and these cancel out); give one channel of the recording", lambda: _load_wav(root))
+
+
+def test_one_note_per_set_counts_the_files_mixed_to_mono(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("grlnet"), "propagate", True)
+    root = write_mimii_set(tmp_path)
+    first = root / "normal" / "1.wav"
+    for path, frequency in ((first, 440.0), (root / "abnormal" / "0.wav", 900.0)):
+        soundfile.write(path, np.stack([tone(frequency=frequency), tone(frequency=frequency, seed=3)], axis=1),
+                        16000, subtype="PCM_16")
+    with caplog.at_level(logging.INFO, logger="grlnet.data"):
+        _, test_set = _load_wav(root)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"note: 2 of 2 test files have several channels, mixed to mono by averaging channels (the first: {first})"]
+    left, right = soundfile.read(first, dtype="float32")[0][:1024].T
+    np.testing.assert_allclose(test_set.signals[0], (left + right) / 2, atol=1e-7)
+
+
+def test_a_label_file_with_a_file_column_labels_the_files_it_names(tmp_path):
+    train, test = _csv_sets(tmp_path)  # 0.csv .. 3.csv
+    test[1].write_text("file,label\n3.csv,1\n0.csv,0\nsub/2.csv,1\n1.csv,0\n")  # any order, folders dropped
+    _, test_set = _load_csv(train, test)
+    assert test_set.labels.tolist() == [0, 0, 1, 1]
+    for text, message in [
+        ("file,label\n0.csv,0\n1.csv,1\n0.csv,1\n3.csv,0\n", f"{test[1]}, line 4: '0.csv' is labelled twice"),
+        ("file,label\n0.csv,0\n1.csv,1\n2.csv,0\n7.csv,1\n", f"{test[1]}: the 'file' column names '7.csv', which is "
+                                                             f"not in {test[0]} (1 such names)"),
+        ("file,label\n0.csv,0\n1.csv,1\n2.csv,0\n", f"{test[1]}: no row labels '3.csv' (1 files without a label)"),
+        ("file,file,label\n0.csv,0.csv,1\n", f"{test[1]}: 2 columns are named 'file'"),
+    ]:
+        test[1].write_text(text)
+        with pytest.raises(UserError, match=f"^{re.escape(message)}"):
+            _load_csv(train, test)

@@ -1,4 +1,6 @@
 """Checkpoints: atomic writes, no unpickling of code, refusal of other lengths and keys."""
+import errno
+import os
 import pickle
 import re
 from pathlib import Path
@@ -40,13 +42,18 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
 
     def broken_save(obj, handle):
         handle.write(b"half a checkpoint")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))}: cannot save the checkpoint \\(No space left on "
+                                        "device\\); the previous checkpoint there is kept$"):
         save_checkpoint({"epoch": 2}, path)
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(UserError, match=r"first.pt: cannot save the checkpoint \(No space left on device\); no "
+                                        "checkpoint is saved$"):
+        save_checkpoint({"epoch": 2}, tmp_path / "first.pt")
     monkeypatch.undo()
-    assert load_file(path) == {"epoch": 1}
+    assert load_file(path) == {"epoch": 1} and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
     save_checkpoint({"epoch": 3}, path)
     assert load_file(path) == {"epoch": 3} and not list(tmp_path.glob("*.tmp"))
 

@@ -14,6 +14,7 @@ from cli import run_cli
 from conftest import REPO, TINY, run_script
 from data import ClipSet, load_datasets
 from errors import UserError
+from evaluate import parse_test_args
 from opts import parse_opts
 from results import write_scores_csv
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
@@ -47,7 +48,7 @@ def test_missing_and_empty_folders(tmp_path):
 def test_folder_without_supported_files(tmp_path):
     (tmp_path / "normal").mkdir()
     (tmp_path / "normal" / "notes.txt").write_text("hello")
-    _expect("no .wav files", tmp_path / "normal",
+    _expect("no audio files (.wav, .flac, .ogg or another format soundfile reads)", tmp_path / "normal",
             lambda: load_datasets(parse_opts(["--data_root", str(tmp_path)])))
 
 
@@ -178,10 +179,36 @@ def test_bad_option_values_are_refused_with_the_option_named(options, message, c
     (["--data_root", "d", "--test_label_path", "labels.csv"], "give either --data_root or --train_root/--test_root"),
     (["--train_root", "d", "--train_normal_files", "3"], "--train_normal_files splits the normal clips of a "
                                                          "--data_root in the MIMII layout; give --data_root"),
+    (["--checkpoint", "x.pt"], "--checkpoint: test.py's option, which training would ignore; train without it, "
+                               "then score with python test.py"),
+    (["--threshold", "0.5", "--output", "s.csv"], "--threshold, --output: test.py's options, which training would "
+                                                  "ignore"),
+    (["--model_dir", "m", "--input", "a.wav"], "--model_dir, --input: test.py's options"),
 ])
 def test_options_that_would_be_ignored_are_refused(options, message):
     with pytest.raises(UserError, match=f"^{re.escape(message)}"):
         parse_opts(options)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--input", "a.wav", "--test_root", "t"], "--test_root: would be ignored (--input files are scored, not a data "
+                                               "set); leave it out"),
+    (["--input", "a.wav", "--data_root", "d", "--synthetic_test_clips", "4"],
+     "--data_root, --synthetic_test_clips: would be ignored (--input files are scored, not a data set); "
+     "leave them out"),
+    (["--threshold", "0.5"], "--threshold: would be ignored (used only when scoring --input files); leave it out"),
+    (["--test_root", "t", "--output", "s.csv"], "--output: would be ignored (used only when scoring --input files)"),
+])
+def test_test_options_that_would_be_ignored_are_refused(options, message):
+    with pytest.raises(UserError, match=f"^{re.escape(message)}"):
+        parse_test_args(["--checkpoint", "x.pt", *options])
+
+
+def test_train_script_refuses_a_checkpoint_in_one_line():
+    result = run_script("train.py", "--checkpoint", "x.pt", check=False)
+    assert result.returncode == 2
+    assert result.stdout == ("error: --checkpoint: test.py's option, which training would ignore; train without it, "
+                             "then score with python test.py\n")
 
 
 def test_pseudo_anomalies_need_noise():

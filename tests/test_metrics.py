@@ -126,3 +126,29 @@ def test_each_score_terms_auc_alone_by_hand():
     text = format_labelled_metrics(metrics)
     assert "AUC of each term alone (diagnostic): D(x) 1.0000  D(R(x)) 0.0000  D(Lo(x)) 0.2500" in text
     assert text.splitlines()[-1] == "AUC 0.5000"  # the score: two of its four pairs ranked right
+
+
+def _rates_at(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """FPR and FNR of the decisions ``scores >= threshold``, counted on the clips."""
+    flagged = scores >= threshold
+    return float(flagged[labels == 0].mean()), float(1 - flagged[labels == 1].mean())
+
+
+@pytest.mark.parametrize("labels, scores, eer, threshold, fpr", [
+    # A flat stretch. (FPR, FNR) by threshold: 4 (0, .5), 3 (.5, .5), 2 (1, .5), 1 (1, 0): FNR = FPR at 3 alone,
+    # a point in the middle of the stretch TPR = .5 that roc_curve drops unless told to keep every point.
+    ([1, 0, 0, 1], [4.0, 3.0, 2.0, 1.0], 0.5, 3.0, 0.5),
+    # Two normal clips tied inside a flat stretch: 6 (0, .5), 5 (.5, .5), 4 (1, .5), 1 (1, 0): FNR = FPR at 5.
+    ([1, 0, 0, 0, 0, 1], [6.0, 5.0, 5.0, 4.0, 4.0, 1.0], 0.5, 5.0, 0.5),
+    # A normal and an abnormal clip tied at 2: 3 (0, .5), 2 (.5, 0), 1 (1, 0); 3 and 2 are equally far
+    # (.5) from FNR = FPR, and the first, the higher threshold, is taken: EER (0 + .5) / 2.
+    ([0, 1, 0, 1], [1.0, 2.0, 2.0, 3.0], 0.25, 3.0, 0.0),
+])
+def test_eer_by_hand_and_its_threshold_reproduces_its_rates(labels, scores, eer, threshold, fpr):
+    labels, scores = np.array(labels), np.array(scores)
+    found = equal_error_rate(labels, scores)
+    assert found == pytest.approx((eer, threshold, fpr))
+    assert _rates_at(labels, scores, found[1]) == pytest.approx((fpr, 2 * eer - fpr))
+    m = compute_metrics(labels, scores)
+    (tn, fp), (fn, tp) = m["confusion"]
+    assert (fp / (fp + tn), fn / (fn + tp)) == pytest.approx((fpr, 2 * eer - fpr))

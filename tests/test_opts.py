@@ -9,7 +9,7 @@ def test_help_keeps_the_examples_and_shows_each_set_default_once():
     assert "(default: True)" in text and "(default True)" not in text
     assert "(default: None)" not in text
     assert text.count("default half") == 1 and "default half (default" not in text
-    assert "test.py (train.py ignores these):" in text
+    assert "test.py (train.py refuses these):" in text
 
 
 def test_resume_from_a_run_folders_checkpoint_continues_in_that_folder(tmp_path):

@@ -275,6 +275,7 @@ def test_mimii_rotations_train_five_other_normal_clips_in_each_split(shared_data
 @pytest.mark.parametrize("grlnet_args, stream, message", [
     ("--no-bf16", "stdout", "error: --grlnet_args may not set --bf16: reproduce.py sets it for every run"),
     ("--seed=3", "stdout", "error: --grlnet_args may not set --seed"),
+    ("--overwrite", "stdout", "error: --grlnet_args may not set --overwrite"),
     ("--upd released", "stderr", "error: unrecognized arguments: --upd released"),
 ])
 def test_grlnet_args_may_not_set_what_each_run_sets(grlnet_args, stream, message, tmp_path):

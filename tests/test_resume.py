@@ -1,7 +1,10 @@
 """A killed or interrupted run resumes to exactly the metrics of an uninterrupted one, and only with
 the settings it was saved with; divergence stops."""
 import csv
+import errno
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,13 +104,50 @@ def _diverge_at(monkeypatch, call: int, column: int, value: float) -> dict:
 def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
     calls = _diverge_at(monkeypatch, 8 + 3, 1, float("nan"))  # epoch 1 (second epoch of 8 steps), step 2
     opt = parse_opts([*TINY, "--epochs", "3", "--output_dir", str(tmp_path)])
-    with pytest.raises(DivergedError, match="loss_g is nan at epoch 1, step 2"):
+    kept = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(DivergedError, match=f"loss_g is nan at epoch 1, step 2; the last good checkpoint, "
+                                            f"{re.escape(str(kept))}, is kept$"):
         main.train(opt)
     assert load_file(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
     calls["n"] = 0
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main.train, lambda: parse_opts([*TINY, "--epochs", "2", "--output_dir", str(tmp_path / "cli")]))
     assert exit_info.value.code == 3
+
+
+def test_divergence_before_any_save_says_none_was_saved_and_is_logged(tmp_path, monkeypatch):
+    """The error that ends a run is the last line of train.log too, not only of the console."""
+    _diverge_at(monkeypatch, 3, 0, float("inf"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main.train, lambda: parse_opts([*TINY, "--output_dir", str(tmp_path)]))
+    assert exit_info.value.code == 3
+    message = "error: training diverged: loss_d is inf at epoch 0, step 2; no checkpoint was saved before it"
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "train.log").read_text().splitlines()[-1].endswith(f" {message}")
+
+
+def test_a_full_disk_and_running_out_of_memory_are_logged_in_train_log(tmp_path, monkeypatch, capsys):
+    def no_space(obj, handle):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main.train, lambda: parse_opts([*TINY, "--output_dir", str(tmp_path / "full")]))
+    assert exit_info.value.code == 2
+    message = (f"error: {tmp_path / 'full' / 'checkpoints' / 'last.pt'}: cannot save the checkpoint (No space left "
+               "on device); no checkpoint is saved")
+    assert capsys.readouterr().out.splitlines()[-1] == message
+    assert (tmp_path / "full" / "train.log").read_text().splitlines()[-1].endswith(f" {message}")
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setitem(steps.STEPS, "standard", out_of_memory)
+    with pytest.raises(SystemExit):
+        run_cli(main.train, lambda: parse_opts([*TINY, "--output_dir", str(tmp_path / "oom")]))
+    last = (tmp_path / "oom" / "train.log").read_text().splitlines()[-1]
+    assert last.endswith(" error: out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB); lower the sizes "
+                         "of signals or batches (now --mess_length 512, --segment_length 256, --batch_size 2)")
 
 
 def test_no_checkpoint_holds_the_diverged_step(tmp_path, monkeypatch):

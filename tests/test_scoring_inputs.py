@@ -177,3 +177,47 @@ def test_output_file_of_input_mode_must_be_a_file_and_gets_its_folder(checkpoint
     evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(nested),
                                    "--output_dir", str(tmp_path / "out"), "--quiet"]))
     assert set(scores_of(nested)) == {path.name for path in clips.iterdir()}
+
+
+def _score_into(checkpoint: Path, clips: Path, output: Path, *args: str) -> None:
+    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(output),
+                                   "--output_dir", str(output.parent / "out"), "--quiet", *args]))
+
+
+def test_output_that_is_an_input_or_the_checkpoint_is_refused_even_with_overwrite(checkpoint, tmp_path):
+    clips = write_clips(tmp_path / "clips", 16000)
+    an_input = clips / "normal_id_00_00000000.wav"
+    before = an_input.read_bytes(), checkpoint.read_bytes()
+    for output in (tmp_path / "clips" / ".." / "clips" / an_input.name, checkpoint):  # another path to the same file
+        with pytest.raises(UserError, match=f"^{re.escape(str(output))}: --output is one of the files being read "
+                                            r"\(an input or the checkpoint\); writing the scores would destroy it"):
+            _score_into(checkpoint, clips, output, "--overwrite")
+    assert (an_input.read_bytes(), checkpoint.read_bytes()) == before
+
+
+def test_an_existing_output_is_replaced_only_when_test_py_wrote_it_or_with_overwrite(checkpoint, tmp_path):
+    clips = write_clips(tmp_path / "clips", 16000)
+    output = tmp_path / "report.csv"
+    output.write_text("name,notes\nmine,keep me\n")
+    with pytest.raises(UserError, match=f"^{re.escape(str(output))}: --output exists and is not a score file "
+                                        r"written by test.py; give another file name, or --overwrite to replace it$"):
+        _score_into(checkpoint, clips, output)
+    assert output.read_text() == "name,notes\nmine,keep me\n"
+    _score_into(checkpoint, clips, output, "--overwrite")
+    first = scores_of(output)
+    assert set(first) == {path.name for path in clips.iterdir()}
+    _score_into(checkpoint, clips, output)  # its own score file: replaced without --overwrite
+    assert scores_of(output) == first
+
+
+def test_a_training_run_folder_is_refused_as_test_output(checkpoint, tmp_path):
+    run = checkpoint.parent.parent
+    before = (run / "scores.csv").read_text()
+    message = (f"{run}: --output_dir is a training run's folder (it holds checkpoints/ or options.json), whose "
+               "scores.csv, metrics and figures test.py would replace; give another --output_dir")
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        score(checkpoint, run)
+    (tmp_path / "options.json").write_text("{}")
+    with pytest.raises(UserError, match="--output_dir is a training run's folder"):
+        score(checkpoint, tmp_path)
+    assert (run / "scores.csv").read_text() == before
