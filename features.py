@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.linalg import pinvh
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
@@ -66,11 +67,10 @@ def fit_space(features: np.ndarray) -> dict[str, torch.Tensor]:
     scaler = StandardScaler().fit(features)
     standardised = scaler.transform(features)
     covariance = LedoitWolf(store_precision=False).fit(standardised)
-    try:  # the shrunk covariance is positive definite; inv is several times faster than sklearn's pinvh
+    try:  # the shrunk covariance is positive definite as a rule; inv is several times faster than pinvh
         precision = np.linalg.inv(covariance.covariance_)
-    except np.linalg.LinAlgError:
-        raise UserError("the normal windows' features have a singular covariance even after shrinkage; "
-                        "train on more varied normal recordings") from None
+    except np.linalg.LinAlgError:  # a handful of windows, or constant features: the pseudo-inverse, as sklearn's
+        precision = pinvh(covariance.covariance_)
     fitted = {"mean": scaler.mean_, "scale": scaler.scale_, "location": covariance.location_,
               "precision": precision, "reference": standardised}
     return {name: torch.as_tensor(values, dtype=torch.float32) for name, values in fitted.items()}

@@ -289,7 +289,7 @@ def test_untrained_model_scores_the_demo_set_near_chance_with_the_papers_score()
     from opts import network_length
     from scoring import score_clips
 
-    opt = parse_opts(["--quiet"])  # the demo preset
+    opt = parse_opts(["--quiet", "--score", "paper"])  # the demo preset
     torch.manual_seed(0)
     _, test_set = load_datasets(opt)
     scores = score_clips(GRLNet(network_length(opt)), test_set, opt, torch.device("cpu"))

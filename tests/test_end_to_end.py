@@ -87,7 +87,9 @@ def test_release_option_names_on_csv_layout_and_released_weights(tmp_path):
     assert final_auc(tested.stdout) == final_auc(trained.stdout)
     rows = read_rows(tmp_path / "test" / "scores.csv")
     assert [r["label"] for r in rows] == ["0", "1", "0", "1", "0", "1"]
-    assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", "score"]
+    # the release's files hold no statistics of normal windows: the paper's score alone
+    assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", "paper", "score"]
+    assert all(row["score"] == row["paper"] for row in rows)
 
 
 def test_real_mimii_end_to_end(shared_data, tmp_path):
