@@ -17,7 +17,7 @@ from errors import UserError
 from evaluate import parse_test_args
 from features import FEATURE_SCORES, SCORES, FeatureScorer, fit_space, fit_windows, pooled
 from network import GRLNet
-from opts import network_length, parse_opts
+from opts import FEATURE_SCORE_DEFAULT, network_length, parse_opts
 from scoring import fit_normal_windows, score_clips
 
 
@@ -89,7 +89,7 @@ def test_d_inverted_by_construction_while_the_feature_distance_ranks_right():
     scores = score_clips(model, test, opt, torch.device("cpu"), scorer=scorer)
     assert roc_auc_score(test.labels, scores["paper"]) == 0.0  # every anomaly scores as more normal
     assert roc_auc_score(test.labels, scores["discriminator_mahalanobis"]) == 1.0
-    assert roc_auc_score(test.labels, scores["score"]) == roc_auc_score(test.labels, scores["encoder_mahalanobis"])
+    assert np.array_equal(scores["score"], scores[FEATURE_SCORE_DEFAULT])
 
 
 def test_calibration_clips_fit_the_feature_scores_on_held_out_clips_only():
@@ -122,10 +122,10 @@ def read_rows(path):
 
 def test_every_score_is_logged_stored_and_reproduced_by_test_py(run, tmp_path):
     folder, trained = run
-    assert "score: encoder_mahalanobis (--score)" in trained.stdout
+    assert f"score: {FEATURE_SCORE_DEFAULT} (--score)" in trained.stdout
     rows = read_rows(folder / "scores.csv")
     assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", *SCORES, "score"]
-    assert all(row["score"] == row["encoder_mahalanobis"] for row in rows)
+    assert all(row["score"] == row[FEATURE_SCORE_DEFAULT] for row in rows)
     metrics = read_rows(folder / "metrics.csv")[-1]
     labels = [int(row["label"]) for row in rows]
     for name in SCORES:
@@ -150,7 +150,7 @@ def test_input_decisions_use_the_chosen_scores_stored_threshold(run, tmp_path):
                                    "--output_dir", str(tmp_path / "log"), "--quiet"]))
     rows = read_rows(out)
     assert [row["decision"] for row in rows] == [
-        "ABNORMAL" if float(row["encoder_mahalanobis"]) >= threshold else "normal" for row in rows]
+        "ABNORMAL" if float(row[FEATURE_SCORE_DEFAULT]) >= threshold else "normal" for row in rows]
     with pytest.raises(UserError, match="no decision threshold for --score paper"):
         evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--score", "paper",
                                        "--output", str(tmp_path / "other.csv"), "--output_dir", str(tmp_path / "log2"),

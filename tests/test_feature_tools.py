@@ -1,5 +1,6 @@
-"""tools/feature_controls.py (the log power spectrum of windows, per-clip means, its command) and
-tools/feature_cost.py (what the feature scores add to an epoch)."""
+"""tools/feature_controls.py (the log power spectrum of windows, per-clip means, its command),
+tools/feature_cost.py (what the feature scores add to an epoch) and tools/choose_score.py (the rule)."""
+import json
 import re
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 from conftest import TINY, run_script
 from data import ClipSet
 from opts import parse_opts
+from tools.choose_score import choose, seeds_per_set
 from tools.feature_controls import LOG_FLOOR, clip_means, log_spectra, spectrum_aucs
 
 
@@ -54,3 +56,36 @@ def test_cost_adds_fitting_and_the_extra_scoring_time_to_an_epochs():
     assert epoch == pytest.approx(training + paper, abs=0.11)
     assert added == pytest.approx(fitting + with_features - paper, abs=0.16)
     assert percent == pytest.approx(100 * added / epoch, rel=0.05, abs=0.1)
+
+
+def write_results(path, task, per_score):
+    """A results.json as reproduce.py writes it, with each score's AUC per seed for grlnet_standard."""
+    method = {f"auc_{score}": {"per_seed": values} for score, values in per_score.items()}
+    path.write_text(json.dumps({"tasks": {task: {"methods": {"grlnet_standard": method}}}}))
+    return path
+
+
+def test_the_rule_picks_the_best_worst_case_mean_with_no_seed_below_chance(tmp_path):
+    a = write_results(tmp_path / "a.json", "a", {"paper": [1.0, 1.0], "encoder_mahalanobis": [0.9, 0.9],
+                                                 "encoder_knn": [1.0, 1.0], "discriminator_mahalanobis": [0.8, 0.8],
+                                                 "discriminator_knn": [1.0, 1.0]})
+    b = write_results(tmp_path / "b.json", "b", {"paper": [0.9, 0.3], "encoder_mahalanobis": [0.8, 0.8],
+                                                 "encoder_knn": [0.7, 0.9], "discriminator_mahalanobis": [0.8, 0.8],
+                                                 "discriminator_knn": [0.6, 0.6]})
+    chosen, qualifies, summary = choose(seeds_per_set([a, b]))
+    # worst-case means: paper 0.6 (a seed at 0.3), encoder_mahalanobis 0.8, encoder_knn 0.8, D's 0.8 and 0.6:
+    # three tie at 0.8 and the first of them in SCORES' order wins
+    assert (chosen, qualifies) == ("encoder_mahalanobis", True)
+    assert summary["paper"] == pytest.approx((0.6, 0.3)) and summary["encoder_knn"] == pytest.approx((0.8, 0.7))
+    lines = run_script("-m", "tools.choose_score", str(a), str(b)).stdout.splitlines()
+    assert lines[0] == "| score | a: mean AUC | b: mean AUC | worst-case mean | lowest seed |"
+    assert "| paper | 1.0000 | 0.6000 | 0.6000 | 0.3000 |" in lines
+    assert lines[-1] == "chosen: encoder_mahalanobis (no seed below 0.5)"
+
+
+def test_the_rule_says_when_no_score_qualifies(tmp_path):
+    low = {score: [0.4, 0.9] for score in ("paper", "encoder_mahalanobis", "encoder_knn",
+                                           "discriminator_mahalanobis", "discriminator_knn")}
+    low["encoder_knn"] = [0.45, 1.0]
+    chosen, qualifies, _ = choose(seeds_per_set([write_results(tmp_path / "c.json", "c", low)]))
+    assert (chosen, qualifies) == ("encoder_knn", False)
