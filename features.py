@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from scipy.linalg import pinvh
 from sklearn.covariance import LedoitWolf
-from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
@@ -90,8 +89,9 @@ class FeatureScorer:
         scores = {}
         for space, model in self.models.items():
             standardised = (features[space].numpy() - model["mean"]) / model["scale"]
-            scores[f"{space}_mahalanobis"] = pairwise_distances(
-                standardised, model["location"][None], metric="mahalanobis", VI=model["precision"])[:, 0] ** 2
+            centred = standardised - model["location"]
+            # (x - m)^T P (x - m) per row: sklearn's mahalanobis() goes through pairwise_distances, 16x slower here
+            scores[f"{space}_mahalanobis"] = ((centred @ model["precision"]) * centred).sum(axis=1)
             distances, _ = self.neighbours[space].kneighbors(standardised)
             scores[f"{space}_knn"] = distances.mean(axis=1)
         return scores
