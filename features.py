@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.linalg import pinvh
+from scipy.linalg import LinAlgError, inv, pinvh
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
@@ -68,9 +68,9 @@ def fit_space(features: np.ndarray) -> dict[str, torch.Tensor]:
     scaler = StandardScaler().fit(features)
     standardised = scaler.transform(features)
     covariance = LedoitWolf(store_precision=False).fit(standardised)
-    try:  # the shrunk covariance is positive definite as a rule; inv is several times faster than pinvh
-        precision = np.linalg.inv(covariance.covariance_)
-    except np.linalg.LinAlgError:  # a handful of windows, or constant features: the pseudo-inverse, as sklearn's
+    try:  # the shrunk covariance is positive definite as a rule; LAPACK's inverse is far faster than pinvh
+        precision = inv(covariance.covariance_, check_finite=False)
+    except LinAlgError:  # a handful of windows, or constant features: the pseudo-inverse, as sklearn's
         precision = pinvh(covariance.covariance_)
     fitted = {"mean": scaler.mean_, "scale": scaler.scale_, "location": covariance.location_,
               "precision": precision, "reference": standardised}
