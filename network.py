@@ -36,7 +36,7 @@ class GlobalFilterLayer(nn.Module):
 
 
 class LearnedGlobalFilterLayer(nn.Module):
-    """A phase-preserving global filter (GFNet style, a study option, see SPEC section 9).
+    """A phase-preserving global filter (GFNet style, a study option, REPRODUCTION.md).
 
     LayerNorm over time, rFFT, a learnable complex filter per frequency (identity at start),
     inverse rFFT back to a waveform of the same length.

@@ -1,6 +1,6 @@
 """All options of GRLNet and all their defaults.
 
-The release's option names and defaults keep working (SPEC section 5). A few options depend on the
+The release's option names and defaults keep working. A few options depend on the
 kind of data: the release's CSV layout keeps the release's values, the embedded demo and WAV
 folders use the presets below. A value given on the command line always wins.
 """
@@ -11,10 +11,10 @@ import itertools
 import math
 import sys
 from pathlib import Path
-from typing import Callable, Collection, Sequence
+from typing import Callable, Collection, NamedTuple, Sequence
 
-from errors import UserError
-from features import PAPER_SCORE, SCORES
+from grlnet.errors import UserError
+from grlnet.features import PAPER_SCORE, SCORES
 from network import GLOBAL_FILTERS, discriminator_feature_length
 
 # The score of WAV data and the embedded set, chosen by the rule in README.md ("Which score"); the
@@ -31,7 +31,7 @@ DEMO_PRESET = {
     "score": FEATURE_SCORE_DEFAULT,
 }
 # Real 10 s recordings at 16 kHz: windows of 1024 samples every 4096, clip score = window mean
-# (the most stable setting measured on real recordings, SPEC section 9; REPRODUCTION.md revisits it).
+# (docs/METHOD.md, "Presets").
 WAV_PRESET = {
     "mess_length": 160000, "segment_length": 1024, "segment_hop": 4096, "epochs": 8, "batch_size": 2,
     "score": FEATURE_SCORE_DEFAULT,
@@ -39,18 +39,6 @@ WAV_PRESET = {
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 # dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
 PSEUDO_ANOMALY_SNR_DROP = 10.0
-# test.py's options: train.py would ignore them, so it refuses them.
-TEST_ONLY_OPTIONS = ("checkpoint", "model_dir", "input", "threshold", "output")
-# Options a resumed run may change: where things are, how long it trains, how it runs, test.py's.
-# Every other option defines the run, and a checkpoint resumes only with the values it was saved with.
-RESUME_MAY_CHANGE = frozenset({
-    "train_root", "train_label_path", "test_root", "test_label_path", "data_root", "epochs",
-    "pseudo_anomaly_epochs", "device", "cuda", "n_threads", "bf16", "compile", "channels_last",
-    "deterministic", "sync_batchnorm", "test_batch_shuffle", "test_drop_last", "output_dir", "checkpoint_minutes",
-    "resume", "overwrite", "save_best", "quiet", "debug", "checkpoint", "model_dir", "input", "threshold", "output",
-})
-
-
 def str2bool(value: str | bool) -> bool:
     """Parse the release's ``--flag True/False`` spelling (its ``type=bool`` read 'False' as True)."""
     if isinstance(value, bool):
@@ -153,128 +141,219 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def build_parser(description: str = "GRLNet", prog: str | None = None) -> argparse.ArgumentParser:
-    """The parser shared by train.py, test.py and the scripts around them (``prog`` names the options
-    in its messages when another script passes them on)."""
+class OptionGroup(NamedTuple):
+    """A group of options by purpose: its --help heading (None: accepted, hidden from --help) and the
+    function that adds its options."""
+
+    title: str | None
+    add: Callable[[argparse._ActionsContainer], None]
+
+
+def _paths(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--train_root", help="training folder: <i>.csv files (release layout) or WAV files")
+    g.add_argument("--train_label_path", help="label CSV of the training folder (release layout)")
+    g.add_argument("--test_root", help="test folder: <i>.csv files (release layout) or WAV files")
+    g.add_argument("--test_label_path", help="label CSV of the test folder (release layout)")
+    g.add_argument("--data_root", help="a WAV data set in the MIMII (normal/, abnormal/) or "
+                   "DCASE 2020-2024 (train/, test/) layout, split automatically")
+
+
+def _clips(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--train_normal_files", type=positive_int, default=None,
+                   help="MIMII layout: the first N normal clips (name order) train; default half")
+    g.add_argument("--threshold_clips", type=positive_int, default=None,
+                   help="no labelled test set (--train_root alone): hold the last N normal training clips "
+                        "(name order) out of training to set the decision threshold on "
+                        "(default: a tenth of the training clips, rounded down, at least 2)")
+    g.add_argument("--synthetic_train_clips", type=positive_int, default=64,
+                   help="embedded data set: normal training clips")
+    g.add_argument("--synthetic_test_clips", type=test_clip_count, default=40,
+                   help="embedded data set: test clips (half normal, half cavitation)")
+
+
+def _signal(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--sample_rate", type=positive_int, default=None,
+                   help="resample WAV files to this rate (Hz); without it all files must share one")
+    g.add_argument("--mess_length", type=positive_int, default=None,
+                   help="signals are cut or zero-padded to this many samples "
+                        f"(release layout {RELEASE_PRESET['mess_length']}, WAV "
+                        f"{WAV_PRESET['mess_length']}, demo {DEMO_PRESET['mess_length']})")
+
+
+def _windows(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--segment_length", type=non_negative_int, default=None,
+                   help="cut each signal into windows of this length (0: whole signal); "
+                        "a clip's score is the mean of its windows'")
+    g.add_argument("--segment_hop", type=non_negative_int, default=None,
+                   help="hop between windows (0: equal to --segment_length)")
+
+
+def _model(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--global_filter", choices=GLOBAL_FILTERS, default="released",
+                   help="released: LayerNorm, FFT, magnitude; learned: phase-preserving filter")
+    g.add_argument("--comprehensive_output_factor", type=_fraction, default=0.5,
+                   help="the paper's score: weight of D on the reconstructions against D on the input")
+    g.add_argument("--calibration_clips", type=non_negative_int, default=0,
+                   help="0: the feature scores are fitted on the training windows. N: hold the last N "
+                        "normal training clips out of training and fit them on those clips' windows")
+
+
+def _training(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--update", choices=("standard", "released"), default="standard",
+                   help="standard: D on detached reconstructions, then G, BCE on logits; "
+                        "released: the release's joint update")
+    g.add_argument("--noise", choices=("snr", "released"), default="snr",
+                   help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
+    g.add_argument("--snr", type=_decibels(inf_is_no_noise=True), default=2.0,
+                   help="signal-to-noise ratio of the input noise (dB)")
+    g.add_argument("--r_g_net_learning_rate", type=positive_number, default=0.001)
+    g.add_argument("--l_g_net_learning_rate", type=positive_number, default=0.001)
+    g.add_argument("--d_net_learning_rate", type=positive_number, default=0.0001)
+    g.add_argument("--alpha", type=_fraction, default=0.5, help="weight of D's real term")
+    g.add_argument("--adversarial_training_factor", type=_fraction, default=0.5,
+                   help="weight of G's adversarial term against its reconstruction term")
+    g.add_argument("--batch_size", type=positive_int, default=None)
+    g.add_argument("--seed", type=seed_value, default=0)
+    _add_flag(g, "train_batch_shuffle", True, "shuffle training batches")
+    _add_flag(g, "train_drop_last", True, "drop the last incomplete training batch")
+
+
+def _duration(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--epochs", type=positive_int, default=None)
+    g.add_argument("--pseudo_anomaly_epochs", type=non_negative_int, default=0,
+                   help="after --epochs, this many epochs that train D alone, generators frozen, to tell "
+                        "normal windows and their reconstructions (0) from pseudo-anomalies made of them "
+                        f"(1): reconstructions of inputs noised {PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr, "
+                        "and mixtures of two windows' reconstructions (a study option, see REPRODUCTION.md)")
+
+
+def _score(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--score", choices=SCORES, default=None,
+                   help="the score that metrics, thresholds and decisions use (every one is computed "
+                        "and logged): paper, the paper's blend of D's outputs; <space>_<distance>, a "
+                        "window's distance from the normal training windows in the encoders' or D's "
+                        f"features (release layout {PAPER_SCORE}, WAV and demo {FEATURE_SCORE_DEFAULT})")
+    g.add_argument("--threshold_quantile", type=_fraction, default=0.9,
+                   help="no labelled test set: the decision threshold is this quantile of the held-out "
+                        "clips' scores, so about 1 - q of normal recordings are flagged")
+
+
+def _speed(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    _add_flag(g, "bf16", True, "bf16 autocast on CUDA (losses and metrics stay fp32)")
+    _add_flag(g, "compile", True, "torch.compile the networks on CUDA, falling back to eager")
+    _add_flag(g, "channels_last", True, "run the convolutions as channels-last 2-D convolutions on "
+                                        "CUDA (cuDNN's fast layout; same parameters and results)")
+    _add_flag(g, "deterministic", False, "repeatable runs: the same seed gives the same numbers on the same "
+                                         "machine (deterministic cuDNN, cuBLAS and Inductor kernels, no "
+                                         "autotuning; slower on CUDA)")
+    _add_flag(g, "sync_batchnorm", False, "SyncBatchNorm across processes under torchrun (CUDA only)")
+
+
+def _run_folder(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--output_dir", default=None, help="run folder (default runs/<date>-<time>)")
+    g.add_argument("--checkpoint_minutes", type=_minutes, default=10.0,
+                   help="also save checkpoints/last.pt inside an epoch after this many minutes "
+                        "(0: at the end of epochs only)")
+    g.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
+                   help="resume from a checkpoint; without PATH, the output folder's last one; "
+                        "RUN/checkpoints/*.pt continues in RUN unless --output_dir says otherwise")
+    _add_flag(g, "overwrite", False, "train.py: replace the run already in --output_dir (without it, such a "
+                                     "folder is refused unless --resume continues it); test.py: replace a file "
+                                     "--output names that is not a score file test.py wrote")
+    _add_flag(g, "save_best", False, "also keep checkpoints/best.pt, chosen by test AUC (says so)")
+    _add_flag(g, "quiet", False, "no progress bars")
+    _add_flag(g, "debug", False, "show tracebacks for user errors")
+
+
+def _study(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--label_smoothing", type=_smoothing, default=0.0,
+                   help="one-sided label smoothing: D's target for real signals is this instead of 0")
+    g.add_argument("--instance_noise_snr", type=_decibels(inf_is_no_noise=False), default=None, metavar="DB",
+                   help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
+                        "real and reconstructed")
+
+
+def _release(g: argparse._ActionsContainer) -> None:
+    """The release's options that change nothing here: --cuda spells --device cuda, the loader's workers
+    and the test loader's settings have no loader to act on (data are decoded once into memory, and
+    every test item is scored in file order)."""
+    g.add_argument("--cuda", action="store_true")
+    g.add_argument("--n_threads", type=int, default=1)
+    _add_flag(g, "test_batch_shuffle", False, "")
+    _add_flag(g, "test_drop_last", False, "")
+
+
+def _test(g: argparse._ActionsContainer) -> None:
+    g.add_argument("--checkpoint", help="a checkpoint written by train.py")
+    g.add_argument("--model_dir", default=None,
+                   help="folder with the release's Regional_Generator.pth, Local_Generator.pth, "
+                        "Discirminator.pth (models/README.md)")
+    g.add_argument("--input", nargs="+", default=None, help="score these unlabelled WAV/CSV files or folders")
+    g.add_argument("--threshold", type=_finite, default=None,
+                   help="decision threshold for --input (default: the checkpoint's, its test set's EER "
+                        "point or, trained without one, the quantile of its held-out clips' scores)")
+    g.add_argument("--output", default=None, help="CSV file for the scores of --input")
+
+
+OPTION_GROUPS = {
+    "paths": OptionGroup("data: where (no path: the embedded synthetic valve data set)", _paths),
+    "clips": OptionGroup("data: which clips", _clips),
+    "signal": OptionGroup("signal", _signal),
+    "windows": OptionGroup("windows (the networks' input)", _windows),
+    "model": OptionGroup("model and its scores (a checkpoint brings these)", _model),
+    "training": OptionGroup("training", _training),
+    "duration": OptionGroup("length of training (a resumed run may extend it)", _duration),
+    "score": OptionGroup("score and decision", _score),
+    "speed": OptionGroup("speed and precision", _speed),
+    "run_folder": OptionGroup("run folder", _run_folder),
+    "study": OptionGroup("study options (off by default; REPRODUCTION.md)", _study),
+    "release": OptionGroup(None, _release),
+    "test": OptionGroup("scoring (test.py)", _test),
+}
+# train.py shows every group but test.py's, which it accepts only to refuse them with a clear message.
+TRAIN_GROUPS = tuple(name for name in OPTION_GROUPS if name != "test")
+
+
+class _Hidden:
+    """An argument container that adds options hidden from --help."""
+
+    def __init__(self, container: argparse._ActionsContainer):
+        self.container = container
+
+    def add_argument(self, *names: str, **kwargs: object) -> argparse.Action:
+        return self.container.add_argument(*names, **{**kwargs, "help": argparse.SUPPRESS})
+
+
+def build_parser(description: str = "GRLNet", prog: str | None = None,
+                 shown: Sequence[str] = TRAIN_GROUPS) -> argparse.ArgumentParser:
+    """A parser with every option group, the ``shown`` ones in --help under their headings and the others
+    accepted but hidden (``prog`` names the options in its messages when another script passes them on)."""
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter,
                                 allow_abbrev=False)  # an abbreviation would slip past reproduce.py's checks
-    data = p.add_argument_group("data (no data path: the embedded synthetic valve data set)")
-    data.add_argument("--train_root", help="training folder: <i>.csv files (release layout) or WAV files")
-    data.add_argument("--train_label_path", help="label CSV of the training folder (release layout)")
-    data.add_argument("--test_root", help="test folder: <i>.csv files (release layout) or WAV files")
-    data.add_argument("--test_label_path", help="label CSV of the test folder (release layout)")
-    data.add_argument("--data_root", help="a WAV data set in the MIMII (normal/, abnormal/) or "
-                      "DCASE 2020-2024 (train/, test/) layout, split automatically")
-    data.add_argument("--train_normal_files", type=positive_int, default=None,
-                      help="MIMII layout: the first N normal clips (name order) train; default half")
-    data.add_argument("--sample_rate", type=positive_int, default=None,
-                      help="resample WAV files to this rate (Hz); without it all files must share one")
-    data.add_argument("--mess_length", type=positive_int, default=None,
-                      help="signals are cut or zero-padded to this many samples "
-                           f"(release layout {RELEASE_PRESET['mess_length']}, WAV "
-                           f"{WAV_PRESET['mess_length']}, demo {DEMO_PRESET['mess_length']})")
-    data.add_argument("--segment_length", type=non_negative_int, default=None,
-                      help="cut each signal into windows of this length (0: whole signal); "
-                           "a clip's score is the mean of its windows'")
-    data.add_argument("--segment_hop", type=non_negative_int, default=None,
-                      help="hop between windows (0: equal to --segment_length)")
-    data.add_argument("--threshold_clips", type=positive_int, default=None,
-                      help="no labelled test set (--train_root alone): hold the last N normal training clips "
-                           "(name order) out of training to set the decision threshold on "
-                           "(default: a tenth of the training clips, rounded down, at least 2)")
-    data.add_argument("--threshold_quantile", type=_fraction, default=0.9,
-                      help="no labelled test set: the decision threshold is this quantile of the held-out "
-                           "clips' scores, so about 1 - q of normal recordings are flagged")
-    data.add_argument("--synthetic_train_clips", type=positive_int, default=64,
-                      help="embedded data set: normal training clips")
-    data.add_argument("--synthetic_test_clips", type=test_clip_count, default=40,
-                      help="embedded data set: test clips (half normal, half cavitation)")
-
-    model = p.add_argument_group("model and training")
-    model.add_argument("--global_filter", choices=GLOBAL_FILTERS, default="released",
-                       help="released: LayerNorm, FFT, magnitude; learned: phase-preserving filter")
-    model.add_argument("--update", choices=("standard", "released"), default="standard",
-                       help="standard: D on detached reconstructions, then G, BCE on logits; "
-                            "released: the release's joint update")
-    model.add_argument("--noise", choices=("snr", "released"), default="snr",
-                       help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
-    model.add_argument("--snr", type=_decibels(inf_is_no_noise=True), default=2.0,
-                       help="signal-to-noise ratio of the input noise (dB)")
-    model.add_argument("--r_g_net_learning_rate", type=positive_number, default=0.001)
-    model.add_argument("--l_g_net_learning_rate", type=positive_number, default=0.001)
-    model.add_argument("--d_net_learning_rate", type=positive_number, default=0.0001)
-    model.add_argument("--alpha", type=_fraction, default=0.5, help="weight of D's real term")
-    model.add_argument("--adversarial_training_factor", type=_fraction, default=0.5,
-                       help="weight of G's adversarial term against its reconstruction term")
-    model.add_argument("--comprehensive_output_factor", type=_fraction, default=0.5,
-                       help="score weight of D on the reconstructions against D on the input")
-    model.add_argument("--label_smoothing", type=_smoothing, default=0.0,
-                       help="one-sided label smoothing: D's target for real signals is this instead of 0 "
-                            "(a D-regularisation study option, see REPRODUCTION.md)")
-    model.add_argument("--instance_noise_snr", type=_decibels(inf_is_no_noise=False), default=None, metavar="DB",
-                       help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
-                            "real and reconstructed (a D-regularisation study option; off by default)")
-    model.add_argument("--pseudo_anomaly_epochs", type=non_negative_int, default=0,
-                       help="after --epochs, this many epochs that train D alone, generators frozen, to tell "
-                            "normal windows and their reconstructions (0) from pseudo-anomalies made of them "
-                            f"(1): reconstructions of inputs noised {PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr, "
-                            "and mixtures of two windows' reconstructions (OGNet's second phase; a study option, "
-                            "see REPRODUCTION.md)")
-    model.add_argument("--score", choices=SCORES, default=None,
-                       help="the score that metrics, thresholds and decisions use (every one is computed "
-                            "and logged): paper, the paper's blend of D's outputs; <space>_<distance>, a "
-                            "window's distance from the normal training windows in the encoders' or D's "
-                            f"features (release layout {PAPER_SCORE}, WAV and demo {FEATURE_SCORE_DEFAULT})")
-    model.add_argument("--calibration_clips", type=non_negative_int, default=0,
-                       help="0: the feature scores are fitted on the training windows. N: hold the last N "
-                            "normal training clips out of training and fit them on those clips' windows")
-    model.add_argument("--batch_size", type=positive_int, default=None)
-    model.add_argument("--epochs", type=positive_int, default=None)
-    model.add_argument("--seed", type=seed_value, default=0)
-
-    run = p.add_argument_group("running")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    run.add_argument("--cuda", action="store_true", help="release spelling of --device cuda")
-    run.add_argument("--n_threads", type=int, default=1,
-                     help="the release's loader workers; accepted, unused: data are decoded once into memory")
-    _add_flag(run, "bf16", True, "bf16 autocast on CUDA (losses and metrics stay fp32)")
-    _add_flag(run, "compile", True, "torch.compile the networks on CUDA, falling back to eager")
-    _add_flag(run, "channels_last", True, "run the convolutions as channels-last 2-D convolutions on "
-                                          "CUDA (cuDNN's fast layout; same parameters and results)")
-    _add_flag(run, "deterministic", False, "repeatable runs: the same seed gives the same numbers on the same "
-                                           "machine (deterministic cuDNN, cuBLAS and Inductor kernels, no "
-                                           "autotuning; slower on CUDA)")
-    _add_flag(run, "sync_batchnorm", False, "SyncBatchNorm across processes under torchrun (CUDA only)")
-    _add_flag(run, "train_batch_shuffle", True, "shuffle training batches")
-    _add_flag(run, "test_batch_shuffle", False, "accepted for compatibility; scores keep file order")
-    _add_flag(run, "train_drop_last", True, "drop the last incomplete training batch")
-    _add_flag(run, "test_drop_last", False, "accepted and ignored: every test item is scored")
-    run.add_argument("--output_dir", default=None, help="run folder (default runs/<date>-<time>)")
-    run.add_argument("--checkpoint_minutes", type=_minutes, default=10.0,
-                     help="also save checkpoints/last.pt inside an epoch after this many minutes "
-                          "(0: at the end of epochs only)")
-    run.add_argument("--resume", nargs="?", const="last", default=None, metavar="PATH",
-                     help="resume from a checkpoint; without PATH, the output folder's last one; "
-                          "RUN/checkpoints/*.pt continues in RUN unless --output_dir says otherwise")
-    _add_flag(run, "overwrite", False, "train.py: replace the run already in --output_dir (without it, such a "
-                                       "folder is refused unless --resume continues it); test.py: replace a file "
-                                       "--output names that is not a score file test.py wrote")
-    _add_flag(run, "save_best", False, "also keep checkpoints/best.pt, chosen by test AUC (says so)")
-    _add_flag(run, "quiet", False, "no progress bars")
-    _add_flag(run, "debug", False, "show tracebacks for user errors")
-
-    scoring = p.add_argument_group("test.py (train.py refuses these)")
-    scoring.add_argument("--checkpoint", help="a checkpoint written by train.py")
-    scoring.add_argument("--model_dir", default=None,
-                         help="folder with the release's Regional_Generator.pth, Local_Generator.pth, "
-                              "Discirminator.pth")
-    scoring.add_argument("--input", nargs="+", default=None,
-                         help="score these unlabelled WAV/CSV files or folders")
-    scoring.add_argument("--threshold", type=_finite, default=None,
-                         help="decision threshold for --input (default: the checkpoint's, its test set's EER "
-                              "point or, trained without one, the quantile of its held-out clips' scores)")
-    scoring.add_argument("--output", default=None, help="CSV file for the scores of --input")
+    for name, group in OPTION_GROUPS.items():
+        if group.title is not None and name in shown:
+            group.add(p.add_argument_group(group.title))
+        else:
+            group.add(_Hidden(p))
     return p
+
+
+def group_options(*groups: str) -> tuple[str, ...]:
+    """The options (namespace names) of the named groups, in the order --help lists them."""
+    names: dict[str, None] = {}
+    for name in groups:
+        p = argparse.ArgumentParser(add_help=False)
+        OPTION_GROUPS[name].add(p)
+        names.update(dict.fromkeys(action.dest for action in p._actions))
+    return tuple(names)
+
+
+# test.py's options: train.py would ignore them, so it refuses them.
+TEST_ONLY_OPTIONS = group_options("test")
+# Options a resumed run may change: where things are, how long it trains, how it runs, test.py's.
+# Every other option defines the run, and a checkpoint resumes only with the values it was saved with.
+RESUME_MAY_CHANGE = frozenset(group_options("paths", "duration", "speed", "run_folder", "release", "test"))
 
 
 def given_option_names(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset[str]:
@@ -360,11 +439,10 @@ def option_defaults() -> dict:
 
 def changed_options(stored: dict, opt: argparse.Namespace, ignore: Collection[str] = ()) -> list[str]:
     """The options, all but ``ignore``, whose values in ``opt`` differ from ``stored`` (a run's
-    options.json or checkpoint), each as "--name: stored -> now"; one ``stored`` predates counts at
-    its default."""
+    options.json or checkpoint) or that ``stored`` lacks, each as "--name: stored -> now"."""
     changed = []
-    for name, default in option_defaults().items():
-        before, now = stored.get(name, default), getattr(opt, name)
+    for name in option_defaults():
+        before, now = stored.get(name, "absent"), getattr(opt, name)
         if name not in ignore and before != now:
             changed.append(f"--{name}: {before!r} -> {now!r}")
     return changed

@@ -9,7 +9,7 @@ For every seed it trains and scores three methods on the same split, each in its
 <out>/<protocol>/<method>/seed<k> (lite_smoke, folders: <out>/<protocol>/<data set>/<method>/seed<k>):
   grlnet_standard    GRLNet, --update standard (the project's defaults)
   grlnet_released    GRLNet, --update released (the release's joint update)
-  dcase_autoencoder  the DCASE 2020 Task 2 autoencoder baseline (baselines/dcase_autoencoder.py)
+  dcase_autoencoder  the DCASE 2020 Task 2 autoencoder baseline (experiments/baselines/dcase_autoencoder.py)
 and on request (--methods) a fourth, to compare precisions on a GPU (BENCHMARKS.md):
   grlnet_fp32        GRLNet's defaults without bf16 and torch.compile (the same run as grlnet_standard on CPU)
 Metrics are those of the final epoch of every run: no epoch and no setting is chosen on test clips.
@@ -29,19 +29,18 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
-from baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
-from cli import run_cli
-from errors import UserError, make_folder
+from experiments.baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
+from experiments.repro.protocols import PROTOCOLS, Protocol
+from experiments.repro.report import plot_auc_per_epoch, plot_score_distributions, results_latex, results_markdown
+from experiments.repro.runs import (DEFAULT_METHODS, GRLNET_ARGS_PROG, GRLNET_METHODS, METHODS, check_argv,
+                                    per_run_options, run_task)
+from grlnet.cli import run_cli
+from grlnet.errors import UserError, make_folder
 from opts import build_parser as build_grlnet_parser
 from opts import given_option_names, positive_int, seed_value
-from repro.protocols import PROTOCOLS, Protocol
-from repro.report import plot_auc_per_epoch, plot_score_distributions, results_latex, results_markdown
-from repro.runs import DEFAULT_METHODS, GRLNET_ARGS_PROG, GRLNET_METHODS, METHODS, check_argv, run_task
 
 # --quick: fewer windows and epochs, so that a 2-core CPU finishes the real-data protocols.
 QUICK_ARGS = ["--epochs", "3", "--segment_hop", "8192"]
-# Set by reproduce.py for every run (--overwrite: each run it does not continue replaces its folder).
-PER_RUN_OPTIONS = frozenset({"update", "bf16", "compile", "seed", "output_dir", "overwrite"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +92,7 @@ def run_args(protocol: Protocol, args: argparse.Namespace) -> list[str]:
     except ValueError as err:
         raise UserError(f"--grlnet_args {args.grlnet_args!r}: {err}") from None
     given = given_option_names(build_grlnet_parser(prog=GRLNET_ARGS_PROG), passed)  # --no-bf16 sets bf16
-    clashes = [f"--{name}" for name in sorted(given & PER_RUN_OPTIONS)]
+    clashes = [f"--{name}" for name in sorted(given & per_run_options())]
     if clashes:
         raise UserError(f"--grlnet_args may not set {', '.join(clashes)}: reproduce.py sets it for every run")
     return extra + passed

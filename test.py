@@ -4,8 +4,8 @@
     python test.py --model_dir models/ --test_root Test --test_label_path test_label.csv
     python test.py --checkpoint last.pt --input new_recordings/ --output scores.csv
 """
-from cli import run_cli
-from evaluate import parse_test_args, test
+from grlnet.cli import run_cli
+from grlnet.evaluate import parse_test_args, test
 
 if __name__ == "__main__":
     run_cli(test, lambda: parse_test_args(description=__doc__))

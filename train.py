@@ -5,7 +5,7 @@
     python train.py --train_root Train --train_label_path train_label.csv \\
                     --test_root Test --test_label_path test_label.csv   # the release's CSV layout
 """
-from cli import run_cli
+from grlnet.cli import run_cli
 from main import train
 from opts import parse_opts
 

@@ -12,19 +12,21 @@ import torch
 from data import layouts
 from data.signals import fit_length, is_audio, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
-from errors import UserError
-from progress import progress
+from grlnet.cli import progress
+from grlnet.errors import UserError
 
 log = logging.getLogger("grlnet.data")  # under cli's "grlnet" log: its console and log file once set up
 
 
 @dataclass
 class ClipSet:
-    """Clips cut or padded to one length: names [N], signals [N, L] float32, labels [N] (or None)."""
+    """Clips cut or padded to one length: names [N], signals [N, L] float32, labels [N] (or None), and
+    the sample rate of the audio they were decoded from (None: CSV signals, whose rate is unknown)."""
 
     names: list[str]
     signals: np.ndarray
     labels: np.ndarray | None
+    sample_rate: int | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -46,7 +48,7 @@ class ClipSet:
     def part(self, selection: slice) -> ClipSet:
         """The clips that ``selection`` picks, as views of this set's arrays."""
         labels = None if self.labels is None else self.labels[selection]
-        return ClipSet(self.names[selection], self.signals[selection], labels)
+        return ClipSet(self.names[selection], self.signals[selection], labels, self.sample_rate)
 
     def binary_labels(self) -> np.ndarray:
         """0 normal, 1 abnormal (the release's intensity labels 2 and 3 count as abnormal)."""
@@ -86,6 +88,35 @@ def _warn_about_lengths(lengths: list[tuple[Path, int]], what: str, mess_length:
                     mess_length, *long[0])
 
 
+def available_memory() -> int | None:
+    """Bytes of host memory available without swapping (Linux's MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def memory_needed(files: int, opt: argparse.Namespace) -> int:
+    """Bytes that holding ``files`` clips needs at their peak: the decoded float32 signals twice while they
+    are stacked, and the training windows, a copy of the overlapping windows cut from them."""
+    signals = files * opt.mess_length * 4
+    windows = signals * opt.segment_length / opt.segment_hop if opt.segment_length else signals
+    return int(2 * signals + windows)
+
+
+def _require_memory(files: int, opt: argparse.Namespace, what: str) -> None:
+    """Refuse, before decoding anything, a data set that would not fit in the memory available."""
+    needed, available = memory_needed(files, opt), available_memory()
+    if available is not None and needed > available:
+        raise UserError(f"{files} {what} of {opt.mess_length} samples need about {needed / 2**30:.1f} GiB of memory "
+                        f"and {available / 2**30:.1f} GiB is available; use fewer files, a shorter --mess_length "
+                        "or a larger --segment_hop")
+
+
 def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
             rates: dict[int, Path] | None = None) -> ClipSet:
     """Decode every file once, check it, and bring it to ``mess_length``.
@@ -102,9 +133,9 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
     if mixed:
         log.info("note: %d of %d %s have several channels, mixed to mono by averaging channels (the first: %s)",
                  len(mixed), len(items), what, mixed[0])
-    opt.detected_sample_rate = next(iter(rates), opt.sample_rate)
     labels = np.array([label for _, label in items], dtype=np.int64)
-    return ClipSet([str(path) for path, _ in items], np.stack(signals).astype(np.float32), labels)
+    return ClipSet([str(path) for path, _ in items], np.stack(signals).astype(np.float32), labels,
+                   next(iter(rates), opt.sample_rate))
 
 
 def _require_normal(items: list[layouts.Item]) -> None:
@@ -132,16 +163,15 @@ def _require_both_classes(clips: ClipSet, where: str) -> None:
 
 
 def _synthetic(opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
-    opt.detected_sample_rate = SAMPLE_RATE
     train_signals, train_labels = make_synthetic_set(opt.seed, opt.mess_length,
                                                      opt.synthetic_train_clips, 0)
     half = opt.synthetic_test_clips // 2
     test_signals, test_labels = make_synthetic_set(opt.seed + 1_000_003, opt.mess_length,
                                                    opt.synthetic_test_clips - half, half)
     name = "synthetic/{}_{:04d}".format
-    train = ClipSet([name("normal", i) for i in range(len(train_labels))], train_signals, train_labels)
+    train = ClipSet([name("normal", i) for i in range(len(train_labels))], train_signals, train_labels, SAMPLE_RATE)
     test = ClipSet([name("normal" if y == 0 else "cavitation", i) for i, y in enumerate(test_labels)],
-                   test_signals, test_labels)
+                   test_signals, test_labels, SAMPLE_RATE)
     return train, test
 
 
@@ -171,6 +201,7 @@ def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[Cli
                         "recordings with --input")
     if need_train and train_items is None:
         raise UserError("no training data: give --train_root (or --data_root)")
+    _require_memory(len(train_items or []) * need_train + len(test_items or []), opt, "files")
     train, rates = None, {}
     if need_train:
         _require_normal(train_items)
@@ -195,15 +226,16 @@ def hold_out_last(train: ClipSet, count: int, option: str) -> tuple[ClipSet, Cli
 
 def hold_out_for_threshold(train: ClipSet, opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
     """Without a labelled test set: the clips that train, and the last ``--threshold_clips`` (name order),
-    held out to set the decision threshold on; the default count (a tenth, rounded down, at least 2)
-    is stored in ``opt``, so a resumed run holds out the same clips."""
-    if opt.threshold_clips is None:
-        opt.threshold_clips = max(2, len(train) // 10)
-        if opt.threshold_clips >= len(train):
+    held out to set the decision threshold on; by default a tenth of them, rounded down, at least 2 (the
+    same clips again when a run resumes on the same files)."""
+    count = opt.threshold_clips
+    if count is None:
+        count = max(2, len(train) // 10)
+        if count >= len(train):
             raise UserError(f"{len(train)} normal training clips and no labelled test set: too few to train and "
-                            f"also hold out {opt.threshold_clips} to set the decision threshold on; give more "
+                            f"also hold out {count} to set the decision threshold on; give more "
                             "recordings, or a labelled test set with --test_root")
-    return hold_out_last(train, opt.threshold_clips, "--threshold_clips")
+    return hold_out_last(train, count, "--threshold_clips")
 
 
 def _unlabelled_files(path: Path) -> list[Path]:
@@ -220,6 +252,7 @@ def _unlabelled_files(path: Path) -> list[Path]:
 def load_unlabelled(paths: list[str], opt: argparse.Namespace) -> ClipSet:
     """Audio or CSV files (or folders of them) to score without labels."""
     files = [f for p in paths for f in _unlabelled_files(Path(p))]
+    _require_memory(len(files), opt, "files to score")
     clips = _decode([(f, -1) for f in files], opt, "files to score")
     clips.labels = None
     return clips

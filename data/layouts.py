@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data.signals import is_audio
-from errors import UserError
+from grlnet.errors import UserError
 
 Item = tuple[Path, int]
 RELEASE_LABELS = (0, 1, 2, 3)

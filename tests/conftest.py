@@ -24,17 +24,16 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-sys.path.insert(0, str(REPO))
 
 # 8 normal training clips of 512 samples in windows of 256: 8 steps an epoch.
 TINY = ["--mess_length", "512", "--segment_length", "256", "--segment_hop", "256", "--epochs", "1",
         "--synthetic_train_clips", "8", "--synthetic_test_clips", "8", "--quiet"]
 
 
-def run_script(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run one of the repository's scripts the way a user does, from the repository root."""
+def run_script(*args: str, check: bool = True, timeout: float = 300, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run one of the repository's scripts the way a user does, from the repository root (or ``cwd``)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
                             timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\n{result.stdout}\n{result.stderr}")

@@ -1,4 +1,4 @@
-"""Recordings and label files that used to give a traceback or a silently wrong result are refused."""
+"""Recordings and label files that would otherwise give a traceback or a silently wrong result are refused."""
 import logging
 import re
 import struct
@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from data import load_datasets
-from errors import UserError
+from grlnet.errors import UserError
 from opts import parse_opts
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 

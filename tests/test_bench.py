@@ -24,10 +24,24 @@ def test_bench_prints_both_paths_and_the_ratio_last():
         assert any(line.startswith(path) and "samples/s" in line for line in lines), result.stdout
 
 
+def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths():
+    result = run_script("bench.py", "--device", "cpu", "--preset", "wav", "--mess_length", "8192", "--clips", "2",
+                        "--test_clips", "2", "--steps", "1", "--warmup", "0")
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("device cpu") and "wav preset: length 8192, windows of 1024 every 4096" in lines[1]
+    for path in ("release", "fast"):
+        (line,) = [line for line in lines if line.startswith(path)]
+        assert re.search(r"batch 2: \d+\.\d+ windows/s, .*; scoring \d+\.\d+ clips/s$", line), line
+    assert any(line.startswith("scoring at batch 2: fast / release clips/s = ") for line in lines)
+    assert any(line.startswith("peak host memory of the process: ") for line in lines)
+    assert re.fullmatch(r"ratio \d+\.\d+", lines[-1]) and float(lines[-1].split()[1]) > 0
+
+
 @pytest.mark.parametrize("options, message", [
     (["--peak_tflops", "0"], "argument --peak_tflops: expected a finite number > 0, got 0"),
     (["--warmup", "-1"], "argument --warmup: expected an integer >= 0, got -1"),
     (["--test_clips", "1"], "argument --test_clips: expected at least 2"),
+    (["--preset", "mp3"], "argument --preset: invalid choice: 'mp3'"),
 ])
 def test_bench_refuses_bad_values_where_they_are_parsed(options, message, capsys):
     with pytest.raises(SystemExit):

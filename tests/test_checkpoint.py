@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
-from errors import UserError
+from grlnet.checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
+from grlnet.errors import UserError
 from network import D_Net, GRLNet
+from opts import option_defaults
 
 
 class _Payload:
@@ -123,14 +124,13 @@ def test_flipped_bits_in_a_saved_tensor_are_refused_not_loaded(tmp_path):
         load_file(path)
 
 
-def test_stored_lengths_must_be_whole_numbers():
-    state = {"models": {name: {} for name in ("regional", "local", "discriminator")}, "metrics": [],
-             "options": {"mess_length": "4096", "segment_length": 1024, "segment_hop": -1}}
+def test_stored_lengths_must_be_whole_numbers_and_every_option_stored():
+    options = {**option_defaults(), "mess_length": "4096", "segment_length": 1024, "segment_hop": -1}
+    state = {"models": {name: {} for name in ("regional", "local", "discriminator")}, "metrics": [], "options": options}
     assert train_checkpoint_problems(state) == ["option 'mess_length' is '4096', not a whole number",
                                                 "option 'segment_hop' is -1, not a whole number"]
-    del state["options"]["mess_length"]
-    assert train_checkpoint_problems(state) == ["'options' has no 'mess_length'",
-                                                "option 'segment_hop' is -1, not a whole number"]
+    del options["mess_length"], options["seed"]
+    assert train_checkpoint_problems(state) == ["'options' lacks mess_length, seed"]
 
 
 def test_a_folder_is_named_as_one_with_the_file_to_give(tmp_path):

@@ -7,11 +7,11 @@ import pytest
 import soundfile
 from sklearn.metrics import roc_auc_score
 
-from baselines.dcase_autoencoder import main as baseline_main, parse_baseline_args
-from data import load_datasets, load_unlabelled
+from data import datasets, load_datasets, load_unlabelled
 from data.synthetic import make_synthetic_set
-from errors import UserError
-from evaluate import parse_test_args, test as score_checkpoint
+from experiments.baselines.dcase_autoencoder import main as baseline_main, parse_baseline_args
+from grlnet.errors import UserError
+from grlnet.evaluate import parse_test_args, test as score_checkpoint
 from main import train
 from opts import parse_opts
 
@@ -262,7 +262,7 @@ def test_real_mimii_recordings(shared_data):
                       "--mess_length", "16000", "--quiet"])
     train_set, test_set = load_datasets(opt)
     assert len(train_set) == 5 and len(test_set) == 15 and test_set.binary_labels().sum() == 10
-    assert opt.detected_sample_rate == 16000
+    assert train_set.sample_rate == test_set.sample_rate == 16000
     assert np.abs(train_set.signals).max() <= 1.0 and train_set.signals.std() > 1e-4
 
 
@@ -284,13 +284,34 @@ def test_real_lite_folder_labelled_by_names(shared_data):
 def test_untrained_model_scores_the_demo_set_near_chance_with_the_papers_score():
     import torch
 
-    from metrics import compute_metrics
+    from grlnet.metrics import compute_metrics
     from network import GRLNet
     from opts import network_length
-    from scoring import score_clips
+    from grlnet.scoring import score_clips
 
     opt = parse_opts(["--quiet", "--score", "paper"])  # the demo preset
     torch.manual_seed(0)
     _, test_set = load_datasets(opt)
     scores = score_clips(GRLNet(network_length(opt)), test_set, opt, torch.device("cpu"))
     assert 0.35 < compute_metrics(test_set.binary_labels(), scores["paper"])["auc"] < 0.65
+
+
+def test_memory_needed_counts_signals_twice_and_the_training_windows():
+    opt = parse_opts(["--mess_length", "1000", "--segment_length", "100", "--segment_hop", "50"])
+    assert datasets.memory_needed(10, opt) == 2 * 10 * 1000 * 4 + 10 * 1000 * 4 * 2  # windows overlap by half
+    whole = parse_opts(["--mess_length", "1000", "--segment_length", "0"])
+    assert datasets.memory_needed(10, whole) == 3 * 10 * 1000 * 4
+
+
+def test_a_data_set_larger_than_the_memory_available_is_refused_before_decoding(tmp_path, monkeypatch):
+    root = write_mimii_set(tmp_path)
+    opt = parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length", "1024"])
+    files = len(list(root.rglob("*.wav")))
+    monkeypatch.setattr(datasets, "available_memory", lambda: datasets.memory_needed(files, opt) - 1)
+    monkeypatch.setattr(datasets, "read_wav", lambda *args: pytest.fail("decoded a file"))
+    with pytest.raises(UserError, match=rf"^{files} files of 1024 samples need about 0.0 GiB of memory and 0.0 GiB is "
+                                        "available; use fewer files, a shorter --mess_length or a larger --segment_hop$"):
+        load_datasets(opt)
+    monkeypatch.undo()
+    train_set, test_set = load_datasets(opt)
+    assert len(train_set) + len(test_set) == files

@@ -4,8 +4,8 @@ import csv
 
 import pytest
 
-from checkpoint import load_file
 from conftest import TINY, run_script
+from grlnet.checkpoint import load_file
 
 
 def _rows(path):

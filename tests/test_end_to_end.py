@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from checkpoint import RELEASED_FILES
-from conftest import TINY, run_script
+from conftest import REPO, TINY, run_script
+from grlnet.checkpoint import RELEASED_FILES
 from test_data import write_release_csv
 
 
@@ -38,7 +38,7 @@ def test_demo_train_then_test_reproduces_metrics(tmp_path):
     for figure in figures:
         assert (run / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         (run / "figures" / figure).unlink()
-    redrawn = run_script("plots.py", str(run))
+    redrawn = run_script("-m", "grlnet.plots", str(run))
     assert sorted(Path(line).name for line in redrawn.stdout.split()) == figures
     assert all((run / "figures" / figure).stat().st_size > 0 for figure in figures)
 
@@ -101,16 +101,22 @@ def test_real_mimii_end_to_end(shared_data, tmp_path):
     assert 0.0 <= float(final_auc(result.stdout).split()[1]) <= 1.0
 
 
-def test_released_weights_default_to_the_release_length(tmp_path):
+def test_released_weights_in_models_default_to_the_release_length(tmp_path):
+    """models/README.md's command, run in a folder whose models/ holds weights in the release's file names."""
     from network import GRLNet
 
+    readme = (REPO / "models" / "README.md").read_text()
+    assert "python test.py --model_dir models/" in readme and all(name in readme for name in RELEASED_FILES.values())
+    (tmp_path / "models").mkdir()
     model = GRLNet(233472)
     for attribute, name in RELEASED_FILES.items():
-        torch.save(getattr(model, attribute).state_dict(), tmp_path / name)
+        torch.save(getattr(model, attribute).state_dict(), tmp_path / "models" / name)
     np.savetxt(tmp_path / "new.csv", np.random.default_rng(0).normal(0, 0.1, 1000))
-    scored = run_script("test.py", "--model_dir", str(tmp_path), "--input", str(tmp_path / "new.csv"),
-                        "--threshold", "0.5", "--output_dir", str(tmp_path / "out"), "--quiet")
+    test_py = str(REPO / "test.py")
+    scored = run_script(test_py, "--model_dir", "models/", "--input", "new.csv", "--threshold", "0.5",
+                        "--output_dir", "out", "--quiet", cwd=tmp_path)
     assert "new.csv  score" in scored.stdout
-    short = run_script("test.py", "--model_dir", str(tmp_path), "--input", str(tmp_path / "new.csv"),
-                       "--threshold", "0.5", "--mess_length", "1000", check=False)
+    assert read_rows(tmp_path / "out" / "scores.csv")[0]["file"] == "new.csv"
+    short = run_script(test_py, "--model_dir", "models/", "--input", "new.csv", "--threshold", "0.5",
+                       "--mess_length", "1000", check=False, cwd=tmp_path)
     assert short.returncode == 2 and "built for signal length 233472, but this run uses 1000" in short.stdout

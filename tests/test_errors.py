@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cli import run_cli
 from conftest import REPO, TINY, run_script
 from data import ClipSet, load_datasets
-from errors import UserError
-from evaluate import parse_test_args
+from grlnet.cli import run_cli
+from grlnet.errors import UserError
+from grlnet.evaluate import parse_test_args
+from grlnet.results import write_scores_csv
 from opts import parse_opts
-from results import write_scores_csv
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 

@@ -9,16 +9,16 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-import evaluate
-from checkpoint import load_file
 from conftest import TINY, run_script
 from data import ClipSet, hold_out_last, load_datasets
-from errors import UserError
-from evaluate import parse_test_args
-from features import FEATURE_SCORES, SCORES, FeatureScorer, fit_space, fit_windows, pooled
+from grlnet import evaluate
+from grlnet.checkpoint import load_file
+from grlnet.errors import UserError
+from grlnet.evaluate import parse_test_args
+from grlnet.features import FEATURE_SCORES, SCORES, FeatureScorer, fit_space, fit_windows, pooled
+from grlnet.scoring import fit_normal_windows, score_clips
 from network import GRLNet
 from opts import FEATURE_SCORE_DEFAULT, network_length, parse_opts
-from scoring import fit_normal_windows, score_clips
 
 
 def corners(centre: tuple[float, float], half_widths: tuple[float, float]) -> np.ndarray:

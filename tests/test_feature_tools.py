@@ -1,5 +1,5 @@
-"""tools/feature_controls.py (the log power spectrum of windows, per-clip means, its command),
-tools/feature_cost.py (what the feature scores add to an epoch) and tools/choose_score.py (the rule)."""
+"""experiments/tools/: feature_controls.py (the log power spectrum of windows, per-clip means, its
+command), feature_cost.py (what the feature scores add to an epoch) and choose_score.py (the rule)."""
 import json
 import re
 
@@ -9,9 +9,9 @@ import torch
 
 from conftest import TINY, run_script
 from data import ClipSet
+from experiments.tools.choose_score import choose, seeds_per_set
+from experiments.tools.feature_controls import LOG_FLOOR, clip_means, log_spectra, spectrum_aucs
 from opts import parse_opts
-from tools.choose_score import choose, seeds_per_set
-from tools.feature_controls import LOG_FLOOR, clip_means, log_spectra, spectrum_aucs
 
 
 def test_log_spectrum_of_a_cosine_window_is_its_power_in_one_bin():
@@ -41,7 +41,7 @@ def test_spectrum_distances_rank_a_tone_above_noise():
 
 
 def test_command_prints_a_row_per_seed_and_the_spectrum_line():
-    result = run_script("-m", "tools.feature_controls", "--seeds", "0", "1", "--", *TINY)
+    result = run_script("-m", "experiments.tools.feature_controls", "--seeds", "0", "1", "--", *TINY)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("| control | paper | encoder_mahalanobis |")
     assert [line.split("|")[1].strip() for line in lines[2:4]] == ["untrained networks, seed 0",
@@ -50,7 +50,7 @@ def test_command_prints_a_row_per_seed_and_the_spectrum_line():
 
 
 def test_cost_adds_fitting_and_the_extra_scoring_time_to_an_epochs():
-    lines = run_script("-m", "tools.feature_cost", "--", *TINY).stdout.splitlines()[-3:]
+    lines = run_script("-m", "experiments.tools.feature_cost", "--", *TINY).stdout.splitlines()[-3:]
     numbers = [[float(n) for n in re.findall(r"(\d+\.\d) (?:s|%)", line)] for line in lines]
     (training, paper, epoch), (fitting, with_features), (added, percent) = numbers
     assert epoch == pytest.approx(training + paper, abs=0.151)  # three values rounded to 0.1
@@ -78,7 +78,7 @@ def test_the_rule_picks_the_best_worst_case_mean_with_no_seed_below_chance(tmp_p
     # three tie at 0.8 and the first of them in SCORES' order wins
     assert (chosen, qualifies) == ("encoder_mahalanobis", True)
     assert summary["paper"] == pytest.approx((0.6, 0.3)) and summary["encoder_knn"] == pytest.approx((0.8, 0.7))
-    lines = run_script("-m", "tools.choose_score", str(a), str(b)).stdout.splitlines()
+    lines = run_script("-m", "experiments.tools.choose_score", str(a), str(b)).stdout.splitlines()
     assert lines[0] == "| score | a: mean AUC | b: mean AUC | worst-case mean | lowest seed |"
     assert "| paper | 1.0000 | 0.6000 | 0.6000 | 0.3000 |" in lines
     assert lines[-1] == "chosen: encoder_mahalanobis (no seed below 0.5)"

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from errors import UserError
-from metrics import (compute_metrics, dcase_section_metrics, equal_error_rate, format_labelled_metrics, format_metrics,
-                     format_sections, labelled_metrics)
+from grlnet.errors import UserError
+from grlnet.metrics import (compute_metrics, dcase_section_metrics, equal_error_rate, format_labelled_metrics,
+                            format_metrics, format_sections, labelled_metrics)
 
 
 def test_small_example_by_hand():

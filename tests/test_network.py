@@ -74,7 +74,7 @@ def test_too_short_signal_is_refused():
 
 
 def _functional_reference(state: dict, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """The release's forward written out with torch.nn.functional from its state-dict table (SPEC 2)."""
+    """The release's forward written out with torch.nn.functional from its state-dict table."""
     import torch.nn.functional as F
 
     length = x.shape[-1]

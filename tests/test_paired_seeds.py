@@ -1,11 +1,11 @@
-"""tools/paired_seeds.py: the paired comparison of two methods' per-seed AUCs that BENCHMARKS.md quotes."""
+"""experiments/tools/paired_seeds.py: the paired comparison of two methods' per-seed AUCs that BENCHMARKS.md quotes."""
 import json
 import math
 
 import pytest
 
-from errors import UserError
-from tools.paired_seeds import paired_differences, seed_aucs
+from experiments.tools.paired_seeds import paired_differences, seed_aucs
+from grlnet.errors import UserError
 
 
 def write_results(path, method, aucs):

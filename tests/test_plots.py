@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import plots
 from conftest import run_script
 from data import ClipSet
-from errors import UserError
-from metrics import equal_error_rate
+from grlnet import plots, results
+from grlnet.errors import UserError
+from grlnet.metrics import equal_error_rate
 from network import GRLNet
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -33,7 +33,8 @@ def write_metrics(folder: Path, epochs: int = 3) -> None:
     """A metrics.csv with the columns train.py writes (a subset of them is enough to draw)."""
     write_csv(folder / "metrics.csv", [
         {"epoch": e, "loss_d": 1.4 - 0.1 * e, "loss_g": 0.9 + 0.05 * e, "loss_rec": 0.1 / (e + 1),
-         "d_real": 0.3, "d_regional": 0.6 + 0.05 * e, "d_local": 0.7, "auc": 0.5 + 0.1 * e,
+         "d_real": 0.3, "d_regional": 0.6 + 0.05 * e, "d_local": 0.7, "grad_d": 2.0 + e,
+         "grad_regional": 0.0 if e == 2 else 30.0, "grad_local": 20.0, "auc": 0.5 + 0.1 * e,
          "pauc": 0.5 + 0.05 * e, "eer": 0.4, "threshold": 0.8, "seconds": 1.0}
         for e in range(epochs)])
 
@@ -79,25 +80,24 @@ def test_redraw_draws_only_what_it_has_inputs_for(tmp_path):
     assert plots.redraw(tmp_path) == [tmp_path / "figures" / "training_curves.png"]
 
 
-def test_training_curves_add_panels_for_gradient_norms_and_term_aucs_where_metrics_have_them(tmp_path):
-    """A metrics.csv of this version (gradient norms, a frozen generator's 0 left out of the log scale;
-    each score term's AUC) draws five panels; one of an earlier version, without them, still draws three."""
+def test_training_curves_add_a_panel_for_the_term_aucs_where_metrics_have_them(tmp_path):
+    """Losses, gradient norms (a frozen generator's 0 left out of the log scale), D's outputs and AUC draw
+    four panels; with each score term's AUC, five."""
     write_metrics(tmp_path)
-    plots.plot_training_curves(tmp_path / "metrics.csv", tmp_path / "earlier.png")
+    plots.plot_training_curves(tmp_path / "metrics.csv", tmp_path / "without.png")
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
-    for e, row in enumerate(rows):
-        row.update(grad_d=2.0 + e, grad_regional=0.0 if e == 2 else 30.0, grad_local=20.0,
-                   auc_d_real=0.9, auc_d_regional=0.2, auc_d_local=0.5)
+    for row in rows:
+        row.update(auc_d_real=0.9, auc_d_regional=0.2, auc_d_local=0.5)
     write_csv(tmp_path / "metrics.csv", rows)
-    plots.plot_training_curves(tmp_path / "metrics.csv", tmp_path / "current.png")
-    heights = [plt.imread(tmp_path / name).shape[0] for name in ("earlier.png", "current.png")]
-    assert 1.55 < heights[1] / heights[0] < 1.75  # five panels of equal height against three (tight crop)
+    plots.plot_training_curves(tmp_path / "metrics.csv", tmp_path / "with.png")
+    heights = [plt.imread(tmp_path / name).shape[0] for name in ("without.png", "with.png")]
+    assert 1.15 < heights[1] / heights[0] < 1.35  # five panels of equal height against four (tight crop)
 
 
 def test_roc_marks_the_metrics_eer_point(tmp_path):
     labels = write_scores(tmp_path)
     fpr, tpr = plots.plot_roc(tmp_path / "scores.csv", tmp_path / "roc.png")
-    scores = plots.read_scores(tmp_path / "scores.csv")[1]
+    scores = results.read_scores(tmp_path / "scores.csv")[1]
     eer, _, fpr_at_eer = equal_error_rate(labels, scores)
     assert fpr == pytest.approx(fpr_at_eer)
     assert (fpr + (1 - tpr)) / 2 == pytest.approx(eer)
@@ -105,7 +105,7 @@ def test_roc_marks_the_metrics_eer_point(tmp_path):
 
 
 def test_cli_on_an_empty_folder_exits_2_naming_it(tmp_path):
-    result = run_script("plots.py", str(tmp_path), check=False, timeout=60)
+    result = run_script("-m", "grlnet.plots", str(tmp_path), check=False, timeout=60)
     assert result.returncode == 2
     assert result.stdout.startswith("error: ") and str(tmp_path) in result.stdout
     assert "Traceback" not in result.stderr
@@ -137,9 +137,9 @@ def test_axes_are_in_samples_where_the_sample_rate_is_unknown(tmp_path):
     assert plots.axis_units(8000.0) == (8000.0, "time (s)", "frequency (Hz)")
     assert plots.axis_units(0.0) == (1.0, "time (samples)", "frequency (cycles per sample)")
     clips = ClipSet(["normal", "abnormal"], np.random.default_rng(2).normal(size=(2, 64)).astype(np.float32),
-                    np.array([0, 1]))
-    opt = argparse.Namespace(segment_length=0, segment_hop=0, detected_sample_rate=None)  # CSV data
-    plots.save_reconstruction_examples(GRLNet(64), clips, opt, torch.device("cpu"),
+                    np.array([0, 1]), sample_rate=None)  # CSV data
+    opt = argparse.Namespace(segment_length=0, segment_hop=0)
+    results.save_reconstruction_examples(GRLNet(64), clips, opt, torch.device("cpu"),
                                        tmp_path / "figures" / "examples.npz")
     with np.load(tmp_path / "figures" / "examples.npz") as stored:
         assert float(stored["sample_rate"]) == 0
@@ -149,11 +149,11 @@ def test_axes_are_in_samples_where_the_sample_rate_is_unknown(tmp_path):
 def test_saved_examples_are_first_windows_and_redraw(tmp_path):
     torch.manual_seed(0)
     signals = np.random.default_rng(1).normal(size=(4, 128)).astype(np.float32)
-    clips = ClipSet([f"c{i}" for i in range(4)], signals, np.array([2, 0, 1, 0]))
-    opt = argparse.Namespace(segment_length=64, segment_hop=64, detected_sample_rate=8000)
+    clips = ClipSet([f"c{i}" for i in range(4)], signals, np.array([2, 0, 1, 0]), sample_rate=8000)
+    opt = argparse.Namespace(segment_length=64, segment_hop=64)
     model = GRLNet(64).train()
     examples = tmp_path / "figures" / "examples.npz"
-    plots.save_reconstruction_examples(model, clips, opt, torch.device("cpu"), examples)
+    results.save_reconstruction_examples(model, clips, opt, torch.device("cpu"), examples)
     assert model.training
     with torch.no_grad():
         expected = model.eval().local(torch.from_numpy(signals[[1], :64]).unsqueeze(1))[0, 0].numpy()

@@ -6,10 +6,10 @@ import csv
 import torch
 import torch.nn.functional as F
 
-from checkpoint import load_file
+from grlnet.checkpoint import load_file
 from conftest import TINY, run_script
 from network import GRLNet
-from steps import STEP_STATS, Networks, pseudo_anomaly_step
+from grlnet.steps import STEP_STATS, Networks, pseudo_anomaly_step
 from test_step import _opt, _sgd
 
 LENGTH = 256

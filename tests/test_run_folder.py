@@ -11,7 +11,8 @@ import pytest
 
 import main
 from conftest import REPO, TINY, run_script
-from errors import UserError
+from grlnet import run_folder
+from grlnet.errors import UserError
 from opts import parse_opts
 
 
@@ -43,7 +44,7 @@ def test_overwrite_replaces_the_run_and_starts_a_fresh_log(tmp_path):
 def _wait_for_lock(folder, process: subprocess.Popen) -> None:
     """Wait until ``process`` has locked ``folder`` and written its id into the lock file."""
     deadline = time.monotonic() + 120
-    lock = folder / main.LOCK_FILE
+    lock = folder / run_folder.LOCK_FILE
     while not (lock.is_file() and lock.read_text().strip() == str(process.pid)):
         assert process.poll() is None and time.monotonic() < deadline, "the training never locked its folder"
         time.sleep(0.05)
@@ -65,11 +66,11 @@ def test_a_second_training_in_a_locked_folder_is_refused_naming_the_holder(tmp_p
         first.kill()
         first.wait(timeout=60)
     run_script("train.py", *TINY, "--overwrite", "--output_dir", str(tmp_path))
-    assert (tmp_path / main.LOCK_FILE).read_text().strip() != str(first.pid)
+    assert (tmp_path / run_folder.LOCK_FILE).read_text().strip() != str(first.pid)
 
 
 def test_the_lock_is_held_by_the_test_process_itself(tmp_path):
-    lock = main.lock_run_folder(tmp_path)
+    lock = run_folder.lock_run_folder(tmp_path)
     try:
         with pytest.raises(UserError, match=f"another training \\(process {os.getpid()}\\) is running"):
             main.train(parse_opts([*TINY, "--output_dir", str(tmp_path)]))

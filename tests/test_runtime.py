@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch._inductor import config as inductor
 
-from runtime import choose_kernels
+from grlnet.runtime import choose_kernels
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import io
 import torch
 
 from conftest import run_script
-from progress import progress
+from grlnet.cli import progress
 from test_data import tone, write_wav
 
 

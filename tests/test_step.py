@@ -1,4 +1,4 @@
-"""The training step: the release's joint update against standard alternation (SPEC 6b), and noise."""
+"""The training step: the release's joint update against standard alternation, and noise."""
 import argparse
 import contextlib
 import copy
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from grlnet.steps import STEP_STATS, Networks, add_noise, released_step, standard_step
 from network import GRLNet
-from steps import STEP_STATS, Networks, add_noise, released_step, standard_step
 
 LENGTH = 256
 

@@ -2,7 +2,7 @@
 initialisation, one per seed) and on each window's plain log power spectrum (no network), fitted on the
 training windows and scored on the test clips of the data train.py's options name.
 
-    python -m tools.feature_controls --seeds 0 1 2 3 4 -- --data_root ../shared/data/mimii_fan_id02 --train_normal_files 5
+    python -m experiments.tools.feature_controls --seeds 0 1 2 3 4 -- --data_root ../shared/data/mimii_fan_id02 --train_normal_files 5
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from data import ClipSet, load_datasets
-from features import FEATURE_SCORES, FeatureScorer, fit_space, fit_windows
+from grlnet.features import FEATURE_SCORES, FeatureScorer, fit_space, fit_windows
+from grlnet.scoring import fit_normal_windows, score_clips
 from network import GRLNet
 from opts import network_length, parse_opts, seed_value
-from scoring import fit_normal_windows, score_clips
 
 LOG_FLOOR = 1e-12  # added to the power spectrum before the logarithm (silent bins)
 
@@ -37,7 +37,8 @@ def clip_means(values: np.ndarray, clip_index: torch.Tensor, clips: int) -> np.n
 def spectrum_aucs(train: ClipSet, test: ClipSet, opt: argparse.Namespace) -> dict[str, float]:
     """AUC of the Mahalanobis and kNN distances on the log power spectrum (no network)."""
     reference, _ = log_spectra(train, opt)
-    scorer = FeatureScorer({"log_spectrum": fit_space(reference[torch.from_numpy(fit_windows(len(reference)))].numpy())})
+    chosen = reference[torch.from_numpy(fit_windows(len(reference)))]
+    scorer = FeatureScorer({"log_spectrum": fit_space(chosen.numpy())})
     spectra, clip_index = log_spectra(test, opt)
     labels = test.binary_labels()
     return {name: float(roc_auc_score(labels, clip_means(values, clip_index, len(test))))

@@ -18,7 +18,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from errors import UserError
+from grlnet.errors import UserError
 from network import GRLNet
 
 FEATURE_SPACES = ("encoder", "discriminator")

@@ -19,9 +19,10 @@ from typing import Collection
 import torch
 from torch import nn
 
-from errors import UserError
-from features import feature_model_problems
+from grlnet.errors import UserError
+from grlnet.features import feature_model_problems
 from network import NETWORKS
+from opts import option_defaults
 
 RELEASED_FILES = {"regional": "Regional_Generator.pth", "local": "Local_Generator.pth",
                   "discriminator": "Discirminator.pth"}  # the release's spelling
@@ -173,7 +174,12 @@ def load_released(model: nn.Module, model_dir: str | Path) -> None:
         load_weights(getattr(model, attribute), load_file(path), str(path))
 
 
-def load_train_checkpoint(path: str | Path, needed: Collection[str] = ("models", "options", "metrics")) -> dict:
+# What test.py reads from a train.py checkpoint: the networks, the options, the metrics, and facts of the
+# training data (the sample rate of its audio, the normal clips held out for a threshold).
+SCORING_ENTRIES = ("models", "options", "metrics", "sample_rate", "threshold_clips")
+
+
+def load_train_checkpoint(path: str | Path, needed: Collection[str] = SCORING_ENTRIES) -> dict:
     """A checkpoint train.py wrote, with the ``needed`` entries, refused once, naming all that is missing
     or malformed, before any of it is used."""
     state = load_file(path)
@@ -187,21 +193,20 @@ def load_train_checkpoint(path: str | Path, needed: Collection[str] = ("models",
 
 
 def _length_option_problems(options: dict) -> list[str]:
-    """The stored lengths the networks are rebuilt from: 'mess_length' is needed, and each must be a whole
-    number (a default filled in for a missing one would build networks of another size)."""
-    problems = [] if "mess_length" in options else ["'options' has no 'mess_length'"]
-    for name in ("mess_length", "segment_length", "segment_hop"):
-        value = options.get(name, 0)
-        if type(value) is not int or value < 0:
-            problems.append(f"option '{name}' is {value!r}, not a whole number")
-    return problems
+    """The stored lengths the networks are rebuilt from, each a whole number."""
+    return [f"option '{name}' is {options[name]!r}, not a whole number"
+            for name in ("mess_length", "segment_length", "segment_hop")
+            if type(options[name]) is not int or options[name] < 0]
 
 
 def train_checkpoint_problems(state: dict) -> list[str]:
     """What scoring and resuming need from a train.py checkpoint (a dict with 'models' and 'options')
     and ``state`` lacks, each in a few words."""
-    problems = _length_option_problems(state["options"]) if isinstance(state["options"], dict) else [
-        "'options' is not a dict"]
+    options = state["options"]
+    if not isinstance(options, dict):
+        return ["'options' is not a dict"]
+    missing = sorted(set(option_defaults()) - options.keys())
+    problems = [f"'options' lacks {', '.join(missing)}"] if missing else _length_option_problems(options)
     models, metrics, feature_models = state["models"], state.get("metrics"), state.get("feature_models")
     if not isinstance(models, dict):
         problems.append("'models' is not a dict")

@@ -6,23 +6,23 @@
 #      each, so the two paths' mean AUCs can be compared against their spread over seeds.
 #
 # Here, once, where pip reaches the registry (the GPU machine's image lacks librosa and soundfile):
-#   benchmarks/gpu_checks.sh wheels
-# On the GPU machine, through the device tool (carry [".whl"], timeout_s 600):
-#   benchmarks/gpu_checks.sh run "$OUT"
+#   experiments/benchmarks/gpu_checks.sh wheels
+# On the GPU machine (with .whl/ copied beside the repository's files, at most 600 s):
+#   experiments/benchmarks/gpu_checks.sh run "$OUT"
 # The bench gets all but 200 s of the time (its length on this GPU is not known beforehand; the ratio comes
 # first). The command stops cleanly before GPU_CHECKS_SECONDS (default 560) and copies what it has to the output
 # folder; the same command again, on the still-warm machine, skips a finished bench and continues the
 # training runs (reproduce.py --reuse). DEVICE (default cuda) and SEEDS (default 0 to 9) exist for a dry run
-# on a CPU: DEVICE=cpu SEEDS=0 benchmarks/gpu_checks.sh run /tmp/out
+# on a CPU: DEVICE=cpu SEEDS=0 experiments/benchmarks/gpu_checks.sh run /tmp/out
 #
-# A third check, `benchmarks/gpu_checks.sh deterministic "$OUT"`: the demo trained with --deterministic twice
+# A third check, `experiments/benchmarks/gpu_checks.sh deterministic "$OUT"`: the demo trained with --deterministic twice
 # per update, all runs at once beside a default run, must give the same metrics and scores to the bit.
 # TRAIN_ARGS adds train.py options for a short dry run: DEVICE=cpu TRAIN_ARGS="--epochs 1" ...
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 WHEELS=".whl"
-# librosa 0.11.0 and soundfile 0.14.0 with what they need beyond the GPU image (/work/.library/device/KINDS.md)
+# librosa 0.11.0 and soundfile 0.14.0 with what they need beyond the GPU machine's image
 PACKAGES=(librosa==0.11.0 soundfile==0.14.0 soxr==1.1.0 audioread==3.1.0 pooch==1.9.0 cffi==2.0.0
           decorator==5.2.1 platformdirs==4.14.8 pycparser==3.0)
 WORK="reproduction/gpu_checks"  # git-ignored; kept between calls while the machine stays warm

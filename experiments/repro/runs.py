@@ -13,11 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from errors import UserError
-from metrics import SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, labelled_metrics
-from opts import changed_options, parse_opts, total_epochs
-from plots import read_columns, read_named_scores
-from repro.protocols import Task
+from experiments.repro.protocols import Task
+from grlnet.errors import UserError
+from grlnet.metrics import SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, labelled_metrics
+from grlnet.results import read_columns, read_named_scores
+from opts import build_parser, changed_options, given_option_names, parse_opts, total_epochs
 
 # Each GRLNet method: the options that make it, given to every one of its runs.
 GRLNET_METHODS = {"grlnet_standard": ["--update", "standard"], "grlnet_released": ["--update", "released"],
@@ -34,23 +34,34 @@ GROUP_SUMMARIES = {"id_average_auc": "AUC, mean over machine ids", "id_average_p
 TERM_AUCS = {column: f"{label} alone" for column, label in TERM_AUC_COLUMNS.items()}
 # GRLNet's scores, each one's AUC (metrics.score_aucs): --score picks one, every one is reported.
 SCORE_AUCS = dict(SCORE_AUC_COLUMNS)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 POLL_SECONDS = 0.2  # how often the runs in flight are checked
 INTERRUPTED = 130  # exit status of a run stopped by Ctrl-C/SIGINT after saving its checkpoint
 GRLNET_ARGS_PROG = "reproduce.py --grlnet_args (train.py's options)"  # names them in their option errors
 
 
+def own_args(method: str, seed: int, run_folder: Path) -> list[str]:
+    """The options reproduce.py sets for one run itself: the method's, the seed, the run folder."""
+    return [*GRLNET_METHODS.get(method, []), "--seed", str(seed), "--output_dir", str(run_folder)]
+
+
 def method_argv(task: Task, method: str, seed: int, shared: list[str]) -> list[str]:
     """The GRLNet option list of one run (the baseline parses the same list for its data)."""
-    run_folder = task.folder / method / f"seed{seed}"
-    return [*task.data_args, *GRLNET_METHODS.get(method, []), "--seed", str(seed),
-            "--output_dir", str(run_folder), "--quiet", *shared]
+    return [*task.data_args, *own_args(method, seed, task.folder / method / f"seed{seed}"), "--quiet", *shared]
+
+
+def per_run_options() -> frozenset[str]:
+    """The options reproduce.py sets for every run (``own_args`` of each method, and ``start_option``'s
+    --overwrite), which the options it passes on to every run may not set."""
+    argv = [arg for method in GRLNET_METHODS for arg in own_args(method, 0, Path("run"))]
+    return given_option_names(build_parser(), [*argv, "--overwrite"])
 
 
 def run_command(method: str, argv: list[str], baseline_epochs: int) -> list[str]:
     """The command line of one run, in a fresh Python process: train.py, or the baseline's module."""
     if method == BASELINE:
-        return [sys.executable, "-m", "baselines.dcase_autoencoder", *argv, "--baseline_epochs", str(baseline_epochs)]
+        return [sys.executable, "-m", "experiments.baselines.dcase_autoencoder", *argv,
+                "--baseline_epochs", str(baseline_epochs)]
     return [sys.executable, str(REPO / "train.py"), *argv]
 
 
@@ -134,8 +145,8 @@ def summarise(values: list[float]) -> dict:
 
 
 def stored_options_match(argv: list[str]) -> bool:
-    """Whether a GRLNet run folder's options.json holds these options (an option it predates counts
-    at its default; ``--resume`` and ``--overwrite``, which only say how the run started, are not compared)."""
+    """Whether a GRLNet run folder's options.json holds these options (``--resume`` and ``--overwrite``,
+    which only say how the run started, are not compared)."""
     opt = parse_opts(argv)
     options_json = Path(opt.output_dir) / "options.json"
     if not options_json.is_file():

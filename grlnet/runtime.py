@@ -12,11 +12,11 @@ import torch._functorch.config
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from distributed import Process
-from errors import UserError
+from grlnet.distributed import Process
+from grlnet.errors import UserError
+from grlnet.steps import Networks
 from network import GRLNet, use_channels_last
 from opts import network_length
-from steps import Networks
 
 log = logging.getLogger("grlnet")
 
@@ -50,11 +50,9 @@ def random_state(device: torch.device) -> dict:
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def restore_random_state(saved: dict | torch.Tensor, device: torch.device) -> None:
-    """Set the generators ``random_state`` saved; a bare tensor (checkpoints of earlier versions) is the
-    CPU's. A CUDA state is used on CUDA only: resumed on the CPU, the noise comes from the CPU's."""
-    if isinstance(saved, torch.Tensor):
-        saved = {"cpu": saved, "cuda": None}
+def restore_random_state(saved: dict, device: torch.device) -> None:
+    """Set the generators ``random_state`` saved. A CUDA state is used on CUDA only: resumed on the CPU,
+    the noise comes from the CPU's."""
     torch.set_rng_state(saved["cpu"])
     if saved["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(saved["cuda"], device)
@@ -106,7 +104,7 @@ def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
     # Compilation happens at the first call; with this set, a failure there warns and runs eagerly.
     torch._dynamo.config.suppress_errors = True
     # The release's step back-propagates twice through one forward (retain_graph=True), which a
-    # compiled backward allows only without donated buffers (seen failing on CUDA with torch 2.11).
+    # compiled backward allows only without donated buffers.
     torch._functorch.config.donated_buffer = opt.update != "released"
     try:
         return torch.compile(module)

@@ -1,6 +1,6 @@
 """Draw our own diagram of the GRLNet architecture (matplotlib boxes and arrows) to Image/architecture.png.
 
-    python -m tools.draw_architecture [OUT_PNG]
+    python -m experiments.tools.draw_architecture [OUT_PNG]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from matplotlib.patches import Circle, FancyBboxPatch  # noqa: E402
 
 from network import DISCRIMINATOR_KERNEL, DISCRIMINATOR_STRIDE, LOCAL_KERNEL, REGIONAL_KERNEL  # noqa: E402
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "Image" / "architecture.png"
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "Image" / "architecture.png"
 COLORS = {"filter": "#e4d7f5", "encoder": "#d6e6f5", "decoder": "#d8f0d8", "disc": "#fde2c8",
           "data": "#f2f2f2", "container": "#ffffff"}
 FONT = 9

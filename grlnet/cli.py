@@ -1,18 +1,26 @@
-"""What every script shares at its edges: logging to the console and a run's log file, and running
-a script's body so that mistakes a user can fix print one line instead of a traceback."""
+"""What every script shares at its edges: logging to the console and a run's log file, progress bars,
+and running a script's body so that mistakes a user can fix print one line instead of a traceback."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
+from tqdm import tqdm
 
-from errors import DivergedError, UserError
+from grlnet.errors import DivergedError, UserError
 
 log = logging.getLogger("grlnet")
+
+
+def progress(iterable: Iterable | None = None, *, quiet: bool, **kwargs: Any) -> tqdm:
+    """A transient tqdm bar over ``iterable`` (or a manual one), for a person watching a terminal: off
+    with ``quiet``, and off (tqdm's ``disable=None``) when its stream is not a terminal (logs, pipes)."""
+    return tqdm(iterable, leave=False, disable=True if quiet else None, dynamic_ncols=True, **kwargs)
 
 
 def close_logging() -> None:

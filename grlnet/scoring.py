@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from data import ClipSet
-from distributed import Process, gather_values
-from errors import UserError
-from features import (FEATURE_SCORES, PAPER_SCORE, FeatureScorer, fit_feature_models, fit_windows, space_features,
-                      window_features)
+from grlnet.cli import progress
+from grlnet.distributed import Process, gather_values
+from grlnet.errors import UserError
+from grlnet.features import (FEATURE_SCORES, PAPER_SCORE, FeatureScorer, fit_feature_models, fit_windows,
+                             space_features, window_features)
 from network import GRLNet
-from progress import progress
 
 TERMS = ("d_real", "d_regional", "d_local")  # D(x), D(R(x)), D(Lo(x)): the paper's score blends them
 CHOSEN = "score"  # the column of the score ``--score`` picks

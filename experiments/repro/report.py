@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from plots import draw_class_histograms, read_scores, styled_figure, whole_epoch_axis
-from repro.runs import BASELINE, GRLNET_METHODS, GROUP_SUMMARIES, LABELS, SCORE_AUCS, TERM_AUCS
+from experiments.repro.runs import BASELINE, GRLNET_METHODS, GROUP_SUMMARIES, LABELS, SCORE_AUCS, TERM_AUCS
+from grlnet.plots import draw_class_histograms, styled_figure, whole_epoch_axis
+from grlnet.results import read_scores
+from opts import group_options
 
-# The options of a run's list that the baseline reads (baselines/dcase_autoencoder.run_baseline).
-BASELINE_OPTIONS = {"--data_root", "--train_root", "--train_label_path", "--test_root", "--test_label_path",
-                    "--train_normal_files", "--sample_rate", "--mess_length", "--synthetic_train_clips",
-                    "--synthetic_test_clips", "--seed", "--device", "--output_dir"}
+# The options of a run's list that the baseline reads (experiments/baselines/dcase_autoencoder.run_baseline).
+BASELINE_OPTIONS = {f"--{name}" for name in (*group_options("paths", "clips", "signal"), "seed", "device",
+                                              "output_dir")}
 GROUP_INTRO = ("DCASE's summaries over the machine ids or sections of the test clips' names, mean ± std over "
                "seeds (each run's machine_ids.csv or sections.csv has every group):")
 SCORES_INTRO = ("Every score of GRLNet (--score picks the one in the table above; each is computed in every run): "

@@ -9,7 +9,7 @@ mean squared reconstruction error over its vectors. Unlike the Keras baseline, n
 is held out (every training vector trains) and a last batch of a single vector is skipped
 (BatchNorm needs two).
 
-    python -m baselines.dcase_autoencoder --data_root ../shared/data/mimii_fan_id02 --output_dir runs/ae
+    python -m experiments.baselines.dcase_autoencoder --data_root ../shared/data/mimii_fan_id02 --output_dir runs/ae
 """
 from __future__ import annotations
 
@@ -22,14 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cli import run_cli
 from data import ClipSet, load_datasets
-from data.synthetic import SAMPLE_RATE as SYNTHETIC_SAMPLE_RATE
-from errors import UserError, make_folder
-from metrics import format_labelled_metrics, labelled_metrics
+from grlnet.cli import run_cli
+from grlnet.errors import UserError, make_folder
+from grlnet.metrics import format_labelled_metrics, labelled_metrics
+from grlnet.results import write_group_tables, write_scores_csv
+from grlnet.runtime import resolve_device
 from opts import build_parser, has_labelled_test_set, positive_int, resolve_presets
-from results import write_group_tables, write_scores_csv
-from runtime import resolve_device
 
 N_MELS, N_FFT, HOP_LENGTH, POWER, FRAMES = 128, 1024, 512, 2.0, 5
 INPUT_DIM = N_MELS * FRAMES
@@ -127,21 +126,18 @@ def score_baseline(model: DenseAutoencoder, clips: ClipSet, sample_rate: int) ->
     return np.array(scores, dtype=np.float64)
 
 
-def sample_rate_of(opt: argparse.Namespace) -> int:
-    """The sample rate of the loaded clips (call after ``load_datasets``)."""
-    if opt.data_kind == "synthetic":
-        return SYNTHETIC_SAMPLE_RATE
-    rate = getattr(opt, "detected_sample_rate", None)
-    if rate is None:
+def sample_rate_of(clips: ClipSet) -> int:
+    """The sample rate of the loaded clips, which the mel features need."""
+    if clips.sample_rate is None:
         raise UserError("the baseline's mel features need the sample rate: give --sample_rate")
-    return rate
+    return clips.sample_rate
 
 
 def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
     """Train and score the baseline on the split ``opt`` names, with GRLNet's metrics (per machine id or
     section too, for DCASE names); writes scores.csv (and machine_ids.csv or sections.csv) to ``opt.output_dir``."""
     train, test = load_datasets(opt)
-    rate = sample_rate_of(opt)
+    rate = sample_rate_of(train)
     model = train_baseline(train, rate, epochs, opt.seed, resolve_device(opt))
     scores = score_baseline(model, test, rate)
     metrics = labelled_metrics(test.binary_labels(), scores, test.names)

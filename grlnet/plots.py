@@ -1,25 +1,22 @@
 """Figures of a run, drawn from its files (metrics.csv, scores.csv, figures/examples.npz) without the model.
 
-    python plots.py runs/RUN      # (re)draws every figure it can into runs/RUN/figures/
+    python -m grlnet.plots runs/RUN     # (re)draws every figure it can into runs/RUN/figures/
 """
 from __future__ import annotations
 
 import argparse
-import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-import torch
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
-from data import ClipSet
-from errors import UserError
-from metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
-from network import GRLNet
+from grlnet.errors import UserError
+from grlnet.metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
+from grlnet.results import EXAMPLE_SIGNALS, has_labels, read_columns, read_scores
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -30,7 +27,7 @@ STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.grid": True, "grid.alpha":
 # The input is drawn last, on top of both reconstructions.
 SIGNAL_STYLES = {"regional": ("tab:blue", "--"), "local": ("tab:orange", ":"), "input": ("black", "-")}
 CLASS_STYLES = {"normal": ("tab:blue", "//"), "abnormal": ("tab:red", "\\\\")}
-EXAMPLE_KEYS = tuple(f"{signal}_{kind}" for kind in ("normal", "abnormal") for signal in SIGNAL_STYLES)
+EXAMPLE_KEYS = tuple(f"{signal}_{kind}" for kind in ("normal", "abnormal") for signal in EXAMPLE_SIGNALS)
 
 
 @contextmanager
@@ -45,44 +42,6 @@ def styled_figure(out_png: str | Path, *args, **kwargs) -> Iterator[tuple]:
             plt.close(fig)
 
 
-# ---------------------------------------------------------------- reading a run's files
-
-def read_columns(path: str | Path) -> dict[str, np.ndarray]:
-    """A CSV file as one array per column (numbers where every cell is one, text otherwise)."""
-    with Path(path).open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise UserError(f"{path}: no rows to draw")
-    columns = {}
-    for name in rows[0]:
-        cells = [row[name] for row in rows]
-        try:
-            columns[name] = np.array(cells, dtype=np.float64)
-        except ValueError:
-            columns[name] = np.array(cells)
-    return columns
-
-
-def read_named_scores(scores_csv: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """File names, binary labels (0 normal, 1 abnormal: any label > 0) and scores of a labelled scores.csv."""
-    columns = read_columns(scores_csv)
-    if columns["label"].dtype.kind != "f":
-        raise UserError(f"{scores_csv}: some items have no label; these figures need a labelled test set")
-    if not np.all(np.isfinite(columns["score"])):
-        raise UserError(f"{scores_csv}: some scores are not finite; the run has diverged")
-    return columns["file"].tolist(), (columns["label"] > 0).astype(np.int64), columns["score"]
-
-
-def read_scores(scores_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Binary labels and scores of a labelled scores.csv (``read_named_scores`` without the names)."""
-    return read_named_scores(scores_csv)[1:]
-
-
-def has_labels(scores_csv: str | Path) -> bool:
-    """Whether every row of scores.csv has a label (test.py --input writes unlabelled ones)."""
-    return read_columns(scores_csv)["label"].dtype.kind == "f"
-
-
 # ---------------------------------------------------------------- the figures
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
@@ -92,12 +51,11 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
     columns = read_columns(metrics_csv)
     epochs = columns["epoch"] + 1  # metrics.csv counts from 0, the log from 1
     labelled = "auc" in columns
-    # (curves, y label, scale): "unit" panels lie in [0, 1], "auc" ones too, with chance marked; metrics.csv
-    # of earlier versions has neither gradient norms nor the terms' AUCs
-    panels = [((("loss_d", "D loss"), ("loss_g", "G loss")), "training loss (epoch mean)", "linear")]
-    if "grad_d" in columns:
-        panels.append(((("grad_d", "D"), ("grad_regional", "regional G"), ("grad_local", "local G")),
-                       "gradient L2 norm\n(epoch mean)", "log"))
+    # (curves, y label, scale): "unit" panels lie in [0, 1], "auc" ones too, with chance marked; the terms'
+    # and scores' AUCs need a labelled test set
+    panels = [((("loss_d", "D loss"), ("loss_g", "G loss")), "training loss (epoch mean)", "linear"),
+              ((("grad_d", "D"), ("grad_regional", "regional G"), ("grad_local", "local G")),
+               "gradient L2 norm\n(epoch mean)", "log")]
     panels.append(((("d_real", "D(x), real input"), ("d_regional", "D(R(x)), regional rec."),
                     ("d_local", "D(Lo(x)), local rec.")), "mean D output\n(P[reconstruction])", "unit"))
     if TERM_AUC_COLUMNS.keys() <= columns.keys():
@@ -250,33 +208,6 @@ def _spectrum_db(values: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarra
     """Frequencies (in units of ``rate``) and magnitude (dB re 1) of a signal's real FFT."""
     magnitude = np.abs(np.fft.rfft(values))
     return np.fft.rfftfreq(len(values), d=1 / rate), 20 * np.log10(magnitude + 1e-12)
-
-
-# ---------------------------------------------------------------- what needs the model
-
-@torch.no_grad()
-def save_reconstruction_examples(model: GRLNet, clips: ClipSet, opt: argparse.Namespace,
-                                 device: torch.device, path: str | Path) -> None:
-    """Store the first window of the first normal and abnormal clip with both reconstructions (.npz)."""
-    if clips.labels is None or set(clips.binary_labels().tolist()) != {0, 1}:
-        raise UserError("reconstruction examples need a labelled set with normal and abnormal clips")
-    labels = clips.binary_labels()
-    x = torch.cat([_first_window(clips, int(np.flatnonzero(labels == value)[0]), opt)
-                   for value in (0, 1)]).to(device)
-    was_training = model.training
-    model.eval()
-    outputs = {"input": x, "regional": model.regional(x), "local": model.local(x)}
-    model.train(was_training)
-    arrays = {f"{signal}_{kind}": outputs[signal][row, 0].float().cpu().numpy()
-              for signal in SIGNAL_STYLES for row, kind in enumerate(("normal", "abnormal"))}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, sample_rate=getattr(opt, "detected_sample_rate", None) or 0, **arrays)  # 0: unknown
-
-
-def _first_window(clips: ClipSet, index: int, opt: argparse.Namespace) -> torch.Tensor:
-    """Clip ``index``'s first window as the networks see it, [1, 1, length]."""
-    one = ClipSet([clips.names[index]], clips.signals[index:index + 1], clips.labels[index:index + 1])
-    return one.windows(opt.segment_length, opt.segment_hop)[0][:1]
 
 
 # ---------------------------------------------------------------- a whole run folder

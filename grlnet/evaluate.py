@@ -10,31 +10,33 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from checkpoint import load_released, load_train_checkpoint, load_weights
-from cli import configure_logging, log
-from data import load_datasets, load_unlabelled
-from features import PAPER_SCORE, FeatureScorer
-from errors import UserError, make_folder
-from metrics import format_labelled_metrics, labelled_metrics
+from data import ClipSet, load_datasets, load_unlabelled
+from grlnet.checkpoint import load_released, load_train_checkpoint, load_weights
+from grlnet.cli import configure_logging, log
+from grlnet.errors import UserError, make_folder
+from grlnet.features import PAPER_SCORE, FeatureScorer
+from grlnet.metrics import format_labelled_metrics, labelled_metrics
+from grlnet.plots import redraw
+from grlnet.results import (decide, is_score_file, save_reconstruction_examples, write_group_tables,
+                            write_scores_csv)
+from grlnet.runtime import autocast_context, choose_kernels, place_model, resolve_device
+from grlnet.scoring import score_clips
 from network import NETWORKS, GRLNet
-from opts import RELEASE_PRESET, build_parser, given_option_names, network_length, option_defaults, resolve_presets
-from plots import redraw, save_reconstruction_examples
-from results import decide, is_score_file, write_group_tables, write_scores_csv
-from runtime import autocast_context, choose_kernels, place_model, resolve_device
-from scoring import score_clips
+from opts import RELEASE_PRESET, build_parser, given_option_names, group_options, network_length, resolve_presets
 
+# test.py's --help: what scoring reads; the training options stay accepted (a checkpoint brings them).
+TEST_GROUPS = ("paths", "clips", "signal", "windows", "model", "score", "speed", "run_folder", "test")
 # Stored options that define the networks and the score: a checkpoint always brings its own, and one
-# given on the command line must agree with it.
-MODEL_OPTIONS = ("mess_length", "segment_length", "segment_hop", "global_filter",
-                 "comprehensive_output_factor", "calibration_clips")
-# Stored options of how it was run: used unless the command line gives them (a larger batch scores
-# faster; --no-bf16 scores in fp32, within rounding of the bf16 scores; a --deterministic run is scored
-# with the same repeatable kernels; another --score ranks a labelled test set by another stored score).
-RUN_OPTIONS = ("batch_size", "bf16", "deterministic", "score")
+# given on the command line must agree with it. The sample rate is checked on its own (_sample_rate).
+MODEL_OPTIONS = tuple(name for name in group_options("signal", "windows", "model") if name != "sample_rate")
+# Stored options of how it was run: used unless the command line gives them (another --score ranks a
+# labelled test set by another stored score; a larger batch scores faster; --no-bf16 scores in fp32,
+# within rounding of the bf16 scores; a --deterministic run is scored with the same repeatable kernels).
+RUN_OPTIONS = (*group_options("score"), "batch_size", "bf16", "deterministic")
 # Options that name a data set: scoring --input files reads none, so it refuses them.
-DATA_SET_OPTIONS = ("train_root", "train_label_path", "test_root", "test_label_path", "data_root",
-                    "train_normal_files", "synthetic_train_clips", "synthetic_test_clips")
-# Stored options that name the data: used when the command line names no data, unless it gives them.
+DATA_SET_OPTIONS = group_options("paths", "clips")
+# Stored options that name the data: used when the command line names no data, unless it gives them
+# (the seed draws the embedded data set).
 DATA_OPTIONS = (*DATA_SET_OPTIONS, "seed")
 # Options only scoring --input files uses.
 INPUT_OPTIONS = ("threshold", "output")
@@ -43,7 +45,7 @@ INPUT_OPTIONS = ("threshold", "output")
 def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
     """test.py's options, with ``given_options``: the names the command line sets, which a checkpoint's
     stored values must never silently replace (a default looks the same as a given value otherwise)."""
-    parser = build_parser(description)
+    parser = build_parser(description, shown=TEST_GROUPS)
     opt = parser.parse_args(argv)
     opt.given_options = given_option_names(parser, argv)
     _refuse_ignored_options(opt)
@@ -71,43 +73,37 @@ def _refuse_other_value(opt: argparse.Namespace, name: str, stored_value: object
                         "leave it out to use the checkpoint's")
 
 
-def _sample_rate(opt: argparse.Namespace, stored: dict, source: str) -> int | None:
-    """The rate to resample WAV files to: a given --sample_rate, which must be the rate the checkpoint
-    was trained at, or else the checkpoint's own (its training data were resampled to it)."""
+def _sample_rate(opt: argparse.Namespace, stored: dict, trained: int | None, source: str) -> int | None:
+    """The rate to resample WAV files to: a given --sample_rate, which must be the rate ``trained`` at
+    (None: unknown), or else the checkpoint's own option (its training data were resampled to it)."""
     if "sample_rate" not in opt.given_options:
-        return stored.get("sample_rate")
-    trained = stored.get("detected_sample_rate")
+        return stored["sample_rate"]
     if trained is not None and opt.sample_rate != trained:
         raise UserError(f"--sample_rate {opt.sample_rate} differs from the {trained} Hz the checkpoint was "
                         f"trained at ({source}); give --sample_rate {trained}")
     return opt.sample_rate
 
 
-def _use_stored_data(opt: argparse.Namespace, stored: dict, source: str) -> None:
+def _use_stored_data(opt: argparse.Namespace, stored: dict) -> None:
     """Score the checkpoint's own data (the command line names none), keeping the data options it gives."""
-    wanted = [name for name in DATA_OPTIONS if name not in opt.given_options]
-    missing = [name for name in wanted if name not in stored]
-    if missing:
-        raise UserError(f"{source}: its stored options lack {', '.join(missing)}, so its data are unknown; "
-                        "name the data to score with --data_root, --test_root or --input")
-    for name in wanted:
-        setattr(opt, name, stored[name])
+    for name in DATA_OPTIONS:
+        if name not in opt.given_options:
+            setattr(opt, name, stored[name])
 
 
-def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, source: str) -> argparse.Namespace:
-    """``opt`` with the checkpoint's model options (one it predates counts at its default) and sample
-    rate, and with its data unless the command line names data."""
-    defaults = option_defaults()
+def _merge_checkpoint_options(opt: argparse.Namespace, stored: dict, trained_rate: int | None,
+                              source: str) -> argparse.Namespace:
+    """``opt`` with the checkpoint's model options and sample rate, and with its data unless the
+    command line names data."""
     for name in MODEL_OPTIONS:
-        stored_value = stored.get(name, defaults[name])
-        _refuse_other_value(opt, name, stored_value, source)
-        setattr(opt, name, stored_value)
+        _refuse_other_value(opt, name, stored[name], source)
+        setattr(opt, name, stored[name])
     for name in RUN_OPTIONS:
         if name not in opt.given_options:
-            setattr(opt, name, stored.get(name, defaults[name]))
-    opt.sample_rate = _sample_rate(opt, stored, source)
+            setattr(opt, name, stored[name])
+    opt.sample_rate = _sample_rate(opt, stored, trained_rate, source)
     if not (opt.input or opt.data_root or opt.train_root or opt.test_root):
-        _use_stored_data(opt, stored, source)
+        _use_stored_data(opt, stored)
     return resolve_presets(opt)
 
 
@@ -134,7 +130,7 @@ def _stored_threshold(state: dict) -> tuple[float | None, str]:
     if "auc" in last:
         return last["threshold"], "the checkpoint's last EER threshold, on its labelled test set"
     return last["threshold"], (f"the checkpoint's threshold: the {options['threshold_quantile']:g}-quantile of "
-                               f"the scores of its {options['threshold_clips']} held-out normal clips")
+                               f"the scores of its {state['threshold_clips']} held-out normal clips")
 
 
 def _feature_scorer(state: dict, opt: argparse.Namespace) -> FeatureScorer | None:
@@ -155,12 +151,12 @@ def restore(opt: argparse.Namespace) -> Restored:
     if opt.checkpoint:
         state = load_train_checkpoint(opt.checkpoint)
         stored = state["options"]
-        opt = _merge_checkpoint_options(opt, stored, opt.checkpoint)
+        opt = _merge_checkpoint_options(opt, stored, state["sample_rate"], opt.checkpoint)
         model = GRLNet(network_length(opt), opt.global_filter)
         for name in NETWORKS:
             load_weights(getattr(model, name), state["models"][name], f"{opt.checkpoint} ({name})")
         threshold, source = _stored_threshold(state) if opt.score == stored.get("score") else (None, "")
-        return Restored(model, opt, threshold, source, _feature_scorer(state, opt), stored.get("detected_sample_rate"))
+        return Restored(model, opt, threshold, source, _feature_scorer(state, opt), state["sample_rate"])
     if opt.score not in (None, PAPER_SCORE):
         raise UserError(f"--score {opt.score}: the release's files hold no statistics of normal windows; they "
                         f"score with the paper's score only (--score {PAPER_SCORE})")
@@ -173,12 +169,12 @@ def restore(opt: argparse.Namespace) -> Restored:
     return Restored(model, opt)
 
 
-def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, first_file: str) -> None:
+def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, clips: ClipSet) -> None:
     """Refuse decoded data at another sample rate than the checkpoint's training data: the networks
     would see every frequency shifted and score nonsense without a word."""
-    rate = opt.detected_sample_rate
+    rate = clips.sample_rate
     if rate is not None and trained_rate is not None and rate != trained_rate:
-        raise UserError(f"{first_file}: sample rate {rate} Hz, but {opt.checkpoint} was trained on "
+        raise UserError(f"{clips.names[0]}: sample rate {rate} Hz, but {opt.checkpoint} was trained on "
                         f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
 
 
@@ -216,7 +212,7 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     clips = load_unlabelled(opt.input, opt)
     _check_output(output, [*clips.names, opt.checkpoint or ""], opt.overwrite)
     make_folder(output.parent, "folder of --output")
-    _require_trained_rate(opt, restored.sample_rate, clips.names[0])
+    _require_trained_rate(opt, restored.sample_rate, clips)
     scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     for name, score in zip(clips.names, scores["score"]):
         log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
@@ -230,7 +226,7 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     """Score a labelled test set; write scores.csv, metrics.json, group tables and figures; return the metrics."""
     opt, model = restored.opt, restored.model
     _, test_set = load_datasets(opt, need_train=False)
-    _require_trained_rate(opt, restored.sample_rate, test_set.names[0])
+    _require_trained_rate(opt, restored.sample_rate, test_set)
     scores = score_clips(model, test_set, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv")

@@ -16,8 +16,8 @@ from scipy.stats import hmean
 from sklearn import metrics as skm
 
 from data.layouts import dcase_machine_ids, dcase_sections
-from errors import UserError
-from features import SCORES
+from grlnet.errors import UserError
+from grlnet.features import SCORES
 
 MAX_FPR = 0.1
 # The score's terms, and the metrics.csv column of each one's AUC alone (a diagnostic) with its label.

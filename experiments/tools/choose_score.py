@@ -5,7 +5,8 @@ default is the score with the highest worst-case mean over the data sets among t
 below 0.5 on any of them, or, where none qualifies, the highest worst-case mean, reported as failing.
 Ties go to the first in features.SCORES (the paper's, then Mahalanobis before kNN, encoder before D).
 
-    python -m tools.choose_score reproduction/mimii_fan_id02/results.json reproduction/dcase2020_slider_id00/results.json
+    python -m experiments.tools.choose_score reproduction/mimii_fan_id02/results.json \
+        reproduction/dcase2020_slider_id00/results.json
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from errors import UserError
-from features import SCORES
+from grlnet.errors import UserError
+from grlnet.features import SCORES
 
 METHOD = "grlnet_standard"  # the project's defaults
 CHANCE = 0.5

@@ -2,7 +2,7 @@
 process (training steps, the paper's score alone on the test clips, then fitting the feature statistics
 and scoring with them), so that the parts share the machine's conditions.
 
-    OMP_NUM_THREADS=1 python -m tools.feature_cost -- --data_root ../shared/data/mimii_fan_id02 --train_normal_files 5
+    OMP_NUM_THREADS=1 python -m experiments.tools.feature_cost -- --data_root ../shared/data/mimii_fan_id02 --train_normal_files 5
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import tempfile
 import time
 from typing import Callable, Sequence
 
-from features import PAPER_SCORE, FeatureScorer
-from main import Trainer
+from grlnet.features import PAPER_SCORE, FeatureScorer
+from grlnet.scoring import fit_normal_windows, score_clips
+from main import Trainer, set_up
 from opts import parse_opts
-from scoring import fit_normal_windows, score_clips
 
 
 def timed(work: Callable[[], object]) -> tuple[float, object]:
@@ -30,12 +30,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         opt = parse_opts([*args.train_options, "--quiet", "--output_dir", folder])
-        trainer = Trainer(opt)
-        model, device, test = trainer.model, trainer.device, trainer.test_set
-        training, _ = timed(trainer.train_epoch)
+        run, _ = set_up(opt)
+        model, device, test = run.model, run.device, run.data.test
+        training, _ = timed(Trainer(run).train_epoch)
         paper_opt = argparse.Namespace(**{**vars(opt), "score": PAPER_SCORE})
         paper, _ = timed(lambda: score_clips(model, test, paper_opt, device))
-        fitting, models = timed(lambda: fit_normal_windows(model, trainer.train_set, opt, device))
+        fitting, models = timed(lambda: fit_normal_windows(model, run.data.train, opt, device))
         with_features, _ = timed(lambda: score_clips(model, test, opt, device, scorer=FeatureScorer(models)))
     epoch = training + paper
     added = fitting + with_features - paper

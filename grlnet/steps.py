@@ -1,4 +1,4 @@
-"""One training step of each update, with its losses (SPEC section 3), and the D-only step of the
+"""One training step of each update, with its losses (docs/METHOD.md, "Losses"), and the D-only step of the
 pseudo-anomaly phase; labels real = 0, reconstruction = 1.
 
 ``--update standard``: (1) update D on the input and the *detached* reconstructions of its noisy
@@ -107,7 +107,8 @@ def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     """The release's step: one forward, D loss then G loss back-propagated, all three step.
 
     Reconstructions are not detached, so D's gradient is that of the D loss plus that of the
-    generators' adversarial terms (SPEC defect b). BCE is taken on the Sigmoid's output, as released.
+    generators' adversarial terms (docs/METHOD.md, "The release's defects"). BCE is taken on the
+    Sigmoid's output, as released.
     """
     alpha, lam = opt.alpha, opt.adversarial_training_factor
     for optimizer in optimizers.values():

@@ -1,7 +1,7 @@
 """Compare two methods' final AUCs seed by seed, from reproduce.py's results.json files: the mean of the
 paired differences, its standard error and a paired t-test (BENCHMARKS.md reads bf16 against fp32 so).
 
-    python -m tools.paired_seeds A/results.json:grlnet_standard B/results.json:grlnet_fp32 [--task demo]
+    python -m experiments.tools.paired_seeds A/results.json:grlnet_standard B/results.json:grlnet_fp32 [--task demo]
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from cli import run_cli
-from errors import UserError
+from grlnet.cli import run_cli
+from grlnet.errors import UserError
 
 
 def seed_aucs(source: str, task: str) -> dict[int, float]:

@@ -1,0 +1,1 @@
+"""The experiments behind the documents: reproduction protocols, the DCASE baseline, tools, benchmarks."""

@@ -1,0 +1,1 @@
+"""Command-line tools for the studies: the score rule, controls, costs, paired seeds, the architecture figure."""

@@ -1,0 +1,1 @@
+"""GRLNet's library: training steps, scoring, metrics, checkpoints, results and figures."""
