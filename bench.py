@@ -14,7 +14,7 @@ Both paths train on the same synthetic signals:
   drop_last=True)`` over a data set that re-parses its CSV file on every item (``paper``) or over the
   windows in memory (``wav``), pageable memory, plain Adam; it scores with the paper's score in fp32.
 - ``fast``: what ``train.py`` runs: signals decoded once and kept on the device with the batch
-  indices, the standard step under bf16 autocast (``--bf16``: CUDA, and CPUs with bf16 instructions)
+  indices, the standard step under bf16 autocast (CUDA; on CPU with ``--cpu_bf16``, a measurement only)
   and torch.compile (CUDA), channels-last convolutions (CUDA), fused Adam (CUDA), cudnn.benchmark,
   no host sync inside the loop; it scores with every score (``wav``), its feature statistics fitted first.
 
@@ -29,6 +29,8 @@ import argparse
 import contextlib
 import gc
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,8 +49,8 @@ from grlnet.cli import run_cli
 from grlnet.errors import UserError, make_folder
 from grlnet.features import PAPER_SCORE, FeatureScorer
 from grlnet.metrics import compute_metrics
-from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
-                            resolve_device)
+from grlnet.runtime import (build_model, build_optimizers, choose_kernels,
+                            compile_networks, resolve_device)
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import Networks, released_step, standard_step
 from main import batch_order
@@ -100,8 +102,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="write a torch.profiler table per path to DIR/profile_<path>.txt")
     p.add_argument("--check_equivalence", action="store_true",
                    help="score the same weights with and without bf16 autocast and compare AUCs")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false",
+                   help="the fast path in fp32 on CUDA too (by default bf16 autocast on CUDA, as train.py runs)")
+    p.add_argument("--cpu_bf16", action="store_true",
+                   help="the fast path under bf16 autocast on the CPU, which train.py does not do (BENCHMARKS.md)")
     p.add_argument("--deterministic", action="store_true",
                    help="time the fast path with train.py --deterministic's kernels (the release path is unchanged)")
+    p.add_argument("--epoch_data", type=Path, default=None, metavar="DIR",
+                   help="also time one end-to-end epoch of train.py (decoding included) on a DCASE-layout data "
+                        "set grown to --epoch_clips training clips by repeating DIR/train's clips; DIR/test is its "
+                        "test set")
+    p.add_argument("--epoch_clips", type=positive_int, default=1000,
+                   help="training clips of the --epoch_data epoch (default 1000, a DCASE machine type)")
     p.add_argument("--seed", type=seed_value, default=0, help="seeds data, networks and batch order (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return p.parse_args(argv)
@@ -121,8 +133,11 @@ def resolve_defaults(args: argparse.Namespace, device: torch.device) -> argparse
                         f"({WAV_PRESET['segment_length']} samples)")
     if PAPER_BATCH not in args.batch_sizes:
         raise UserError(f"--batch_sizes must include {PAPER_BATCH}: the ratio line is at the paper's batch")
-    if args.clips < max(args.batch_sizes):
-        raise UserError(f"--clips {args.clips} is fewer than the largest batch size {max(args.batch_sizes)}")
+    window, hop = WAV_PRESET["segment_length"], WAV_PRESET["segment_hop"]
+    per_clip = 1 + (args.mess_length - window) // hop if args.preset == "wav" else 1  # training windows a clip
+    if args.clips * per_clip < max(args.batch_sizes):
+        raise UserError(f"--clips {args.clips} give {args.clips * per_clip} training items, fewer than the largest "
+                        f"batch size {max(args.batch_sizes)}")
     if args.profile is not None:
         make_folder(args.profile, "profile folder (--profile)")
     return args
@@ -194,12 +209,14 @@ def endless_batch_indices(count: int, opt: argparse.Namespace,
 
 @dataclass
 class Bench:
-    """One path: ``step`` runs one training step as timed, ``eager_step`` the same without compile, and
-    ``score`` scores the test set with the networks as trained so far (the WAV preset times it)."""
+    """One path: ``step`` runs one training step as timed, ``eager_step`` the same without compile,
+    ``fit`` fits what scoring needs beyond the networks (the fast path's feature statistics), and
+    ``score`` scores the test set with the networks as trained so far (the WAV preset times both)."""
 
     name: str
     step: Callable[[], None]
     eager_step: Callable[[], None]
+    fit: Callable[[], None] | None = None
     score: Callable[[], None] | None = None
 
 
@@ -213,6 +230,7 @@ class Measurement:
     flops_per_step: int
     peak_bytes: int | None
     clips_per_second: float | None = None
+    fit_seconds: float | None = None
 
 
 def with_options(opt: argparse.Namespace, **changes) -> argparse.Namespace:
@@ -257,11 +275,25 @@ def release_bench(opt: argparse.Namespace, device: torch.device, train_set: Clip
         score_clips(model, test_set, opt, device, contextlib.nullcontext())
         model.train()
 
-    return Bench("release", step, step, score)
+    return Bench("release", step, step, score=score)
 
 
-def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet, test_set: ClipSet) -> Bench:
-    """The project's default path, set up as ``main.Trainer`` sets it up."""
+AutocastFactory = Callable[[], contextlib.AbstractContextManager]
+
+
+def fast_path_autocast(args: argparse.Namespace, device: torch.device) -> AutocastFactory:
+    """The fast path's autocast: train.py's (bf16 on CUDA with ``--bf16``), or with ``--cpu_bf16`` bf16 on
+    the CPU."""
+    if args.cpu_bf16 and device.type == "cpu":
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    if args.bf16 and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet, test_set: ClipSet,
+               autocast: AutocastFactory) -> Bench:
+    """The project's default path, set up as ``main.set_up`` sets it up, under ``autocast()``."""
     choose_kernels(device, opt.deterministic)
     torch.compiler.reset()  # a fresh compilation for each batch size, as in a fresh run
     torch.manual_seed(opt.seed)
@@ -273,17 +305,21 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
 
     def step_with(nets: Networks) -> Callable[[], None]:
         def step() -> None:
-            standard_step(nets, model, optimizers, windows[next(indices)], opt, autocast_context(device, opt))
+            standard_step(nets, model, optimizers, windows[next(indices)], opt, autocast())
         return step
 
+    fitted = {}
+
+    def fit() -> None:
+        fitted["models"] = fit_normal_windows(model, train_set, opt, device, autocast())
+        model.train()
+
     def score() -> None:
-        autocast = autocast_context(device, opt)
-        scorer = FeatureScorer(fit_normal_windows(model, train_set, opt, device, autocast))
-        score_clips(model, test_set, opt, device, autocast, scorer=scorer)
+        score_clips(model, test_set, opt, device, autocast(), scorer=FeatureScorer(fitted["models"]))
         model.train()
 
     return Bench("fast", step_with(compile_networks(model, device, opt)),
-                 step_with(eager_networks(model, device, opt)), score)
+                 step_with(eager_networks(model, device, opt)), fit, score)
 
 
 # ---------------------------------------------------------------- measuring
@@ -334,15 +370,16 @@ def measure(bench: Bench, args: argparse.Namespace, device: torch.device, batch:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     seconds = time_steps(bench.step, args.steps, device)
-    clips_per_second = None
+    clips_per_second = fit_seconds = None
     if args.preset == "wav" and batch == PAPER_BATCH:
+        fit_seconds = None if bench.fit is None else time_steps(bench.fit, 1, device)
         clips_per_second = args.test_clips / time_steps(bench.score, 1, device)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
     flops = count_flops(bench.eager_step, device)
     if args.profile is not None and batch == PAPER_BATCH:
         title = f"{bench.name} path on {device.type}, {args.preset} preset, length {args.mess_length}, batch {batch}"
         print(f"profile written to {write_profile(bench, device, args.profile, title)}", flush=True)
-    return Measurement(bench.name, batch, seconds, flops, peak, clips_per_second)
+    return Measurement(bench.name, batch, seconds, flops, peak, clips_per_second, fit_seconds)
 
 
 def release_memory(device: torch.device) -> None:
@@ -365,6 +402,8 @@ def format_measurement(m: Measurement, args: argparse.Namespace) -> str:
                  f"{100 * tflops / args.peak_tflops:.1f}% of assumed bf16 peak")
     if m.clips_per_second is not None:
         line += f"; scoring {m.clips_per_second:.3f} clips/s"
+        if m.fit_seconds is not None:
+            line += f" after fitting the feature statistics in {m.fit_seconds:.2f} s"
     return line
 
 
@@ -374,7 +413,8 @@ def run_batch(opt: argparse.Namespace, args: argparse.Namespace, device: torch.d
     opt = with_options(opt, batch_size=batch)
     results = {}
     for name, build in (("release", lambda: release_bench(opt, device, train_set, test_set)),
-                        ("fast", lambda: fast_bench(opt, device, train_set, test_set))):
+                        ("fast", lambda: fast_bench(opt, device, train_set, test_set,
+                                                    fast_path_autocast(args, device)))):
         results[name] = measure(build(), args, device, batch)
         release_memory(device)
         print(format_measurement(results[name], args), flush=True)
@@ -417,7 +457,8 @@ def describe(args: argparse.Namespace, device: torch.device) -> None:
     """The settings, and what the figures mean."""
     threads = f"CPU, {torch.get_num_threads()} threads"
     name = torch.cuda.get_device_name() if device.type == "cuda" else threads
-    print(f"device {device} ({name}), PyTorch {torch.__version__}", flush=True)
+    precision = "bf16 autocast" if fast_path_autocast(args, device) is not contextlib.nullcontext else "fp32"
+    print(f"device {device} ({name}), PyTorch {torch.__version__}, fast path in {precision}", flush=True)
     windows = (f", windows of {WAV_PRESET['segment_length']} every {WAV_PRESET['segment_hop']}, "
                f"{args.test_clips} test clips scored per path" if args.preset == "wav" else "")
     print(f"{args.preset} preset: length {args.mess_length}{windows}, batch sizes "
@@ -436,10 +477,38 @@ def wav_preset_data(args: argparse.Namespace, device: torch.device) -> tuple[arg
     opt = parse_opts(["--mess_length", str(args.mess_length), "--segment_length", str(WAV_PRESET["segment_length"]),
                       "--segment_hop", str(WAV_PRESET["segment_hop"]), "--score", WAV_PRESET["score"],
                       "--seed", str(args.seed), "--device", device.type, "--quiet",
-                      "--deterministic", str(args.deterministic)])
+                      "--deterministic", str(args.deterministic), "--bf16", str(args.bf16)])
     (train, train_labels), (test, test_labels) = synthetic_signals(args)
     return (opt, ClipSet([f"train_{i}" for i in range(len(train))], train, train_labels),
             ClipSet([f"test_{i}" for i in range(len(test))], test, test_labels))
+
+
+def grown_data_set(source: Path, clips: int, root: Path) -> Path:
+    """A DCASE-layout data set under ``root``: ``clips`` training clips, links to ``source``'s training
+    clips repeated under new names, and ``source``'s test folder."""
+    originals = sorted((source / "train").glob("*.wav"))
+    if not originals or not (source / "test").is_dir():
+        raise UserError(f"{source}: --epoch_data needs a DCASE-layout folder with train/*.wav and test/")
+    (root / "train").mkdir(parents=True)
+    for index in range(clips):
+        (root / "train" / f"normal_id_00_{index:08d}.wav").symlink_to(originals[index % len(originals)].resolve())
+    (root / "test").symlink_to((source / "test").resolve())
+    return root
+
+
+def time_epoch(args: argparse.Namespace, device: torch.device, root: Path) -> None:
+    """One epoch of the WAV preset through train.py in a fresh process, decoding included (no cache)."""
+    data = grown_data_set(args.epoch_data, args.epoch_clips, root / "data")
+    command = [sys.executable, str(Path(__file__).resolve().parent / "train.py"), "--data_root", str(data),
+               "--epochs", "1", "--device", device.type, "--seed", str(args.seed), "--no-cache", "--quiet",
+               "--bf16", str(args.bf16), "--output_dir", str(root / "run")]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"epoch of {args.epoch_clips} training clips ({data}), end to end: {seconds:.1f} s, "
+          f"{args.epoch_clips / seconds:.2f} clips/s (decoding and evaluation included); "
+          f"peak host memory {peak:.2f} GiB", flush=True)
 
 
 def bench(args: argparse.Namespace) -> None:
@@ -453,10 +522,13 @@ def bench(args: argparse.Namespace) -> None:
         else:
             data_options = write_synthetic_csv(Path(root), args)
             opt = parse_opts([*data_options, "--mess_length", str(args.mess_length), "--seed", str(args.seed),
-                              "--device", device.type, "--quiet", "--deterministic", str(args.deterministic)])
+                              "--device", device.type, "--quiet", "--deterministic", str(args.deterministic),
+                              "--bf16", str(args.bf16)])
             train_set, test_set = load_datasets(opt)
         passed = check_equivalence(opt, device, train_set, test_set) if args.check_equivalence else True
         results = {batch: run_batch(opt, args, device, train_set, test_set, batch) for batch in args.batch_sizes}
+        if args.epoch_data is not None:
+            time_epoch(args, device, Path(root))
     unit = "windows" if args.preset == "wav" else "samples"
     for batch, pair in results.items():
         speedup = pair["release"].seconds_per_step / pair["fast"].seconds_per_step

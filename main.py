@@ -30,8 +30,8 @@ from grlnet.metrics import format_held_out_threshold, format_labelled_metrics, h
 from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
 from grlnet.run_folder import claim_run_folder, default_run_folder, setup_run_folder
-from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
-                            random_state, resolve_device, restore_random_state)
+from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels,
+                            compile_networks, random_state, resolve_device, restore_random_state, uses_bf16)
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, pseudo_anomaly_step
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
@@ -137,10 +137,11 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
         log.info("data: %s; %d training clips (normal), %d test clips (%d abnormal)", what, len(train),
                  len(test), int(test.binary_labels().sum()))
     log.info("settings: length %d, %s, %d epoch%s, batch %d, update %s, noise %s (SNR %g dB), "
-             "global filter %s, seed %d, device %s%s%s", opt.mess_length, windows, opt.epochs,
+             "global filter %s, seed %d, device %s%s%s%s", opt.mess_length, windows, opt.epochs,
              "s" * (opt.epochs != 1), opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed,
              device, ", deterministic kernels" if opt.deterministic else "",
-             f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "")
+             f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "",
+             ", bf16 autocast" if uses_bf16(device, opt) else ", fp32")
     regularisation = []
     if opt.label_smoothing:
         regularisation.append(f"one-sided label smoothing {opt.label_smoothing:g}")

@@ -248,6 +248,8 @@ def _speed(g: argparse._ActionsContainer) -> None:
                                          "machine (deterministic cuDNN, cuBLAS and Inductor kernels, no "
                                          "autotuning; slower on CUDA)")
     _add_flag(g, "sync_batchnorm", False, "SyncBatchNorm across processes under torchrun (CUDA only)")
+    _add_flag(g, "cache", True, "keep decoded recordings in ~/.cache/grlnet/decoded ($XDG_CACHE_HOME), so the next "
+                                "run on the same files does not decode them again")
 
 
 def _run_folder(g: argparse._ActionsContainer) -> None:

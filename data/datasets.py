@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import layouts
+from data import cache, layouts
+from data.cache import Decoded
 from data.signals import fit_length, is_audio, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from grlnet.cli import progress
@@ -55,23 +56,34 @@ class ClipSet:
         return (self.labels > 0).astype(np.int64)
 
 
-def _read(path: Path, opt: argparse.Namespace, rates: dict[int, Path]) -> tuple[np.ndarray, int]:
-    """One file decoded and checked: its sample rate agrees with ``rates``, it fills one window; returns
-    the signal and the file's number of channels (mixed to mono)."""
-    channels = 1
-    if path.suffix.lower() == ".csv":
-        signal = read_csv_signal(path)
-    else:
-        signal, rate, channels = read_wav(path, opt.sample_rate)
+def _check_file(path: Path, length: int, rate: int, opt: argparse.Namespace, rates: dict[int, Path]) -> None:
+    """Refuse a file whose sample rate differs from the run's others (``rates``: each rate seen so far and
+    its first file; 0 is a CSV signal's unknown rate) or that is shorter than one window."""
+    if rate:
         if rates and rate not in rates:
             first_rate, first_path = next(iter(rates.items()))
             raise UserError(f"{path}: sample rate {rate} Hz differs from {first_rate} Hz of "
                             f"{first_path}; give --sample_rate to resample all files")
         rates.setdefault(rate, path)
-    if signal.shape[0] < opt.segment_length:
-        raise UserError(f"{path}: {signal.shape[0]} samples, shorter than one window (--segment_length "
+    if length < opt.segment_length:
+        raise UserError(f"{path}: {length} samples, shorter than one window (--segment_length "
                         f"{opt.segment_length}); give a smaller --segment_length or longer recordings")
-    return signal, channels
+
+
+def _decode_files(paths: list[Path], opt: argparse.Namespace, what: str, rates: dict[int, Path]) -> Decoded:
+    """Decode every file, check it as soon as it is decoded, and bring it to ``mess_length``."""
+    signals, lengths, channels, file_rates = [], [], [], []
+    for path in progress(paths, desc=f"reading {what}", unit="file", quiet=opt.quiet):
+        if path.suffix.lower() == ".csv":
+            signal, rate, count = read_csv_signal(path), 0, 1
+        else:
+            signal, rate, count = read_wav(path, opt.sample_rate)
+        _check_file(path, signal.shape[0], rate, opt, rates)
+        signals.append(fit_length(signal, opt.mess_length, str(path)))
+        lengths.append(signal.shape[0])
+        channels.append(count)
+        file_rates.append(rate)
+    return Decoded(np.stack(signals).astype(np.float32), np.array(lengths), np.array(channels), np.array(file_rates))
 
 
 def _warn_about_lengths(lengths: list[tuple[Path, int]], what: str, mess_length: int) -> None:
@@ -119,23 +131,28 @@ def _require_memory(files: int, opt: argparse.Namespace, what: str) -> None:
 
 def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
             rates: dict[int, Path] | None = None) -> ClipSet:
-    """Decode every file once, check it, and bring it to ``mess_length``.
+    """Every file decoded once (or read from the decoded cache, data/cache.py), checked, and brought to
+    ``mess_length``.
 
     ``rates`` maps each sample rate seen so far in the run to its first file: all must agree.
     """
-    signals, lengths, mixed, rates = [], [], [], {} if rates is None else rates
-    for path, _ in progress(items, desc=f"reading {what}", unit="file", quiet=opt.quiet):
-        signal, channels = _read(path, opt, rates)
-        lengths.append((path, signal.shape[0]))
-        mixed += [path] * (channels > 1)
-        signals.append(fit_length(signal, opt.mess_length, str(path)))
-    _warn_about_lengths(lengths, what, opt.mess_length)
+    paths, rates = [path for path, _ in items], {} if rates is None else rates
+    decoded = cache.load(paths, opt)
+    if decoded is None:
+        decoded = _decode_files(paths, opt, what, rates)
+        cache.save(paths, opt, decoded)
+    else:
+        log.info("%s: %d decoded recordings read from the cache (%s; --no-cache decodes them again)",
+                 what, len(paths), cache.cache_folder())
+        for path, length, rate in zip(paths, decoded.lengths.tolist(), decoded.rates.tolist()):
+            _check_file(path, length, rate, opt, rates)
+    _warn_about_lengths(list(zip(paths, decoded.lengths.tolist())), what, opt.mess_length)
+    mixed = [path for path, count in zip(paths, decoded.channels.tolist()) if count > 1]
     if mixed:
         log.info("note: %d of %d %s have several channels, mixed to mono by averaging channels (the first: %s)",
                  len(mixed), len(items), what, mixed[0])
     labels = np.array([label for _, label in items], dtype=np.int64)
-    return ClipSet([str(path) for path, _ in items], np.stack(signals).astype(np.float32), labels,
-                   next(iter(rates), opt.sample_rate))
+    return ClipSet([str(path) for path in paths], decoded.signals, labels, next(iter(rates), opt.sample_rate))
 
 
 def _require_normal(items: list[layouts.Item]) -> None:

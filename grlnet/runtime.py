@@ -58,10 +58,17 @@ def restore_random_state(saved: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(saved["cuda"], device)
 
 
+def uses_bf16(device: torch.device, opt: argparse.Namespace) -> bool:
+    """Whether the networks run under bf16 autocast: with ``--bf16`` on CUDA. CPUs stay fp32: on one with
+    AMX bf16 made a step 2.2 times faster, but one of six real-data runs diverged and runs did not
+    repeat; with AVX512-BF16 alone it was 1.5 times slower (BENCHMARKS.md)."""
+    return opt.bf16 and device.type == "cuda"
+
+
 def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``--bf16``; a null context on CPU."""
-    if device.type == "cuda" and opt.bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast where ``uses_bf16``; else a null context (fp32)."""
+    if uses_bf16(device, opt):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -1,10 +1,13 @@
 """Shared helpers: tiny settings that train in seconds on a 2-core CPU, and the real data folder."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,10 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402  (after the thread setting)
+
+# The decoded-recordings cache of the tests' runs (data/cache.py): a folder of their own, removed at the end.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="grlnet-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 

@@ -6,6 +6,7 @@ import torch
 
 import bench
 from conftest import run_script
+from grlnet.errors import UserError
 from network import GRLNet
 
 # Measured on 5 seeds (fresh networks, eval mode, input 0.05-0.1 * randn [2, 1, 1024], PyTorch 2.13
@@ -31,10 +32,38 @@ def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths
     assert lines[0].startswith("device cpu") and "wav preset: length 8192, windows of 1024 every 4096" in lines[1]
     for path in ("release", "fast"):
         (line,) = [line for line in lines if line.startswith(path)]
-        assert re.search(r"batch 2: \d+\.\d+ windows/s, .*; scoring \d+\.\d+ clips/s$", line), line
+        assert re.search(r"batch 2: \d+\.\d+ windows/s, .*; scoring \d+\.\d+ clips/s", line), line
+    assert "after fitting the feature statistics in" in [line for line in lines if line.startswith("fast")][0]
+    assert "after fitting" not in [line for line in lines if line.startswith("release")][0]
     assert any(line.startswith("scoring at batch 2: fast / release clips/s = ") for line in lines)
     assert any(line.startswith("peak host memory of the process: ") for line in lines)
     assert re.fullmatch(r"ratio \d+\.\d+", lines[-1]) and float(lines[-1].split()[1]) > 0
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--preset", "wav", "--mess_length", "512"], "--mess_length 512 is shorter than one window of the WAV preset"),
+    (["--preset", "wav", "--clips", "1", "--batch_sizes", "2", "64"],
+     "--clips 1 give 39 training items, fewer than the largest batch size 64"),
+    (["--clips", "4", "--batch_sizes", "2", "8"], "--clips 4 give 4 training items, fewer than the largest batch size 8"),
+])
+def test_bench_refuses_settings_it_cannot_run(options, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        bench.resolve_defaults(bench.parse_args(options), torch.device("cpu"))
+
+
+def test_the_epoch_data_set_repeats_the_training_clips_under_new_names(tmp_path):
+    source = tmp_path / "source"
+    (source / "train").mkdir(parents=True)
+    (source / "test").mkdir()
+    for name in ("normal_id_00_00000001.wav", "normal_id_00_00000000.wav"):
+        (source / "train" / name).write_bytes(name.encode())
+    grown = bench.grown_data_set(source, 5, tmp_path / "grown")
+    clips = sorted((grown / "train").iterdir())
+    assert [clip.name for clip in clips] == [f"normal_id_00_{i:08d}.wav" for i in range(5)]
+    assert [clip.read_text()[-6:-4] for clip in clips] == ["00", "01", "00", "01", "00"]  # name order, repeated
+    assert (grown / "test").resolve() == (source / "test").resolve()
+    with pytest.raises(UserError, match="needs a DCASE-layout folder with train/"):
+        bench.grown_data_set(tmp_path / "empty", 5, tmp_path / "other")
 
 
 @pytest.mark.parametrize("options, message", [

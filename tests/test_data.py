@@ -1,5 +1,6 @@
 """Data layouts on small temporary files and on the real recordings, and the embedded data set."""
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -309,9 +310,44 @@ def test_a_data_set_larger_than_the_memory_available_is_refused_before_decoding(
     files = len(list(root.rglob("*.wav")))
     monkeypatch.setattr(datasets, "available_memory", lambda: datasets.memory_needed(files, opt) - 1)
     monkeypatch.setattr(datasets, "read_wav", lambda *args: pytest.fail("decoded a file"))
-    with pytest.raises(UserError, match=rf"^{files} files of 1024 samples need about 0.0 GiB of memory and 0.0 GiB is "
-                                        "available; use fewer files, a shorter --mess_length or a larger --segment_hop$"):
+    with pytest.raises(UserError, match=rf"^{files} files of 1024 samples need about 0.0 GiB of memory and 0.0 GiB "
+                                        "is available; use fewer files, a shorter --mess_length or a larger "
+                                        "--segment_hop$"):
         load_datasets(opt)
     monkeypatch.undo()
     train_set, test_set = load_datasets(opt)
     assert len(train_set) + len(test_set) == files
+
+
+def test_a_second_load_reads_the_decoded_cache_and_repeats_the_first_loads_checks(tmp_path, monkeypatch, caplog,
+                                                                                  request):
+    root = write_mimii_set(tmp_path / "data")
+    write_wav(root / "normal" / "2.wav", tone(seconds=0.02, seed=2))  # shorter than half of --mess_length
+    opt = parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length", "256", "--quiet"])
+    data_log = logging.getLogger("grlnet.data")  # the scripts' log may not reach the root logger caplog reads
+    data_log.addHandler(caplog.handler)
+    request.addfinalizer(lambda: data_log.removeHandler(caplog.handler))
+    first = load_datasets(opt)
+    first_warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("shorter than half of --mess_length 1024" in message for message in first_warnings)
+    caplog.clear()
+    monkeypatch.setattr(datasets, "read_wav", lambda *args: pytest.fail("decoded a file again"))
+    again = load_datasets(opt)
+    for before, after in zip(first, again):
+        assert after.names == before.names and np.array_equal(after.signals, before.signals)
+        assert np.array_equal(after.labels, before.labels) and after.sample_rate == before.sample_rate == 16000
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == first_warnings
+    with pytest.raises(UserError, match=r"2.wav: 320 samples, shorter than one window \(--segment_length 512\)"):
+        load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length", "512"]))
+    write_wav(root / "normal" / "0.wav", tone(seed=7))  # a changed file is decoded again
+    monkeypatch.undo()
+    assert not np.array_equal(load_datasets(opt)[0].signals[0], first[0].signals[0])
+
+
+def test_no_cache_neither_reads_nor_writes_the_decoded_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = write_mimii_set(tmp_path / "data")
+    load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--no-cache"]))
+    assert not (tmp_path / "cache").exists()
+    load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024"]))
+    assert len(list((tmp_path / "cache" / "grlnet" / "decoded").glob("*.npz"))) == 2  # training and test files

@@ -167,6 +167,8 @@ def test_fp32_method_runs_without_bf16_and_compile_and_matches_on_cpu(tmp_path):
                for method in ("grlnet_standard", "grlnet_fp32")}
     assert (options["grlnet_fp32"]["bf16"], options["grlnet_fp32"]["compile"]) == (False, False)
     assert (options["grlnet_standard"]["bf16"], options["grlnet_standard"]["compile"]) == (True, True)
+    for method in ("grlnet_standard", "grlnet_fp32"):
+        assert "device cpu, fp32" in (folder / method / "seed0" / "train.log").read_text()
     methods = json.loads((folder / "results.json").read_text())["tasks"]["tiny"]["methods"]
     assert methods["grlnet_fp32"]["runs"][0]["auc_per_epoch"] == methods["grlnet_standard"]["runs"][0]["auc_per_epoch"]
     assert "GRLNet, standard update, fp32 eager" in (folder / "results.md").read_text()
