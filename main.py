@@ -33,7 +33,7 @@ from grlnet.run_folder import claim_run_folder, default_run_folder, setup_run_fo
 from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels,
                             compile_networks, random_state, resolve_device, restore_random_state, uses_bf16)
 from grlnet.scoring import fit_normal_windows, score_clips
-from grlnet.steps import LOSSES, STEP_STATS, STEPS, pseudo_anomaly_step
+from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
@@ -81,7 +81,7 @@ class Run:
     lock: TextIO | None
     model: nn.Module
     optimizers: dict[str, torch.optim.Optimizer]
-    nets: object
+    nets: Networks
     windows: torch.Tensor
 
 
