@@ -1,0 +1,43 @@
+"""The documents stay within their lengths, their links lead to files that exist, and Image/ holds only
+figures that a document shows."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_LINES = {"README.md": 200, "REPRODUCTION.md": 300, "BENCHMARKS.md": 300}
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")  # the target of a markdown link or image, without its anchor
+
+
+def documents() -> list[Path]:
+    """Every markdown file of the repository, outside hidden folders."""
+    return [p for p in ROOT.rglob("*.md") if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
+
+
+def local_links(document: Path) -> list[str]:
+    """The targets of a document's links and images that are paths in the repository (not web addresses)."""
+    return [t for t in LINK.findall(document.read_text()) if not re.match(r"[a-z]+://", t)]
+
+
+@pytest.mark.parametrize("name", sorted(MAX_LINES))
+def test_each_document_is_within_its_length(name):
+    lines = len((ROOT / name).read_text().splitlines())
+    assert lines <= MAX_LINES[name], f"{name} has {lines} lines; at most {MAX_LINES[name]}"
+
+
+def test_every_link_in_the_documents_leads_to_a_file_that_exists():
+    broken = [f"{d.relative_to(ROOT)}: {t}" for d in documents() for t in local_links(d)
+              if not (d.parent / t).exists()]
+    assert not broken
+
+
+def test_image_holds_only_figures_that_a_document_shows():
+    shown = {(d.parent / t).resolve() for d in documents() for t in local_links(d)}
+    unshown = [p.name for p in (ROOT / "Image").iterdir() if p.resolve() not in shown]
+    assert not unshown, f"figures no document shows: {unshown}"
+
+
+def test_the_link_pattern_finds_images_and_links_and_drops_anchors():
+    text = "See ![a](Image/a.png) and [b](docs/METHOD.md#presets), not [c](https://example.org/x)."
+    assert LINK.findall(text) == ["Image/a.png", "docs/METHOD.md", "https://example.org/x"]
