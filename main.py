@@ -30,8 +30,8 @@ from grlnet.metrics import format_held_out_threshold, format_labelled_metrics, h
 from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
 from grlnet.run_folder import claim_run_folder, default_run_folder, setup_run_folder
-from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels,
-                            compile_networks, random_state, resolve_device, restore_random_state, uses_bf16)
+from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
+                            learning_rate_factor, random_state, resolve_device, restore_random_state, uses_bf16)
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
@@ -114,7 +114,7 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if process.rank:
         torch.manual_seed(opt.seed + 7919 * process.rank)  # each process its own noise
-    optimizers = build_optimizers(model, opt, device)
+    optimizers = build_optimizers(model, opt, device, process.world_size)
     nets = compile_networks(model, device, opt, process)
     windows, _ = data.train.windows(opt.segment_length, opt.segment_hop)
     windows = windows.to(device)  # on CUDA: resident on the GPU, no copies per step
@@ -142,6 +142,11 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
              device, ", deterministic kernels" if opt.deterministic else "",
              f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "",
              ", bf16 autocast" if uses_bf16(device, opt) else ", fp32")
+    factor = learning_rate_factor(opt, process.world_size)
+    if factor != 1:
+        log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): regional G %g, local G %g, "
+                 "D %g", factor, opt.learning_rate_scaling, opt.batch_size * process.world_size,
+                 opt.r_g_net_learning_rate * factor, opt.l_g_net_learning_rate * factor, opt.d_net_learning_rate * factor)
     regularisation = []
     if opt.label_smoothing:
         regularisation.append(f"one-sided label smoothing {opt.label_smoothing:g}")

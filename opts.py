@@ -39,6 +39,10 @@ WAV_PRESET = {
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 # dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
 PSEUDO_ANOMALY_SNR_DROP = 10.0
+# The batch the release's learning rates are set for; --learning_rate_scaling sqrt scales from it.
+LEARNING_RATE_BATCH = 2
+
+
 def str2bool(value: str | bool) -> bool:
     """Parse the release's ``--flag True/False`` spelling (its ``type=bool`` read 'False' as True)."""
     if isinstance(value, bool):
@@ -213,6 +217,10 @@ def _training(g: argparse._ActionsContainer) -> None:
     g.add_argument("--adversarial_training_factor", type=_fraction, default=0.5,
                    help="weight of G's adversarial term against its reconstruction term")
     g.add_argument("--batch_size", type=positive_int, default=None)
+    g.add_argument("--learning_rate_scaling", choices=("none", "sqrt"), default="none",
+                   help="sqrt: multiply the three learning rates by the square root of the batch of all "
+                        f"processes together (--batch_size x processes) over {LEARNING_RATE_BATCH}, the batch "
+                        "they are set for; for larger batches (BENCHMARKS.md measures batches 8 and 32)")
     g.add_argument("--seed", type=seed_value, default=0)
     _add_flag(g, "train_batch_shuffle", True, "shuffle training batches")
     _add_flag(g, "train_drop_last", True, "drop the last incomplete training batch")

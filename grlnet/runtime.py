@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 
 import torch
@@ -16,7 +17,7 @@ from grlnet.distributed import Process
 from grlnet.errors import UserError
 from grlnet.steps import Networks
 from network import GRLNet, use_channels_last
-from opts import network_length
+from opts import LEARNING_RATE_BATCH, network_length
 
 log = logging.getLogger("grlnet")
 
@@ -82,15 +83,24 @@ def place_model(model: GRLNet, device: torch.device, opt: argparse.Namespace) ->
     return use_channels_last(model.to(device), device.type == "cuda" and opt.channels_last)
 
 
-def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device) -> dict:
-    """Adam per network with the release's learning rates; fused kernels on CUDA."""
+def learning_rate_factor(opt: argparse.Namespace, processes: int = 1) -> float:
+    """What the learning rates are multiplied by: 1, or with ``--learning_rate_scaling sqrt`` the square
+    root of the batch of all processes together over the batch the rates are set for."""
+    if opt.learning_rate_scaling == "sqrt":
+        return math.sqrt(opt.batch_size * processes / LEARNING_RATE_BATCH)
+    return 1.0
+
+
+def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device, processes: int = 1) -> dict:
+    """Adam per network with the release's learning rates (times ``learning_rate_factor``); fused kernels
+    on CUDA."""
     fused = {"fused": True} if device.type == "cuda" else {}
-    return {
-        "regional": torch.optim.Adam(model.regional.parameters(), lr=opt.r_g_net_learning_rate, **fused),
-        "local": torch.optim.Adam(model.local.parameters(), lr=opt.l_g_net_learning_rate, **fused),
-        "discriminator": torch.optim.Adam(model.discriminator.parameters(), lr=opt.d_net_learning_rate,
-                                          **fused),
-    }
+    factor = learning_rate_factor(opt, processes)
+    networks = {"regional": (model.regional, opt.r_g_net_learning_rate),
+                "local": (model.local, opt.l_g_net_learning_rate),
+                "discriminator": (model.discriminator, opt.d_net_learning_rate)}
+    return {name: torch.optim.Adam(network.parameters(), lr=rate * factor, **fused)
+            for name, (network, rate) in networks.items()}
 
 
 class _Logits(nn.Module):

@@ -1,11 +1,13 @@
-"""Kernel choice: cuDNN autotuning by default, repeatable kernels with --deterministic."""
+"""Kernel choice (cuDNN autotuning by default, repeatable kernels with --deterministic) and the
+optimizers' learning rates under --learning_rate_scaling."""
 import os
 
 import pytest
 import torch
 from torch._inductor import config as inductor
 
-from grlnet.runtime import choose_kernels
+from grlnet.runtime import build_model, build_optimizers, choose_kernels
+from opts import parse_opts
 
 
 @pytest.fixture
@@ -44,3 +46,17 @@ def test_cpu_leaves_cuda_settings_alone(kernel_settings):
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.backends.cudnn.benchmark is True and torch.backends.cudnn.deterministic is False
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
+@pytest.mark.parametrize("scaling, batch, processes, regional, d", [
+    ("none", 32, 1, 0.001, 0.0001),               # the options' rates, whatever the batch
+    ("sqrt", 2, 1, 0.001, 0.0001),                # the batch the rates are set for: unchanged
+    ("sqrt", 8, 1, 0.002, 0.0002),                # sqrt(8 / 2) = 2
+    ("sqrt", 32, 1, 0.004, 0.0004),               # sqrt(32 / 2) = 4
+    ("sqrt", 16, 2, 0.004, 0.0004),               # two processes of 16: the batch in all is 32
+])
+def test_learning_rate_scaling_gives_the_square_root_rule(scaling, batch, processes, regional, d):
+    opt = parse_opts(["--batch_size", str(batch), "--learning_rate_scaling", scaling, "--synthetic_train_clips", "4"])
+    optimizers = build_optimizers(build_model(opt, torch.device("cpu")), opt, torch.device("cpu"), processes)
+    rates = {name: optimizer.param_groups[0]["lr"] for name, optimizer in optimizers.items()}
+    assert rates == pytest.approx({"regional": regional, "local": regional, "discriminator": d}, rel=1e-12)
