@@ -25,16 +25,17 @@ def test_bench_prints_both_paths_and_the_ratio_last():
         assert any(line.startswith(path) and "samples/s" in line for line in lines), result.stdout
 
 
-def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths():
+def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths_at_each_batch():
     result = run_script("bench.py", "--device", "cpu", "--preset", "wav", "--mess_length", "8192", "--clips", "2",
-                        "--test_clips", "2", "--steps", "1", "--warmup", "0")
+                        "--test_clips", "2", "--steps", "1", "--warmup", "0", "--batch_sizes", "2", "4")
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("device cpu") and "wav preset: length 8192, windows of 1024 every 4096" in lines[1]
     for path in ("release", "fast"):
-        (line,) = [line for line in lines if line.startswith(path)]
-        assert re.search(r"batch 2: \d+\.\d+ windows/s, .*; scoring \d+\.\d+ clips/s", line), line
-    assert "after fitting the feature statistics in" in [line for line in lines if line.startswith("fast")][0]
-    assert "after fitting" not in [line for line in lines if line.startswith("release")][0]
+        batch_lines = [line for line in lines if line.startswith(path)]
+        assert len(batch_lines) == 2, result.stdout
+        for batch, line in zip((2, 4), batch_lines):
+            assert re.search(rf"batch {batch}: \d+\.\d+ windows/s, .*; scoring \d+\.\d+ clips/s", line), line
+            assert ("after fitting the feature statistics in" in line) == (path == "fast")
     assert any(line.startswith("scoring at batch 2: fast / release clips/s = ") for line in lines)
     assert any(line.startswith("peak host memory of the process: ") for line in lines)
     assert re.fullmatch(r"ratio \d+\.\d+", lines[-1]) and float(lines[-1].split()[1]) > 0
@@ -93,3 +94,19 @@ def test_bf16_autocast_forward_agrees_with_fp32_on_cpu():
     assert _relative_l2(fp32[0], bf16[0]) < RECONSTRUCTION_RTOL
     assert _relative_l2(fp32[1], bf16[1]) < RECONSTRUCTION_RTOL
     assert (fp32[2] - bf16[2].float()).abs().max().item() < D_ATOL
+
+
+def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "source"
+    (source / "train").mkdir(parents=True)
+    (source / "test").mkdir()
+    (source / "train" / "normal_id_00_00000000.wav").write_bytes(b"")
+    commands = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda command, **kwargs: commands.append(command))
+    args = bench.parse_args(["--epoch_data", str(source), "--epoch_clips", "3",
+                             "--epoch_args", "--batch_size 32 --learning_rate_scaling sqrt"])
+    bench.time_epoch(args, torch.device("cpu"), tmp_path / "root")
+    (command,) = commands
+    assert command[1].endswith("train.py") and command[command.index("--epochs") + 1] == "1"
+    assert command[-4:] == ["--batch_size", "32", "--learning_rate_scaling", "sqrt"]
+    assert "train.py --batch_size 32 --learning_rate_scaling sqrt), end to end: " in capsys.readouterr().out

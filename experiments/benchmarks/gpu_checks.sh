@@ -18,6 +18,12 @@
 # A third check, `experiments/benchmarks/gpu_checks.sh deterministic "$OUT"`: the demo trained with --deterministic twice
 # per update, all runs at once beside a default run, must give the same metrics and scores to the bit.
 # TRAIN_ARGS adds train.py options for a short dry run: DEVICE=cpu TRAIN_ARGS="--epochs 1" ...
+#
+# The WAV preset (BENCHMARKS.md, "The WAV preset on a CPU" and "Larger batches"), `... wav "$OUT"`: bench.py
+# --preset wav at batches 2, 32 and 128 (training windows/s and scoring clips/s of both paths), then one
+# end-to-end epoch of 1000 clips grown from EPOCH_DATA (default ../shared/data/dcase2020_slider_id00) at batch 32
+# with --learning_rate_scaling sqrt. BENCH_ARGS and EPOCH_CLIPS shrink it for a dry run:
+# DEVICE=cpu BENCH_ARGS="--mess_length 8192 --clips 2 --test_clips 2 --steps 1 --warmup 0 --batch_sizes 2 4" EPOCH_CLIPS=2 ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -135,10 +141,29 @@ sys.exit(1 if differ else 0)
 PYTHON
 }
 
+run_wav_checks() {  # the WAV preset's speed, then a 1000-clip epoch at batch 32
+    local out="$1" device="${DEVICE:-cuda}" data="${EPOCH_DATA:-../shared/data/dcase2020_slider_id00}"
+    export PYTHONUNBUFFERED=1
+    mkdir -p "$out"
+    install_wheels
+    write_environment "$out"
+    # shellcheck disable=SC2086  # the options are separate arguments
+    python3 bench.py --device "$device" --preset wav ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_wav.txt"
+    if [ ! -d "$data/train" ]; then
+        echo "no epoch: $data/train not found (set EPOCH_DATA)" | tee "$out/bench_wav_epoch.txt"
+        return 0
+    fi
+    # shellcheck disable=SC2086
+    python3 bench.py --device "$device" --preset wav --batch_sizes 2 --steps 1 ${BENCH_ARGS:-} --epoch_data "$data" \
+        --epoch_clips "${EPOCH_CLIPS:-1000}" --epoch_args "--batch_size 32 --learning_rate_scaling sqrt" \
+        2>&1 | tee "$out/bench_wav_epoch.txt"
+}
+
 case "${1:-}" in
     wheels) download_wheels ;;
     run) [ $# -eq 2 ] || { echo "usage: $0 run OUTPUT_FOLDER" >&2; exit 2; }; run_checks "$2" ;;
     deterministic) [ $# -eq 2 ] || { echo "usage: $0 deterministic OUTPUT_FOLDER" >&2; exit 2; }
                    run_deterministic_check "$2" ;;
-    *) echo "usage: $0 wheels | run OUTPUT_FOLDER | deterministic OUTPUT_FOLDER" >&2; exit 2 ;;
+    wav) [ $# -eq 2 ] || { echo "usage: $0 wav OUTPUT_FOLDER" >&2; exit 2; }; run_wav_checks "$2" ;;
+    *) echo "usage: $0 wheels | run OUTPUT_FOLDER | deterministic OUTPUT_FOLDER | wav OUTPUT_FOLDER" >&2; exit 2 ;;
 esac
