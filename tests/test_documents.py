@@ -8,6 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = {"README.md": 200, "REPRODUCTION.md": 300, "BENCHMARKS.md": 300}
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")  # the target of a markdown link or image, without its anchor
+ANCHORED = re.compile(r"\]\(([^)#\s]*)#([^)\s]+)\)")  # a link's target (empty: the same document) and anchor
 
 
 def documents() -> list[Path]:
@@ -30,6 +31,35 @@ def test_every_link_in_the_documents_leads_to_a_file_that_exists():
     broken = [f"{d.relative_to(ROOT)}: {t}" for d in documents() for t in local_links(d)
               if not (d.parent / t).exists()]
     assert not broken
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation but hyphens dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(document: Path) -> set[str]:
+    """The anchors of a document's headings (lines starting with # outside fenced code)."""
+    found, in_code = set(), False
+    for line in document.read_text().splitlines():
+        in_code ^= line.startswith("```")
+        if line.startswith("#") and not in_code:
+            found.add(heading_anchor(line.lstrip("#")))
+    return found
+
+
+def test_every_anchor_in_the_documents_names_a_heading_of_its_document():
+    broken = [f"{d.relative_to(ROOT)}: {target}#{anchor}" for d in documents()
+              for target, anchor in ANCHORED.findall(d.read_text())
+              if not re.match(r"[a-z]+://", target) and anchor not in anchors(d.parent / target if target else d)]
+    assert not broken
+
+
+def test_heading_anchors_follow_githubs_rule():
+    assert heading_anchor(" Larger batches at the WAV preset: detection quality") == \
+        "larger-batches-at-the-wav-preset-detection-quality"
+    assert heading_anchor(" `--deterministic`: repeatable GPU runs, and their cost") == \
+        "--deterministic-repeatable-gpu-runs-and-their-cost"
 
 
 def test_image_holds_only_figures_that_a_document_shows():
