@@ -1,5 +1,6 @@
 """bench.py runs both training paths and ends with the ratio; bf16 autocast agrees with fp32."""
 import re
+import sys
 
 import pytest
 import torch
@@ -102,11 +103,19 @@ def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch
     (source / "test").mkdir()
     (source / "train" / "normal_id_00_00000000.wav").write_bytes(b"")
     commands = []
-    monkeypatch.setattr(bench.subprocess, "run", lambda command, **kwargs: commands.append(command))
+    monkeypatch.setattr(bench, "run_measured", lambda command: commands.append(command) or (2.0, 0.5))
     args = bench.parse_args(["--epoch_data", str(source), "--epoch_clips", "3",
                              "--epoch_args", "--batch_size 32 --learning_rate_scaling sqrt"])
     bench.time_epoch(args, torch.device("cpu"), tmp_path / "root")
     (command,) = commands
     assert command[1].endswith("train.py") and command[command.index("--epochs") + 1] == "1"
     assert command[-4:] == ["--batch_size", "32", "--learning_rate_scaling", "sqrt"]
-    assert "train.py --batch_size 32 --learning_rate_scaling sqrt), end to end: " in capsys.readouterr().out
+    assert ("train.py --batch_size 32 --learning_rate_scaling sqrt), end to end: 2.0 s, 1.50 clips/s "
+            "(decoding and evaluation included); peak host memory of train.py 0.50 GiB") in capsys.readouterr().out
+
+
+def test_run_measured_reads_the_peak_memory_of_its_own_process_and_refuses_a_failure():
+    seconds, peak = bench.run_measured([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    assert seconds > 0 and 0.29 < peak < 1.5  # 300 MiB touched, plus the interpreter
+    with pytest.raises(UserError, match=r"exited with status 3$"):
+        bench.run_measured([sys.executable, "-c", "raise SystemExit(3)"])
