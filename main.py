@@ -144,9 +144,10 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
              ", bf16 autocast" if uses_bf16(device, opt) else ", fp32")
     factor = learning_rate_factor(opt, process.world_size)
     if factor != 1:
+        rates = (opt.r_g_net_learning_rate, opt.l_g_net_learning_rate, opt.d_net_learning_rate)
         log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): regional G %g, local G %g, "
                  "D %g", factor, opt.learning_rate_scaling, opt.batch_size * process.world_size,
-                 opt.r_g_net_learning_rate * factor, opt.l_g_net_learning_rate * factor, opt.d_net_learning_rate * factor)
+                 *(rate * factor for rate in rates))
     regularisation = []
     if opt.label_smoothing:
         regularisation.append(f"one-sided label smoothing {opt.label_smoothing:g}")

@@ -115,7 +115,8 @@ def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch
 
 
 def test_run_measured_reads_the_peak_memory_of_its_own_process_and_refuses_a_failure():
-    seconds, peak = bench.run_measured([sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    touch_300_mib = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    seconds, peak = bench.run_measured([sys.executable, "-c", touch_300_mib])
     assert seconds > 0 and 0.29 < peak < 1.5  # 300 MiB touched, plus the interpreter
     with pytest.raises(UserError, match=r"exited with status 3$"):
         bench.run_measured([sys.executable, "-c", "raise SystemExit(3)"])
