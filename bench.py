@@ -52,7 +52,7 @@ from grlnet.errors import UserError, make_folder
 from grlnet.features import PAPER_SCORE, FeatureScorer
 from grlnet.metrics import compute_metrics
 from grlnet.runtime import (build_model, build_optimizers, choose_kernels,
-                            compile_networks, resolve_device)
+                            compile_networks, learning_rates, resolve_device)
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import Networks, released_step, standard_step
 from main import batch_order
@@ -267,10 +267,8 @@ def release_bench(opt: argparse.Namespace, device: torch.device, train_set: Clip
     torch.backends.cudnn.benchmark = False  # the release leaves cuDNN's autotuning off
     torch.manual_seed(opt.seed)
     model = GRLNet(network_length(opt)).to(device).train()
-    rates = {"regional": opt.r_g_net_learning_rate, "local": opt.l_g_net_learning_rate,
-             "discriminator": opt.d_net_learning_rate}
     optimizers = {name: torch.optim.Adam(getattr(model, name).parameters(), lr=rate)
-                  for name, rate in rates.items()}
+                  for name, rate in learning_rates(opt).items()}
     batches, nets = endless(release_loader(opt, train_set)), eager_networks(model, device, opt)
 
     def step() -> None:

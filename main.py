@@ -31,7 +31,8 @@ from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
 from grlnet.run_folder import claim_run_folder, default_run_folder, setup_run_folder
 from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
-                            learning_rate_factor, random_state, resolve_device, restore_random_state, uses_bf16)
+                            learning_rate_factor, learning_rates, random_state, resolve_device,
+                            restore_random_state, uses_bf16)
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
@@ -144,10 +145,9 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
              ", bf16 autocast" if uses_bf16(device, opt) else ", fp32")
     factor = learning_rate_factor(opt, process.world_size)
     if factor != 1:
-        rates = (opt.r_g_net_learning_rate, opt.l_g_net_learning_rate, opt.d_net_learning_rate)
-        log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): regional G %g, local G %g, "
-                 "D %g", factor, opt.learning_rate_scaling, opt.batch_size * process.world_size,
-                 *(rate * factor for rate in rates))
+        log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): %s", factor,
+                 opt.learning_rate_scaling, opt.batch_size * process.world_size,
+                 ", ".join(f"{name} {rate:g}" for name, rate in learning_rates(opt, process.world_size).items()))
     regularisation = []
     if opt.label_smoothing:
         regularisation.append(f"one-sided label smoothing {opt.label_smoothing:g}")

@@ -40,7 +40,7 @@ PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 # dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
 PSEUDO_ANOMALY_SNR_DROP = 10.0
 # The batch the release's learning rates are set for; --learning_rate_scaling sqrt scales from it.
-LEARNING_RATE_BATCH = 2
+LEARNING_RATE_BATCH = RELEASE_PRESET["batch_size"]
 
 
 def str2bool(value: str | bool) -> bool:

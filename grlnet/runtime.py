@@ -91,16 +91,19 @@ def learning_rate_factor(opt: argparse.Namespace, processes: int = 1) -> float:
     return 1.0
 
 
-def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device, processes: int = 1) -> dict:
-    """Adam per network with the release's learning rates (times ``learning_rate_factor``); fused kernels
-    on CUDA."""
-    fused = {"fused": True} if device.type == "cuda" else {}
+def learning_rates(opt: argparse.Namespace, processes: int = 1) -> dict[str, float]:
+    """Each network's Adam learning rate, by the network's attribute name in GRLNet: the options' rates
+    times ``learning_rate_factor``."""
     factor = learning_rate_factor(opt, processes)
-    networks = {"regional": (model.regional, opt.r_g_net_learning_rate),
-                "local": (model.local, opt.l_g_net_learning_rate),
-                "discriminator": (model.discriminator, opt.d_net_learning_rate)}
-    return {name: torch.optim.Adam(network.parameters(), lr=rate * factor, **fused)
-            for name, (network, rate) in networks.items()}
+    return {"regional": opt.r_g_net_learning_rate * factor, "local": opt.l_g_net_learning_rate * factor,
+            "discriminator": opt.d_net_learning_rate * factor}
+
+
+def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device, processes: int = 1) -> dict:
+    """Adam per network at ``learning_rates``; fused kernels on CUDA."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return {name: torch.optim.Adam(getattr(model, name).parameters(), lr=rate, **fused)
+            for name, rate in learning_rates(opt, processes).items()}
 
 
 class _Logits(nn.Module):

@@ -16,9 +16,14 @@ def documents() -> list[Path]:
     return [p for p in ROOT.rglob("*.md") if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
 
 
+def is_web_address(target: str) -> bool:
+    """Whether a link's target is a web address rather than a path in the repository."""
+    return re.match(r"[a-z]+://", target) is not None
+
+
 def local_links(document: Path) -> list[str]:
-    """The targets of a document's links and images that are paths in the repository (not web addresses)."""
-    return [t for t in LINK.findall(document.read_text()) if not re.match(r"[a-z]+://", t)]
+    """The targets of a document's links and images that are paths in the repository."""
+    return [t for t in LINK.findall(document.read_text()) if not is_web_address(t)]
 
 
 @pytest.mark.parametrize("name", sorted(MAX_LINES))
@@ -51,7 +56,7 @@ def anchors(document: Path) -> set[str]:
 def test_every_anchor_in_the_documents_names_a_heading_of_its_document():
     broken = [f"{d.relative_to(ROOT)}: {target}#{anchor}" for d in documents()
               for target, anchor in ANCHORED.findall(d.read_text())
-              if not re.match(r"[a-z]+://", target) and anchor not in anchors(d.parent / target if target else d)]
+              if not is_web_address(target) and anchor not in anchors(d.parent / target if target else d)]
     assert not broken
 
 

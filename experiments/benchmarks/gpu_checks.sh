@@ -141,22 +141,20 @@ sys.exit(1 if differ else 0)
 PYTHON
 }
 
-run_wav_checks() {  # the WAV preset's speed, then a 1000-clip epoch at batch 32
-    local out="$1" device="${DEVICE:-cuda}" data="${EPOCH_DATA:-../shared/data/dcase2020_slider_id00}"
+run_wav_checks() {  # the WAV preset's speed, then (in the same bench run) a 1000-clip epoch at batch 32
+    local out="$1" device="${DEVICE:-cuda}" data="${EPOCH_DATA:-../shared/data/dcase2020_slider_id00}" epoch=()
     export PYTHONUNBUFFERED=1
     mkdir -p "$out"
     install_wheels
     write_environment "$out"
-    # shellcheck disable=SC2086  # the options are separate arguments
-    python3 bench.py --device "$device" --preset wav ${BENCH_ARGS:-} 2>&1 | tee "$out/bench_wav.txt"
-    if [ ! -d "$data/train" ]; then
-        echo "no epoch: $data/train not found (set EPOCH_DATA)" | tee "$out/bench_wav_epoch.txt"
-        return 0
+    if [ -d "$data/train" ]; then
+        epoch=(--epoch_data "$data" --epoch_clips "${EPOCH_CLIPS:-1000}"
+               --epoch_args "--batch_size 32 --learning_rate_scaling sqrt")
+    else
+        echo "no epoch: $data/train not found (set EPOCH_DATA)" | tee "$out/bench_wav.txt"
     fi
-    # shellcheck disable=SC2086
-    python3 bench.py --device "$device" --preset wav --batch_sizes 2 --steps 1 ${BENCH_ARGS:-} --epoch_data "$data" \
-        --epoch_clips "${EPOCH_CLIPS:-1000}" --epoch_args "--batch_size 32 --learning_rate_scaling sqrt" \
-        2>&1 | tee "$out/bench_wav_epoch.txt"
+    # shellcheck disable=SC2086  # the options are separate arguments
+    python3 bench.py --device "$device" --preset wav ${BENCH_ARGS:-} "${epoch[@]}" 2>&1 | tee -a "$out/bench_wav.txt"
 }
 
 case "${1:-}" in
