@@ -369,8 +369,8 @@ def write_profile(bench: Bench, device: torch.device, folder: Path, title: str) 
 
 
 def measure(bench: Bench, args: argparse.Namespace, device: torch.device, batch: int) -> Measurement:
-    """Warm up, time, read peak memory, count FLOPs, with the WAV preset time scoring (in batches of 8 times
-    the training batch, as train.py scores), and (when asked, at batch 2) profile."""
+    """Warm up, time, read peak memory, count FLOPs, with the WAV preset time scoring (in train.py's
+    scoring batches, ``scoring_batch_size``), and (when asked, at batch 2) profile."""
     for _ in range(args.warmup):
         bench.step()
     if device.type == "cuda":

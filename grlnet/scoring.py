@@ -18,6 +18,9 @@ from network import GRLNet
 
 TERMS = ("d_real", "d_regional", "d_local")  # D(x), D(R(x)), D(Lo(x)): the paper's score blends them
 CHOSEN = "score"  # the column of the score ``--score`` picks
+# Windows per scoring batch on a CPU: batches of 8 to 32 score at one speed there, larger ones slower
+# and with more memory (BENCHMARKS.md, experiments/tools/scoring_batches.py).
+CPU_SCORING_WINDOWS = 16
 
 
 def blend(d_real: np.ndarray, d_regional: np.ndarray, d_local: np.ndarray, gamma: float) -> np.ndarray:
@@ -25,9 +28,10 @@ def blend(d_real: np.ndarray, d_regional: np.ndarray, d_local: np.ndarray, gamma
     return gamma * (d_regional + d_local) + (1 - gamma) * d_real
 
 
-def _batches(count: int, opt: argparse.Namespace) -> range:
-    """Starts of the scoring batches: larger than training's, since nothing is kept for a backward pass."""
-    return range(0, count, max(opt.batch_size, 1) * 8)
+def scoring_batch_size(opt: argparse.Namespace, device: torch.device) -> int:
+    """Windows per scoring batch: on a GPU 8 training batches, since nothing is kept for a backward
+    pass and larger batches fill the device; on a CPU ``CPU_SCORING_WINDOWS`` whatever the training batch."""
+    return CPU_SCORING_WINDOWS if device.type == "cpu" else max(opt.batch_size, 1) * 8
 
 
 @torch.no_grad()
@@ -44,21 +48,29 @@ def outputs_per_window(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, d
     windows, clip_index = clips.windows(opt.segment_length, opt.segment_hop)
     names = [*TERMS, *(FEATURE_SCORES if scorer is not None else ())]
     outputs = torch.empty(len(windows), len(names), dtype=torch.float64)
-    batch_size = _batches(1, opt).step
-    for start in progress(_batches(len(windows), opt), desc="scoring", unit="batch", quiet=opt.quiet):
+    batch_size = scoring_batch_size(opt, device)
+    for start in progress(range(0, len(windows), batch_size), desc="scoring", unit="batch", quiet=opt.quiet):
         x = windows[start:start + batch_size].to(device, non_blocking=True)
-        with autocast or contextlib.nullcontext():
-            regional_code, local_code = model.regional.encode(x), model.local.encode(x)
-            d_features = model.discriminator.features(x)
-            d_real = torch.sigmoid(model.discriminator.logits_of_features(d_features))
-            d_regional = model.discriminator(model.regional.decode(regional_code))
-            d_local = model.discriminator(model.local.decode(local_code))
-        columns = [d_real, d_regional, d_local]
-        if scorer is not None:
-            scores = scorer.window_scores(space_features(regional_code, local_code, d_features))
-            columns += [torch.from_numpy(scores[name]) for name in FEATURE_SCORES]
-        outputs[start:start + batch_size] = torch.stack([c.double().cpu() for c in columns], 1)
+        outputs[start:start + batch_size] = score_batch(model, x, autocast, scorer)
     return names, outputs, clip_index
+
+
+@torch.no_grad()
+def score_batch(model: GRLNet, x: torch.Tensor, autocast: contextlib.AbstractContextManager | None = None,
+                scorer: FeatureScorer | None = None) -> torch.Tensor:
+    """One batch of windows [N, 1, L]: D(x), D(R(x)), D(Lo(x)) and, with a ``scorer``, each feature
+    score, as [N, K] float64 on the CPU."""
+    with autocast or contextlib.nullcontext():
+        regional_code, local_code = model.regional.encode(x), model.local.encode(x)
+        d_features = model.discriminator.features(x)
+        d_real = torch.sigmoid(model.discriminator.logits_of_features(d_features))
+        d_regional = model.discriminator(model.regional.decode(regional_code))
+        d_local = model.discriminator(model.local.decode(local_code))
+    columns = [d_real, d_regional, d_local]
+    if scorer is not None:
+        scores = scorer.window_scores(space_features(regional_code, local_code, d_features))
+        columns += [torch.from_numpy(scores[name]) for name in FEATURE_SCORES]
+    return torch.stack([c.double().cpu() for c in columns], 1)
 
 
 @torch.no_grad()
@@ -70,9 +82,9 @@ def fit_normal_windows(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, d
     model.eval()
     windows, _ = clips.windows(opt.segment_length, opt.segment_hop)
     chosen = windows[torch.from_numpy(fit_windows(len(windows)))]
-    batch_size = _batches(1, opt).step
+    batch_size = scoring_batch_size(opt, device)
     parts: dict[str, list[torch.Tensor]] = {}
-    for start in _batches(len(chosen), opt):
+    for start in range(0, len(chosen), batch_size):
         with autocast or contextlib.nullcontext():
             features = window_features(model, chosen[start:start + batch_size].to(device, non_blocking=True))
         for space, values in features.items():

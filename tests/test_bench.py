@@ -120,3 +120,12 @@ def test_run_measured_reads_the_peak_memory_of_its_own_process_and_refuses_a_fai
     assert seconds > 0 and 0.29 < peak < 1.5  # 300 MiB touched, plus the interpreter
     with pytest.raises(UserError, match=r"exited with status 3$"):
         bench.run_measured([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_scoring_batches_prints_a_rate_for_each_batch(capsys):
+    from experiments.tools import scoring_batches
+    scoring_batches.main(["--batches", "4", "8", "--windows", "8"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("8 windows of 1024 samples on cpu")
+    rates = [re.fullmatch(r"batch +(\d+): +(\d+\.\d) windows/s", line) for line in lines[1:]]
+    assert [int(m.group(1)) for m in rates] == [4, 8] and all(float(m.group(2)) > 0 for m in rates)

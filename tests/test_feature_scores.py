@@ -16,7 +16,7 @@ from grlnet.checkpoint import load_file
 from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args
 from grlnet.features import FEATURE_SCORES, SCORES, FeatureScorer, fit_space, fit_windows, pooled
-from grlnet.scoring import fit_normal_windows, score_clips
+from grlnet.scoring import fit_normal_windows, score_clips, scoring_batch_size
 from network import GRLNet
 from opts import FEATURE_SCORE_DEFAULT, network_length, parse_opts
 
@@ -106,6 +106,22 @@ def test_calibration_clips_fit_the_feature_scores_on_held_out_clips_only():
     assert on_held_out["encoder"]["reference"].shape == (len(windows), 2048)
     assert on_held_out["discriminator"]["reference"].shape == (len(windows), 1024)
     assert not torch.equal(on_held_out["encoder"]["mean"], fit_normal_windows(model, kept, opt, cpu)["encoder"]["mean"])
+
+
+def test_a_cpu_scores_in_batches_of_16_windows_whatever_the_training_batch(monkeypatch):
+    """A GPU scores 8 training batches at once; a CPU, where larger batches were slower, 16 windows."""
+    opt = parse_opts([*TINY, "--synthetic_train_clips", "20", "--batch_size", "32"])
+    assert scoring_batch_size(opt, torch.device("cuda")) == 256
+    train, _ = load_datasets(opt)
+    torch.manual_seed(0)
+    model = GRLNet(network_length(opt)).eval()
+    encode, sizes = model.regional.encode, []
+    monkeypatch.setattr(model.regional, "encode", lambda x: sizes.append(len(x)) or encode(x))
+    scorer = FeatureScorer(fit_normal_windows(model, train, opt, torch.device("cpu")))
+    assert sizes == [16, 16, 8]  # 20 clips of 512 samples: 40 windows of 256
+    sizes.clear()
+    score_clips(model, train, opt, torch.device("cpu"), scorer=scorer)
+    assert sizes == [16, 16, 8]
 
 
 @pytest.fixture(scope="module")
