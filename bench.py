@@ -31,9 +31,11 @@ import gc
 import os
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data import ClipSet, load_datasets
 from data.synthetic import make_synthetic_set
+from grlnet.checkpoint import load_file
 from grlnet.cli import run_cli
 from grlnet.errors import UserError, make_folder
 from grlnet.features import PAPER_SCORE, FeatureScorer
@@ -70,6 +73,7 @@ DEFAULTS = {  # per preset and device: --mess_length, --batch_sizes, --steps, --
             "cpu": {"mess_length": WAV_PRESET["mess_length"], "batch_sizes": [2], "steps": 5, "warmup": 1,
                     "test_clips": 4}},
 }
+INTERRUPTED = 130  # train.py's exit status after Ctrl-C, once it has saved where it was
 EQUIVALENCE_STEPS = 16  # fp32 training steps before the equivalence check scores the test set
 EQUIVALENCE_TOLERANCE = 0.005  # largest AUC difference bf16 may make
 PROFILE_STEPS = 3
@@ -121,6 +125,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epoch_args", default="", metavar="OPTIONS",
                    help="more train.py options for the --epoch_data epoch, e.g. \"--batch_size 32 "
                         "--learning_rate_scaling sqrt\" (default: none, the WAV preset's batch 2)")
+    p.add_argument("--epoch_seconds", type=positive_number, default=None, metavar="S",
+                   help="stop the --epoch_data epoch with Ctrl-C after S seconds (train.py saves where it is) and "
+                        "report its peak memory and steps so far: for a set whose whole epoch takes hours")
     p.add_argument("--seed", type=seed_value, default=0, help="seeds data, networks and batch order (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     return p.parse_args(argv)
@@ -502,16 +509,20 @@ def grown_data_set(source: Path, clips: int, root: Path) -> Path:
     return root
 
 
-def run_measured(command: list[str]) -> tuple[float, float]:
-    """Run ``command`` to its end; its wall time in seconds and its own peak resident memory in GiB
-    (``os.wait4`` reads that one process's usage, not that of the bench's other children, such as the
-    release path's DataLoader worker)."""
+def run_measured(command: list[str], stop_after: float | None = None) -> tuple[float, float]:
+    """Run ``command`` to its end, or send it Ctrl-C after ``stop_after`` seconds; its wall time in seconds
+    and its own peak resident memory in GiB (``os.wait4`` reads that one process's usage, not that of the
+    bench's other children, such as the release path's DataLoader worker)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    timer = threading.Timer(stop_after or 0, os.kill, (process.pid, signal.SIGINT))
+    if stop_after is not None:
+        timer.start()
     _, status, usage = os.wait4(process.pid, 0)
+    timer.cancel()
     seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
-    if process.returncode != 0:
+    if process.returncode not in (0, INTERRUPTED if stop_after is not None else 0):
         raise UserError(f"{shlex.join(command)}: exited with status {process.returncode}")
     return seconds, usage.ru_maxrss / 2**20
 
@@ -523,11 +534,18 @@ def time_epoch(args: argparse.Namespace, device: torch.device, root: Path) -> No
     command = [sys.executable, str(Path(__file__).resolve().parent / "train.py"), "--data_root", str(data),
                "--epochs", "1", "--device", device.type, "--seed", str(args.seed), "--no-cache", "--quiet",
                "--bf16", str(args.bf16), "--output_dir", str(root / "run"), *shlex.split(args.epoch_args)]
-    seconds, peak = run_measured(command)
+    seconds, peak = run_measured(command, args.epoch_seconds)
     extra = f", train.py {args.epoch_args}" if args.epoch_args else ""
-    print(f"epoch of {args.epoch_clips} training clips ({data}{extra}), end to end: {seconds:.1f} s, "
-          f"{args.epoch_clips / seconds:.2f} clips/s (decoding and evaluation included); "
-          f"peak host memory of train.py {peak:.2f} GiB", flush=True)
+    checkpoint = root / "run" / "checkpoints" / "last.pt"
+    if args.epoch_seconds is None:
+        done = (f"end to end: {seconds:.1f} s, {args.epoch_clips / seconds:.2f} clips/s (decoding and evaluation "
+                "included)")
+    elif checkpoint.exists():
+        done = f"stopped after {seconds:.1f} s at training step {load_file(checkpoint)['step']} (decoding included)"
+    else:
+        done = f"stopped after {seconds:.1f} s, before its first training step"
+    print(f"epoch of {args.epoch_clips} training clips ({data}{extra}), {done}; peak host memory of train.py "
+          f"{peak:.2f} GiB", flush=True)
 
 
 def bench(args: argparse.Namespace) -> None:

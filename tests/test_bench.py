@@ -103,7 +103,7 @@ def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch
     (source / "test").mkdir()
     (source / "train" / "normal_id_00_00000000.wav").write_bytes(b"")
     commands = []
-    monkeypatch.setattr(bench, "run_measured", lambda command: commands.append(command) or (2.0, 0.5))
+    monkeypatch.setattr(bench, "run_measured", lambda command, stop_after: commands.append(command) or (2.0, 0.5))
     args = bench.parse_args(["--epoch_data", str(source), "--epoch_clips", "3",
                              "--epoch_args", "--batch_size 32 --learning_rate_scaling sqrt"])
     bench.time_epoch(args, torch.device("cpu"), tmp_path / "root")
@@ -112,6 +112,33 @@ def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch
     assert command[-4:] == ["--batch_size", "32", "--learning_rate_scaling", "sqrt"]
     assert ("train.py --batch_size 32 --learning_rate_scaling sqrt), end to end: 2.0 s, 1.50 clips/s "
             "(decoding and evaluation included); peak host memory of train.py 0.50 GiB") in capsys.readouterr().out
+
+
+def test_a_stopped_epoch_reports_the_step_train_py_saved(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "source"
+    (source / "train").mkdir(parents=True)
+    (source / "test").mkdir()
+    (source / "train" / "normal_id_00_00000000.wav").write_bytes(b"")
+    stops = []
+    monkeypatch.setattr(bench, "run_measured", lambda command, stop_after: stops.append(stop_after) or (60.5, 1.25))
+    args = bench.parse_args(["--epoch_data", str(source), "--epoch_clips", "3", "--epoch_seconds", "60"])
+    bench.time_epoch(args, torch.device("cpu"), tmp_path / "before")
+    assert "stopped after 60.5 s, before its first training step; peak host memory of train.py 1.25 GiB" in \
+        capsys.readouterr().out
+    (tmp_path / "saved" / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({"step": 17}, tmp_path / "saved" / "run" / "checkpoints" / "last.pt")
+    bench.time_epoch(args, torch.device("cpu"), tmp_path / "saved")
+    assert "stopped after 60.5 s at training step 17 (decoding included); peak host memory of train.py 1.25 GiB" \
+        in capsys.readouterr().out
+    assert stops == [60.0, 60.0]
+
+
+def test_run_measured_stops_a_process_with_ctrl_c_after_the_time_given():
+    saves_and_exits = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *_: sys.exit(130)); time.sleep(60)"
+    seconds, _ = bench.run_measured([sys.executable, "-c", saves_and_exits], stop_after=2)
+    assert 2 <= seconds < 30
+    with pytest.raises(UserError, match=r"exited with status -2$"):  # killed by the Ctrl-C it did not handle
+        bench.run_measured([sys.executable, "-c", "import time; time.sleep(60)"], stop_after=2)
 
 
 def test_run_measured_reads_the_peak_memory_of_its_own_process_and_refuses_a_failure():
@@ -129,3 +156,12 @@ def test_scoring_batches_prints_a_rate_for_each_batch(capsys):
     assert lines[0].startswith("8 windows of 1024 samples on cpu")
     rates = [re.fullmatch(r"batch +(\d+): +(\d+\.\d) windows/s", line) for line in lines[1:]]
     assert [int(m.group(1)) for m in rates] == [4, 8] and all(float(m.group(2)) > 0 for m in rates)
+
+
+def test_matmul_peak_prints_a_rate_for_fp32_and_bf16(capsys):
+    from experiments.tools import matmul_peak
+    matmul_peak.main(["--size", "64", "--repeats", "2"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == f"64 x 64 matrix products on cpu ({torch.get_num_threads()} threads)"
+    rates = [re.fullmatch(r"(float32|bfloat16) +(\d+\.\d{4}) TFLOP/s", line) for line in lines[1:]]
+    assert [m.group(1) for m in rates] == ["float32", "bfloat16"] and all(float(m.group(2)) > 0 for m in rates)
