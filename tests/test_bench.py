@@ -97,11 +97,16 @@ def test_bf16_autocast_forward_agrees_with_fp32_on_cpu():
     assert (fp32[2] - bf16[2].float()).abs().max().item() < D_ATOL
 
 
-def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch, capsys):
-    source = tmp_path / "source"
+def one_clip_dcase_folder(source):
+    """A DCASE-layout folder, train/ with one (empty) clip and test/, enough to grow an epoch's data set from."""
     (source / "train").mkdir(parents=True)
     (source / "test").mkdir()
     (source / "train" / "normal_id_00_00000000.wav").write_bytes(b"")
+    return source
+
+
+def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch, capsys):
+    source = one_clip_dcase_folder(tmp_path / "source")
     commands = []
     monkeypatch.setattr(bench, "run_measured", lambda command, stop_after: commands.append(command) or (2.0, 0.5))
     args = bench.parse_args(["--epoch_data", str(source), "--epoch_clips", "3",
@@ -115,10 +120,7 @@ def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch
 
 
 def test_a_stopped_epoch_reports_the_step_train_py_saved(tmp_path, monkeypatch, capsys):
-    source = tmp_path / "source"
-    (source / "train").mkdir(parents=True)
-    (source / "test").mkdir()
-    (source / "train" / "normal_id_00_00000000.wav").write_bytes(b"")
+    source = one_clip_dcase_folder(tmp_path / "source")
     stops = []
     monkeypatch.setattr(bench, "run_measured", lambda command, stop_after: stops.append(stop_after) or (60.5, 1.25))
     args = bench.parse_args(["--epoch_data", str(source), "--epoch_clips", "3", "--epoch_seconds", "60"])
