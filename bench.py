@@ -114,6 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the fast path in fp32 on CUDA too (by default bf16 autocast on CUDA, as train.py runs)")
     p.add_argument("--cpu_bf16", action="store_true",
                    help="the fast path under bf16 autocast on the CPU, which train.py does not do (BENCHMARKS.md)")
+    p.add_argument("--compile_mode", choices=("default", "reduce-overhead"), default="default",
+                   help="torch.compile's mode for the fast path on CUDA; reduce-overhead replays CUDA graphs, "
+                        "which saves the kernel launches of small batches (train.py compiles in default mode)")
     p.add_argument("--deterministic", action="store_true",
                    help="time the fast path with train.py --deterministic's kernels (the release path is unchanged)")
     p.add_argument("--epoch_data", type=Path, default=None, metavar="DIR",
@@ -304,8 +307,9 @@ def fast_path_autocast(args: argparse.Namespace, device: torch.device) -> Autoca
 
 
 def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet, test_set: ClipSet,
-               autocast: AutocastFactory) -> Bench:
-    """The project's default path, set up as ``main.set_up`` sets it up, under ``autocast()``."""
+               autocast: AutocastFactory, compile_mode: str = "default") -> Bench:
+    """The project's default path, set up as ``main.set_up`` sets it up, under ``autocast()``, compiled
+    (on CUDA) in ``compile_mode``."""
     choose_kernels(device, opt.deterministic)
     torch.compiler.reset()  # a fresh compilation for each batch size, as in a fresh run
     torch.manual_seed(opt.seed)
@@ -330,7 +334,7 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
         score_clips(model, test_set, opt, device, autocast(), scorer=FeatureScorer(fitted["models"]))
         model.train()
 
-    return Bench("fast", step_with(compile_networks(model, device, opt)),
+    return Bench("fast", step_with(compile_networks(model, device, opt, compile_mode=compile_mode)),
                  step_with(eager_networks(model, device, opt)), fit, score)
 
 
@@ -427,7 +431,7 @@ def run_batch(opt: argparse.Namespace, args: argparse.Namespace, device: torch.d
     results = {}
     for name, build in (("release", lambda: release_bench(opt, device, train_set, test_set)),
                         ("fast", lambda: fast_bench(opt, device, train_set, test_set,
-                                                    fast_path_autocast(args, device)))):
+                                                    fast_path_autocast(args, device), args.compile_mode))):
         results[name] = measure(build(), args, device, batch)
         release_memory(device)
         print(format_measurement(results[name], args), flush=True)
@@ -471,7 +475,8 @@ def describe(args: argparse.Namespace, device: torch.device) -> None:
     threads = f"CPU, {torch.get_num_threads()} threads"
     name = torch.cuda.get_device_name() if device.type == "cuda" else threads
     precision = "bf16 autocast" if fast_path_autocast(args, device) is not contextlib.nullcontext else "fp32"
-    print(f"device {device} ({name}), PyTorch {torch.__version__}, fast path in {precision}", flush=True)
+    compiled = f", torch.compile mode {args.compile_mode}" if device.type == "cuda" else ""
+    print(f"device {device} ({name}), PyTorch {torch.__version__}, fast path in {precision}{compiled}", flush=True)
     windows = (f", windows of {WAV_PRESET['segment_length']} every {WAV_PRESET['segment_hop']}, "
                f"{args.test_clips} test clips scored per path" if args.preset == "wav" else "")
     print(f"{args.preset} preset: length {args.mess_length}{windows}, batch sizes "

@@ -117,9 +117,14 @@ class _Logits(nn.Module):
         return self.discriminator.logits(x)
 
 
-def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
-    """torch.compile on CUDA with ``--compile``; a compiler that fails falls back to eager code."""
-    if device.type != "cuda" or not opt.compile:
+def _compiles(device: torch.device, opt: argparse.Namespace) -> bool:
+    """Whether this run compiles its networks: on CUDA with ``--compile``."""
+    return device.type == "cuda" and opt.compile
+
+
+def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace, mode: str):
+    """torch.compile on CUDA with ``--compile``, in ``mode``; a compiler that fails falls back to eager code."""
+    if not _compiles(device, opt):
         return module
     # Compilation happens at the first call; with this set, a failure there warns and runs eagerly.
     torch._dynamo.config.suppress_errors = True
@@ -127,21 +132,23 @@ def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace):
     # compiled backward allows only without donated buffers.
     torch._functorch.config.donated_buffer = opt.update != "released"
     try:
-        return torch.compile(module)
+        return torch.compile(module, mode=mode)
     except RuntimeError as err:  # e.g. a Python version torch.compile does not support
         log.warning("torch.compile unavailable (%s); running eagerly", err)
         return module
 
 
 def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace,
-                     process: Process = Process()) -> Networks:
+                     process: Process = Process(), compile_mode: str = "default") -> Networks:
     """Wrap the networks for this run: DistributedDataParallel over several processes, then
-    torch.compile on CUDA when ``--compile``; checkpoints always come from the unwrapped ``model``."""
+    torch.compile on CUDA when ``--compile``, in torch.compile's ``compile_mode`` (train.py: its default;
+    bench.py measures "reduce-overhead", CUDA graphs); checkpoints always come from the unwrapped ``model``."""
     modules = [model.regional, model.local, _Logits(model.discriminator)]
     d_no_sync = contextlib.nullcontext
     if process.distributed:
         ids = [process.local_rank] if device.type == "cuda" else None
         modules = [DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False) for m in modules]
         d_no_sync = modules[2].no_sync
-    regional, local, d_logits = (_compile(m, device, opt) for m in modules)
-    return Networks(regional, local, d_logits, d_no_sync)
+    regional, local, d_logits = (_compile(m, device, opt, compile_mode) for m in modules)
+    cuda_graphs = _compiles(device, opt) and compile_mode == "reduce-overhead"
+    return Networks(regional, local, d_logits, d_no_sync, cuda_graphs)

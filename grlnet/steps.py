@@ -33,9 +33,16 @@ class Networks:
     local: Callable[[torch.Tensor], torch.Tensor]
     d_logits: Callable[[torch.Tensor], torch.Tensor]
     d_no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    cuda_graphs: bool = False  # compiled in torch.compile's "reduce-overhead" mode (bench.py --compile_mode)
 
     def d_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.d_logits(x))
+
+    def begin_step(self) -> None:
+        """Tell CUDA graph trees that a training step begins, so that they may reuse the memory of the
+        previous step's outputs; nothing without CUDA graphs."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
 
 def noise_at_snr(x: torch.Tensor, snr_db: float) -> torch.Tensor:
@@ -74,6 +81,7 @@ def standard_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     def d_logits(signal: torch.Tensor) -> torch.Tensor:
         return nets.d_logits(discriminator_input(signal, opt))
 
+    nets.begin_step()
     noisy = add_noise(x, opt)
     with autocast:
         regional, local = nets.regional(noisy), nets.local(noisy)
@@ -111,6 +119,7 @@ def released_step(nets: Networks, model: GRLNet, optimizers: dict, x: torch.Tens
     Sigmoid's output, as released.
     """
     alpha, lam = opt.alpha, opt.adversarial_training_factor
+    nets.begin_step()
     for optimizer in optimizers.values():
         optimizer.zero_grad(set_to_none=True)
     noisy = add_noise(x, opt)
@@ -143,6 +152,7 @@ def pseudo_anomaly_step(nets: Networks, model: GRLNet, optimizers: dict, x: torc
     normal windows and their reconstructions normal (0), and pseudo-anomalies made of them anomalous
     (1): reconstructions of the windows noised ``PSEUDO_ANOMALY_SNR_DROP`` dB below ``--snr``, and
     the mean of two windows' reconstructions. Each group's BCE is averaged, and the two are added."""
+    nets.begin_step()
     degraded = noise_at_snr(x, opt.snr - PSEUDO_ANOMALY_SNR_DROP)
     with torch.no_grad(), autocast:
         good = [nets.regional(x), nets.local(x)]

@@ -1,12 +1,14 @@
-"""Kernel choice (cuDNN autotuning by default, repeatable kernels with --deterministic) and the
-optimizers' learning rates under --learning_rate_scaling."""
+"""Kernel choice (cuDNN autotuning by default, repeatable kernels with --deterministic), the
+optimizers' learning rates under --learning_rate_scaling, and torch.compile's mode."""
+import contextlib
 import os
 
 import pytest
 import torch
 from torch._inductor import config as inductor
 
-from grlnet.runtime import build_model, build_optimizers, choose_kernels
+from grlnet.runtime import build_model, build_optimizers, choose_kernels, compile_networks
+from grlnet.steps import STEPS, pseudo_anomaly_step
 from opts import parse_opts
 
 
@@ -60,3 +62,22 @@ def test_learning_rate_scaling_gives_the_square_root_rule(scaling, batch, proces
     optimizers = build_optimizers(build_model(opt, torch.device("cpu")), opt, torch.device("cpu"), processes)
     rates = {name: optimizer.param_groups[0]["lr"] for name, optimizer in optimizers.items()}
     assert rates == pytest.approx({"regional": regional, "local": regional, "discriminator": d}, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode, cuda_graphs", [("default", False), ("reduce-overhead", True)])
+def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_every_step(monkeypatch, mode, cuda_graphs):
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # _compile sets both; restored after
+    monkeypatch.setattr(torch._functorch.config, "donated_buffer", True)
+    modes, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda module, mode: modes.append(mode) or module)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    opt = parse_opts(["--mess_length", "512", "--segment_length", "256", "--synthetic_train_clips", "4"])
+    model = build_model(opt, torch.device("cpu")).train()
+    optimizers = build_optimizers(model, opt, torch.device("cpu"))
+    assert compile_networks(model, torch.device("cpu"), opt, compile_mode=mode).cuda_graphs is False  # no compiling
+    nets = compile_networks(model, torch.device("cuda"), opt, compile_mode=mode)  # wraps only: no GPU needed
+    assert modes == [mode] * 3 and nets.cuda_graphs is cuda_graphs
+    x = 0.05 * torch.randn(2, 1, 256)
+    for step in (*STEPS.values(), pseudo_anomaly_step):
+        step(nets, model, optimizers, x, opt, contextlib.nullcontext())
+    assert len(marks) == (3 if cuda_graphs else 0)  # one mark at the start of each step

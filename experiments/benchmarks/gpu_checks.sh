@@ -24,6 +24,11 @@
 # end-to-end epoch of 1000 clips grown from EPOCH_DATA (default ../shared/data/dcase2020_slider_id00) at batch 32
 # with --learning_rate_scaling sqrt. BENCH_ARGS and EPOCH_CLIPS shrink it for a dry run:
 # DEVICE=cpu BENCH_ARGS="--mess_length 8192 --clips 2 --test_clips 2 --steps 1 --warmup 0 --batch_sizes 2 4" EPOCH_CLIPS=2 ...
+#
+# CUDA graphs (torch.compile's "reduce-overhead" mode, which train.py does not use yet), `... overhead "$OUT"`: bench.py
+# at the WAV preset (batches 2 and 32) and at the paper's settings (batch 2) with --compile_mode reduce-overhead, to set
+# against the default mode's figures of `wav` and `run`; a failure of one is reported and the other still runs.
+# PAPER_ARGS shrinks the second for a dry run: DEVICE=cpu BENCH_ARGS="... --batch_sizes 2" PAPER_ARGS="--mess_length 512" ...
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -157,11 +162,27 @@ run_wav_checks() {  # the WAV preset's speed, then (in the same bench run) a 100
     python3 bench.py --device "$device" --preset wav ${BENCH_ARGS:-} "${epoch[@]}" 2>&1 | tee -a "$out/bench_wav.txt"
 }
 
+run_overhead_checks() {  # bench.py with CUDA graphs at the WAV preset and at the paper's settings
+    local out="$1" device="${DEVICE:-cuda}"
+    export PYTHONUNBUFFERED=1
+    mkdir -p "$out"
+    install_wheels
+    write_environment "$out"
+    # shellcheck disable=SC2086  # the options are separate arguments
+    python3 bench.py --device "$device" --preset wav --batch_sizes 2 32 --compile_mode reduce-overhead ${BENCH_ARGS:-} \
+        2>&1 | tee "$out/bench_wav_reduce_overhead.txt" || echo "failed: the WAV preset with reduce-overhead"
+    # shellcheck disable=SC2086
+    python3 bench.py --device "$device" --batch_sizes 2 --compile_mode reduce-overhead ${PAPER_ARGS:-} \
+        2>&1 | tee "$out/bench_paper_reduce_overhead.txt" || echo "failed: the paper's settings with reduce-overhead"
+}
+
 case "${1:-}" in
     wheels) download_wheels ;;
     run) [ $# -eq 2 ] || { echo "usage: $0 run OUTPUT_FOLDER" >&2; exit 2; }; run_checks "$2" ;;
     deterministic) [ $# -eq 2 ] || { echo "usage: $0 deterministic OUTPUT_FOLDER" >&2; exit 2; }
                    run_deterministic_check "$2" ;;
     wav) [ $# -eq 2 ] || { echo "usage: $0 wav OUTPUT_FOLDER" >&2; exit 2; }; run_wav_checks "$2" ;;
-    *) echo "usage: $0 wheels | run OUTPUT_FOLDER | deterministic OUTPUT_FOLDER | wav OUTPUT_FOLDER" >&2; exit 2 ;;
+    overhead) [ $# -eq 2 ] || { echo "usage: $0 overhead OUTPUT_FOLDER" >&2; exit 2; }; run_overhead_checks "$2" ;;
+    *) echo "usage: $0 wheels | run OUTPUT_FOLDER | deterministic OUTPUT_FOLDER | wav OUTPUT_FOLDER | overhead OUTPUT_FOLDER" >&2
+       exit 2 ;;
 esac
