@@ -18,3 +18,5 @@ python -m experiments.tools.scoring_batches                                     
 python -m experiments.tools.matmul_peak                                                                  | tee "$out/matmul_peak.txt"
 python bench.py --device cpu --preset wav --test_clips 8 --epoch_data ../shared/data/dcase2020_slider_id00 --epoch_clips "${EPOCH_CLIPS:-50}" \
     | tee "$out/bench_wav_epoch.txt"
+python bench.py --device cpu --preset wav --test_clips 8 --epoch_data ../shared/data/dcase2020_slider_id00 --epoch_seconds 180 \
+    | tee "$out/bench_wav_epoch1000.txt"
