@@ -520,6 +520,7 @@ def run_measured(command: list[str], stop_after: float | None = None) -> tuple[f
     bench's other children, such as the release path's DataLoader worker)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    success = {0} if stop_after is None else {0, INTERRUPTED}  # exit statuses that are not failures
     timer = threading.Timer(stop_after or 0, os.kill, (process.pid, signal.SIGINT))
     if stop_after is not None:
         timer.start()
@@ -527,7 +528,7 @@ def run_measured(command: list[str], stop_after: float | None = None) -> tuple[f
     timer.cancel()
     seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
-    if process.returncode not in (0, INTERRUPTED if stop_after is not None else 0):
+    if process.returncode not in success:
         raise UserError(f"{shlex.join(command)}: exited with status {process.returncode}")
     return seconds, usage.ru_maxrss / 2**20
 
