@@ -6,10 +6,11 @@ BENCHMARKS.md sets GRLNet's training steps against ("The WAV preset on a CPU").
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Sequence
 
 import torch
+
+from bench import time_steps
 
 
 def tflops(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
@@ -17,14 +18,7 @@ def tflops(size: int, dtype: torch.dtype, device: torch.device, repeats: int) ->
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     torch.mm(a, b)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e12
+    return 2 * size ** 3 / time_steps(lambda: torch.mm(a, b), repeats, device) / 1e12
 
 
 def main(argv: Sequence[str] | None = None) -> None:
