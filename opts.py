@@ -364,6 +364,10 @@ TEST_ONLY_OPTIONS = group_options("test")
 # Options a resumed run may change: where things are, how long it trains, how it runs, test.py's.
 # Every other option defines the run, and a checkpoint resumes only with the values it was saved with.
 RESUME_MAY_CHANGE = frozenset(group_options("paths", "duration", "speed", "run_folder", "release", "test"))
+# Options added after runs began to store every option, each with the value that reproduces a run saved
+# before it existed: such a run's checkpoint and options.json read as holding that value, so a new option
+# leaves earlier runs scorable and resumable. An option added later goes here with its earlier behaviour.
+VALUES_BEFORE_ADDED = {"learning_rate_scaling": "none"}
 
 
 def given_option_names(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset[str]:
@@ -445,6 +449,12 @@ def network_length(opt: argparse.Namespace) -> int:
 def option_defaults() -> dict:
     """Every option's default as the parser holds it (data-dependent ones None, before the presets)."""
     return vars(build_parser().parse_args([]))
+
+
+def completed_options(stored: dict) -> dict:
+    """A run's stored options (checkpoint or options.json), with each option added since it was saved at
+    the value that reproduces it (``VALUES_BEFORE_ADDED``)."""
+    return {**VALUES_BEFORE_ADDED, **stored}
 
 
 def changed_options(stored: dict, opt: argparse.Namespace, ignore: Collection[str] = ()) -> list[str]:

@@ -22,7 +22,7 @@ from torch import nn
 from grlnet.errors import UserError
 from grlnet.features import feature_model_problems
 from network import NETWORKS
-from opts import option_defaults
+from opts import completed_options, option_defaults
 
 RELEASED_FILES = {"regional": "Regional_Generator.pth", "local": "Local_Generator.pth",
                   "discriminator": "Discirminator.pth"}  # the release's spelling
@@ -186,6 +186,8 @@ def load_train_checkpoint(path: str | Path, needed: Collection[str] = SCORING_EN
     if not isinstance(state, dict) or not set(needed) <= state.keys():
         raise UserError(f"{path}: not a GRLNet checkpoint written by train.py (the release's three .pth "
                         "files are scored with test.py --model_dir)")
+    if isinstance(state["options"], dict):
+        state["options"] = completed_options(state["options"])
     problems = train_checkpoint_problems(state)
     if problems:
         raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")

@@ -11,7 +11,7 @@ import torch
 from grlnet.checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
 from grlnet.errors import UserError
 from network import D_Net, GRLNet
-from opts import option_defaults
+from opts import VALUES_BEFORE_ADDED, completed_options, option_defaults
 
 
 class _Payload:
@@ -131,6 +131,12 @@ def test_stored_lengths_must_be_whole_numbers_and_every_option_stored():
                                                 "option 'segment_hop' is -1, not a whole number"]
     del options["mess_length"], options["seed"]
     assert train_checkpoint_problems(state) == ["'options' lacks mess_length, seed"]
+
+
+def test_options_added_later_fill_only_what_a_stored_run_lacks():
+    assert set(VALUES_BEFORE_ADDED) <= option_defaults().keys()
+    assert completed_options({"seed": 4}) == {**VALUES_BEFORE_ADDED, "seed": 4}
+    assert completed_options({"learning_rate_scaling": "sqrt"})["learning_rate_scaling"] == "sqrt"
 
 
 def test_a_folder_is_named_as_one_with_the_file_to_give(tmp_path):

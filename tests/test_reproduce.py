@@ -111,6 +111,12 @@ def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
     assert "| GRLNet, standard update | seed 0: earlier |" in (tmp_path / "tiny" / "results.md").read_text()
     assert not (tmp_path / "tiny" / "dcase_autoencoder").exists()
 
+    options_json = metrics_csv.parent / "options.json"  # as written before --learning_rate_scaling existed
+    options = json.loads(options_json.read_text())
+    del options["learning_rate_scaling"]
+    options_json.write_text(json.dumps(options))
+    assert "(earlier run, --reuse)" in run_script(*first, "--reuse", timeout=120).stdout
+
     changed = run_script(*first, "--reuse", "--grlnet_args", "--label_smoothing 0.1", timeout=120)
     assert "(earlier run, --reuse)" not in changed.stdout
     assert metrics_csv.stat().st_mtime_ns != written

@@ -19,7 +19,7 @@ from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.cli import run_cli
 from grlnet.errors import DivergedError, UserError
 from grlnet.results import write_metrics_csv
-from opts import parse_opts
+from opts import VALUES_BEFORE_ADDED, parse_opts
 from test_data import tone, write_wav
 
 # 40 clips in windows of 256: 40 steps an epoch, long enough to be stopped in the middle of one.
@@ -81,6 +81,24 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
     assert state["step"] > 0 or state["epoch"] > 1  # saved where it stopped, not at an epoch boundary
     run_script("train.py", *RUN, "--resume", str(tmp_path / "checkpoints" / "last.pt"))  # continues in its folder
     assert comparable(tmp_path) == uninterrupted
+
+
+def test_a_run_saved_before_an_option_existed_resumes_exactly(tmp_path, uninterrupted):
+    """A checkpoint without an option added since (opts.VALUES_BEFORE_ADDED) resumes at the option's
+    earlier behaviour, and a checkpoint without any other option is refused."""
+    assert start_and_stop(tmp_path, signal.SIGINT) == 130
+    last = tmp_path / "checkpoints" / "last.pt"
+    state = load_file(last)
+    for name in VALUES_BEFORE_ADDED:
+        del state["options"][name]
+    save_checkpoint(state, last)
+    run_script("train.py", *RUN, "--output_dir", str(tmp_path), "--resume")
+    assert comparable(tmp_path) == uninterrupted
+
+    del state["options"]["snr"]
+    save_checkpoint(state, last)
+    with pytest.raises(UserError, match=r"last.pt: incomplete GRLNet checkpoint: 'options' lacks snr$"):
+        main.train(parse_opts([*RUN, "--output_dir", str(tmp_path), "--resume"]))
 
 
 def _diverge_at(monkeypatch, call: int, column: int, value: float) -> dict:

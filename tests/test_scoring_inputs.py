@@ -14,7 +14,7 @@ from grlnet import evaluate
 from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args, restore
-from opts import parse_opts
+from opts import VALUES_BEFORE_ADDED, parse_opts
 from test_data import tone, write_wav
 
 
@@ -109,6 +109,17 @@ def test_an_incomplete_checkpoint_is_refused_naming_what_it_lacks(checkpoint, tm
     damaged = with_changes(checkpoint, tmp_path / "damaged.pt", change)
     with pytest.raises(UserError, match=f"^{re.escape(str(damaged))}{problem}"):
         restore(parse_test_args(["--checkpoint", str(damaged)]))
+
+
+def test_a_checkpoint_saved_before_an_option_existed_scores_as_before(checkpoint, tmp_path):
+    """An option added since a run was saved (opts.VALUES_BEFORE_ADDED) reads as its earlier behaviour."""
+    def saved_before_the_new_options(state):
+        for name in VALUES_BEFORE_ADDED:
+            del state["options"][name]
+
+    older = with_changes(checkpoint, tmp_path / "older.pt", saved_before_the_new_options)
+    assert score(older, tmp_path / "older") == score(checkpoint, tmp_path / "now")
+    assert restore(parse_test_args(["--checkpoint", str(older)])).opt.learning_rate_scaling == "none"
 
 
 def test_given_options_are_told_from_defaults():

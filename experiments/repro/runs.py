@@ -17,7 +17,7 @@ from experiments.repro.protocols import Task
 from grlnet.errors import UserError
 from grlnet.metrics import SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, labelled_metrics
 from grlnet.results import read_columns, read_named_scores
-from opts import build_parser, changed_options, given_option_names, parse_opts, total_epochs
+from opts import build_parser, changed_options, completed_options, given_option_names, parse_opts, total_epochs
 
 # Each GRLNet method: the options that make it, given to every one of its runs.
 GRLNET_METHODS = {"grlnet_standard": ["--update", "standard"], "grlnet_released": ["--update", "released"],
@@ -151,7 +151,8 @@ def stored_options_match(argv: list[str]) -> bool:
     options_json = Path(opt.output_dir) / "options.json"
     if not options_json.is_file():
         return False
-    return not changed_options(json.loads(options_json.read_text()), opt, ignore={"resume", "overwrite"})
+    stored = completed_options(json.loads(options_json.read_text()))
+    return not changed_options(stored, opt, ignore={"resume", "overwrite"})
 
 
 def finished_run(method: str, argv: list[str]) -> dict | None:
