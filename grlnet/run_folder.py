@@ -46,12 +46,21 @@ def lock_run_folder(folder: Path) -> TextIO:
     return handle
 
 
+def resumes_its_own_run(opt: argparse.Namespace, folder: Path) -> bool:
+    """Whether ``--resume`` continues the run in ``folder``: the folder's last checkpoint, or a file in it."""
+    return opt.resume == "last" or folder.resolve() in Path(opt.resume).resolve().parents
+
+
 def check_earlier_run(opt: argparse.Namespace, folder: Path) -> None:
-    """Refuse a folder that holds another run, unless ``--resume`` continues it; ``--overwrite`` removes
-    what that run wrote, so the new run's files (train.log too) start afresh."""
+    """Refuse a folder that holds another run, unless ``--resume`` continues that run; ``--overwrite``
+    removes what the run wrote, so the new run's files (train.log too) start afresh."""
     found = [name for name in RUN_MARKERS if (folder / name).exists()]
-    if not found or opt.resume:
+    if not found or (opt.resume and resumes_its_own_run(opt, folder)):
         return
+    if opt.resume:
+        raise UserError(f"{folder}: already holds a run ({', '.join(found)}), and --resume {opt.resume} continues "
+                        "a run saved in another folder, which would write over it; give that run's folder as "
+                        "--output_dir, or a new one")
     if not opt.overwrite:
         raise UserError(f"{folder}: already holds a run ({', '.join(found)}); give --resume to continue it or "
                         "--overwrite to replace it, or a new --output_dir")

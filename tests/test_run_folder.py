@@ -27,6 +27,23 @@ def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path,
     assert (tmp_path / marker).read_text() == "an earlier run's"
 
 
+def test_resume_continues_into_a_new_folder_but_never_over_another_run(tmp_path):
+    """A checkpoint may continue in an empty folder; a folder holding another run is left as it was."""
+    first, second, copy = tmp_path / "first", tmp_path / "second", tmp_path / "copy"
+    for folder in (first, second):
+        main.train(parse_opts([*TINY, "--output_dir", str(folder)]))
+    checkpoint = first / "checkpoints" / "last.pt"
+    kept = {path: path.read_bytes() for path in second.rglob("*") if path.is_file()}
+    message = (f"{second}: already holds a run (options.json, checkpoints/last.pt, metrics.csv, train.log), and "
+               f"--resume {checkpoint} continues a run saved in another folder, which would write over it; give "
+               "that run's folder as --output_dir, or a new one")
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        main.train(parse_opts([*TINY, "--epochs", "3", "--resume", str(checkpoint), "--output_dir", str(second)]))
+    assert {path: path.read_bytes() for path in second.rglob("*") if path.is_file()} == kept
+    main.train(parse_opts([*TINY, "--epochs", "3", "--resume", str(checkpoint), "--output_dir", str(copy)]))
+    assert len((copy / "metrics.csv").read_text().splitlines()) == 1 + 3
+
+
 def test_overwrite_replaces_the_run_and_starts_a_fresh_log(tmp_path):
     main.train(parse_opts([*TINY, "--save_best", "--output_dir", str(tmp_path)]))
     (tmp_path / "notes.txt").write_text("mine")
