@@ -299,7 +299,7 @@ def _test(g: argparse._ActionsContainer) -> None:
     g.add_argument("--model_dir", default=None,
                    help="folder with the release's Regional_Generator.pth, Local_Generator.pth, "
                         "Discirminator.pth (models/README.md)")
-    g.add_argument("--input", nargs="+", default=None, help="score these unlabelled WAV/CSV files or folders")
+    g.add_argument("--input", nargs="+", default=None, help="score these unlabelled audio or CSV files, or folders of them (in a folder: audio and the release's <index>.csv signals)")
     g.add_argument("--threshold", type=_finite, default=None,
                    help="decision threshold for --input (default: the checkpoint's, its test set's EER "
                         "point or, trained without one, the quantile of its held-out clips' scores)")

@@ -11,7 +11,7 @@ import torch
 
 from data import cache, layouts
 from data.cache import Decoded
-from data.signals import fit_length, is_audio, read_csv_signal, read_wav
+from data.signals import fit_length, is_audio, is_indexed_csv, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
 from grlnet.cli import progress
 from grlnet.errors import UserError
@@ -257,9 +257,10 @@ def hold_out_for_threshold(train: ClipSet, opt: argparse.Namespace) -> tuple[Cli
 
 def _unlabelled_files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if is_audio(p) or p.suffix.lower() == ".csv")
+        files = sorted(p for p in path.rglob("*") if (is_audio(p) or is_indexed_csv(p)) and p.is_file())
         if not files:
-            raise UserError(f"{path}: no audio (.wav, .flac, .ogg, ...) or .csv files")
+            raise UserError(f"{path}: no audio (.wav, .flac, .ogg, ...) or <index>.csv signal files (the release's "
+                            "0.csv, 1.csv, ...)")
         return files
     if not path.is_file():
         raise UserError(f"{path}: file not found")

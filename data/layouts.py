@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.signals import is_audio
+from data.signals import is_audio, is_indexed_csv
 from grlnet.errors import UserError
 
 Item = tuple[Path, int]
@@ -128,8 +128,8 @@ def _labels_by_name(rows: list[tuple[int, int, str | None]], files: list[Path], 
 def _indexed_files(folder: Path) -> dict[int, Path]:
     """The ``<index>.csv`` files by index; two names for one index (1.csv, 01.csv) are refused."""
     files: dict[int, Path] = {}
-    for path in sorted(folder.glob("*.csv")):
-        if path.stem.isdecimal() and path.is_file():  # isdigit() would take "²", which int() refuses
+    for path in sorted(folder.iterdir()):
+        if is_indexed_csv(path) and path.is_file():
             first = files.setdefault(int(path.stem), path)
             if first != path:
                 raise UserError(f"{path}: same index {int(path.stem)} as {first.name} (row i of the label "
@@ -165,7 +165,7 @@ def _audio_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if is_audio(p))
     if not files:
         hint = " (it holds CSV files: give a label file for the release's layout)" \
-            if any(folder.glob("*.csv")) else ""
+            if any(path.suffix.lower() == ".csv" for path in folder.iterdir()) else ""
         raise UserError(f"{folder}: no audio files (.wav, .flac, .ogg or another format soundfile reads){hint}")
     return files
 

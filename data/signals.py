@@ -115,6 +115,12 @@ def is_audio(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_SUFFIXES
 
 
+def is_indexed_csv(path: Path) -> bool:
+    """Whether ``path`` is named as one of the release's signal files, ``<index>.csv`` (any case); score
+    files, label files and other CSV files are not."""
+    return path.suffix.lower() == ".csv" and path.stem.isdecimal()  # isdigit() would take "²", which int() refuses
+
+
 def _ogg_truncation(path: Path) -> str | None:
     """How an Ogg stream is cut short (libsndfile silently decodes its complete pages), or None: its last
     page is incomplete, or the stream ends without its end-of-stream page."""

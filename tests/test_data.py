@@ -8,7 +8,7 @@ import pytest
 import soundfile
 from sklearn.metrics import roc_auc_score
 
-from data import datasets, load_datasets, load_unlabelled
+from data import datasets, layouts, load_datasets, load_unlabelled
 from data.synthetic import make_synthetic_set
 from experiments.baselines.dcase_autoencoder import main as baseline_main, parse_baseline_args
 from grlnet.errors import UserError
@@ -65,6 +65,14 @@ def test_release_csv_layout(tmp_path):
     np.testing.assert_allclose(test_set.signals[2], signals[2][:256], rtol=1e-6)  # cut
     assert test_set.labels.tolist() == [0, 1, 0, 3]
     assert test_set.binary_labels().tolist() == [0, 1, 0, 1]
+
+
+def test_release_csv_files_may_be_named_in_capitals(tmp_path):
+    rng = np.random.default_rng(1)
+    folder, labels = write_release_csv(tmp_path / "test", [rng.normal(size=256) for _ in range(2)], [0, 1])
+    for path in folder.glob("*.csv"):
+        path.rename(path.with_suffix(".CSV"))
+    assert [(Path(path).name, label) for path, label in layouts.csv_items(folder, labels)] == [("0.CSV", 0), ("1.CSV", 1)]
 
 
 def test_release_defaults_apply_to_csv_layout(tmp_path):
@@ -247,6 +255,24 @@ def test_unlabelled_files_and_folders(tmp_path):
     opt = parse_opts(["--mess_length", "512", "--segment_length", "0", "--quiet"])
     clips = load_unlabelled([str(tmp_path / "a"), str(tmp_path / "y.csv")], opt)
     assert clips.labels is None and clips.signals.shape == (2, 512)
+
+
+def test_a_folder_to_score_gives_its_audio_and_signal_files_not_other_csv_files(tmp_path):
+    """A score file written into the folder, a label file and DCASE's attribute tables are not signals."""
+    write_wav(tmp_path / "in" / "x.WAV", tone())
+    (tmp_path / "in" / "more").mkdir()
+    np.savetxt(tmp_path / "in" / "more" / "2.CSV", tone()[:300])
+    (tmp_path / "in" / "scores.csv").write_text("file,label,score\nx.WAV,,0.5\n")
+    (tmp_path / "in" / "attributes_00.csv").write_text("file_name,d1p,d1v\nx.wav,a,1\n")
+    opt = parse_opts(["--mess_length", "512", "--segment_length", "0", "--quiet"])
+    clips = load_unlabelled([str(tmp_path / "in")], opt)
+    assert [Path(name).name for name in clips.names] == ["2.CSV", "x.WAV"]
+    np.testing.assert_allclose(clips.signals[0, :300], tone()[:300], rtol=1e-6)
+    only_other = tmp_path / "other"
+    only_other.mkdir()
+    (only_other / "labels.csv").write_text("label\n0\n")
+    with pytest.raises(UserError, match=f"^{only_other}: no audio .* or <index>.csv signal files"):
+        load_unlabelled([str(only_other)], opt)
 
 
 def test_synthetic_set_is_deterministic_and_not_separable_by_level():
