@@ -270,7 +270,8 @@ def _run_folder(g: argparse._ActionsContainer) -> None:
                         "RUN/checkpoints/*.pt continues in RUN unless --output_dir says otherwise")
     _add_flag(g, "overwrite", False, "train.py: replace the run already in --output_dir (without it, such a "
                                      "folder is refused unless --resume continues it); test.py: replace a file "
-                                     "--output names that is not a score file test.py wrote")
+                                     "--output names that is not a score file test.py wrote, or write into an "
+                                     "--output_dir that holds other files")
     _add_flag(g, "save_best", False, "also keep checkpoints/best.pt, chosen by test AUC (says so)")
     _add_flag(g, "quiet", False, "no progress bars")
     _add_flag(g, "debug", False, "show tracebacks for user errors")

@@ -178,24 +178,37 @@ def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, cli
                         f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
 
 
+def _is_training_run_folder(folder: Path) -> bool:
+    return (folder / "checkpoints").is_dir() or (folder / "options.json").is_file()
+
+
 def _check_output(output: Path, read: list[str], overwrite: bool) -> None:
     """Refuse an --output that is one of the files ``read`` (an input, the checkpoint), whatever it is
-    called, and an existing file other than a score file test.py wrote, unless ``overwrite``."""
+    called, or in a training run's folder, and an existing file other than a score file test.py wrote,
+    unless ``overwrite``."""
     if output.resolve() in {Path(name).resolve() for name in read if name}:
         raise UserError(f"{output}: --output is one of the files being read (an input or the checkpoint); "
                         "writing the scores would destroy it: give another file name")
+    if _is_training_run_folder(output.parent):
+        raise UserError(f"{output}: --output is in a training run's folder, whose scores.csv is the run's own; "
+                        "give a file elsewhere")
     if output.exists() and not overwrite and not is_score_file(output):
         raise UserError(f"{output}: --output exists and is not a score file written by test.py; give another "
                         "file name, or --overwrite to replace it")
 
 
-def _refuse_run_folder(folder: Path) -> None:
-    """Refuse a training run's folder as test.py's output folder: its scores, metrics and figures would be
-    replaced by these."""
-    if (folder / "checkpoints").is_dir() or (folder / "options.json").is_file():
+def _check_output_folder(folder: Path, overwrite: bool) -> None:
+    """Refuse a training run's folder as test.py's output folder (its scores, metrics and figures would be
+    replaced by these), and, unless ``overwrite``, a folder holding files that test.py did not write
+    (no test.log)."""
+    if _is_training_run_folder(folder):
         raise UserError(f"{folder}: --output_dir is a training run's folder (it holds checkpoints/ or "
                         "options.json), whose scores.csv, metrics and figures test.py would replace; give "
                         "another --output_dir")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "test.log").is_file() and not overwrite:
+        raise UserError(f"{folder}: --output_dir holds files that test.py did not write (it has no test.log), "
+                        "and test.py writes scores.csv, metrics.json, test.log and figures/ there; give a new or "
+                        "empty folder, or --overwrite to write there anyway")
 
 
 def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None:
@@ -248,7 +261,7 @@ def test(opt: argparse.Namespace) -> dict | None:
     choose_kernels(device, restored.opt.deterministic)
     place_model(restored.model, device, restored.opt)
     folder = Path(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}")
-    _refuse_run_folder(folder)
+    _check_output_folder(folder, restored.opt.overwrite)
     make_folder(folder, "output folder")
     configure_logging(folder / "test.log")
     if restored.opt.input:

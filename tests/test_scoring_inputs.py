@@ -219,4 +219,23 @@ def test_a_training_run_folder_is_refused_as_test_output(checkpoint, tmp_path):
     (tmp_path / "options.json").write_text("{}")
     with pytest.raises(UserError, match="--output_dir is a training run's folder"):
         score(checkpoint, tmp_path)
+    clips = write_clips(tmp_path / "clips", 16000)
+    message = (f"{run / 'scores.csv'}: --output is in a training run's folder, whose scores.csv is the run's own; "
+               "give a file elsewhere")
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        _score_into(checkpoint, clips, run / "scores.csv", "--overwrite")
     assert (run / "scores.csv").read_text() == before
+
+
+def test_an_output_folder_with_files_test_py_did_not_write_needs_overwrite(checkpoint, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "scores.csv").write_text("my own table\n")
+    message = (f"{folder}: --output_dir holds files that test.py did not write (it has no test.log), and test.py "
+               "writes scores.csv, metrics.json, test.log and figures/ there; give a new or empty folder, or "
+               "--overwrite to write there anyway")
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        score(checkpoint, folder)
+    assert (folder / "scores.csv").read_text() == "my own table\n"
+    first = score(checkpoint, folder, "--overwrite")
+    assert score(checkpoint, folder) == first  # its own folder again: no --overwrite needed
