@@ -174,9 +174,10 @@ def load_released(model: nn.Module, model_dir: str | Path) -> None:
         load_weights(getattr(model, attribute), load_file(path), str(path))
 
 
-# What test.py reads from a train.py checkpoint: the networks, the options, the metrics, and facts of the
-# training data (the sample rate of its audio, the normal clips held out for a threshold).
-SCORING_ENTRIES = ("models", "options", "metrics", "sample_rate", "threshold_clips")
+# What test.py reads from a train.py checkpoint: the networks, the options, the metrics, the epoch and step it
+# was saved at, and facts of the training data (the sample rate of its audio, the normal clips held out for a
+# threshold).
+SCORING_ENTRIES = ("models", "options", "metrics", "epoch", "step", "sample_rate", "threshold_clips")
 
 
 def load_train_checkpoint(path: str | Path, needed: Collection[str] = SCORING_ENTRIES) -> dict:

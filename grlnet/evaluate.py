@@ -144,12 +144,24 @@ def _feature_scorer(state: dict, opt: argparse.Namespace) -> FeatureScorer | Non
     return None
 
 
+def _refuse_inside_an_epoch(state: dict, path: str) -> None:
+    """Refuse a checkpoint saved inside an epoch (by time or on an interrupt), which is for resuming: its
+    weights have moved on from those its feature statistics and threshold were set with."""
+    if state["step"]:
+        raise UserError(f"{path}: saved inside epoch {state['epoch'] + 1} (after step {state['step']}) to resume "
+                        "training from; its weights have changed since its feature statistics and threshold were "
+                        "set at the end of the epoch before, so its scores would mix two models. Finish the epoch "
+                        "(train.py with the run's options and --resume; a lower --epochs stops after it), then "
+                        "score the checkpoint saved at its end")
+
+
 def restore(opt: argparse.Namespace) -> Restored:
     """The networks named by ``--checkpoint`` or ``--model_dir``, with what scoring needs besides."""
     if bool(opt.checkpoint) == bool(opt.model_dir):
         raise UserError("give exactly one of --checkpoint FILE or --model_dir DIR")
     if opt.checkpoint:
         state = load_train_checkpoint(opt.checkpoint)
+        _refuse_inside_an_epoch(state, opt.checkpoint)
         stored = state["options"]
         opt = _merge_checkpoint_options(opt, stored, state["sample_rate"], opt.checkpoint)
         model = GRLNet(network_length(opt), opt.global_filter)

@@ -122,6 +122,16 @@ def test_a_checkpoint_saved_before_an_option_existed_scores_as_before(checkpoint
     assert restore(parse_test_args(["--checkpoint", str(older)])).opt.learning_rate_scaling == "none"
 
 
+def test_a_checkpoint_saved_inside_an_epoch_is_for_resuming_not_scoring(checkpoint, tmp_path):
+    """Its weights are newer than its feature statistics and threshold (the previous epoch's end)."""
+    inside = with_changes(checkpoint, tmp_path / "inside.pt", lambda state: state.update(epoch=1, step=5))
+    message = (f"{inside}: saved inside epoch 2 (after step 5) to resume training from; its weights have changed "
+               "since its feature statistics and threshold were set at the end of the epoch before")
+    for score_name in ("encoder_knn", "paper"):
+        with pytest.raises(UserError, match=f"^{re.escape(message)}"):
+            restore(parse_test_args(["--checkpoint", str(inside), "--score", score_name]))
+
+
 def test_given_options_are_told_from_defaults():
     opt = parse_test_args(["--checkpoint", "x.pt", "--segment_length", "256", "--no-bf16", "--seed", "0"])
     assert opt.given_options == {"checkpoint", "segment_length", "bf16", "seed"}
