@@ -16,7 +16,8 @@ from sklearn.metrics import roc_curve
 
 from grlnet.errors import UserError
 from grlnet.metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
-from grlnet.results import EXAMPLE_SIGNALS, has_labels, read_columns, read_scores
+from grlnet.features import PAPER_SCORE
+from grlnet.results import EXAMPLE_SIGNALS, chosen_score, has_labels, read_columns, read_scores
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -127,6 +128,13 @@ def draw_class_histograms(ax: plt.Axes, labels: np.ndarray, scores: np.ndarray, 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
+def score_axis_label(score: str | None) -> str:
+    """The score axis's label: the score's name (the paper's with its formula), or none where unknown."""
+    if score == PAPER_SCORE:
+        return "anomaly score: the paper's, γ·(D(R(x)) + D(Lo(x))) + (1 − γ)·D(x)  (no unit)"
+    return f"anomaly score: {score}  (no unit)" if score else "anomaly score  (no unit)"
+
+
 def plot_score_histograms(scores_csv: str | Path, out_png: str | Path) -> None:
     """Score distributions of normal and abnormal items with the EER threshold: how well they separate."""
     labels, scores = read_scores(scores_csv)
@@ -136,7 +144,7 @@ def plot_score_histograms(scores_csv: str | Path, out_png: str | Path) -> None:
         draw_class_histograms(ax, labels, scores, edges)
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1.5,
                    label=f"EER threshold {threshold:.4g}")
-        ax.set(xlabel="anomaly score γ·(D(R(x)) + D(Lo(x))) + (1 − γ)·D(x)  (no unit)",
+        ax.set(xlabel=score_axis_label(chosen_score(scores_csv)),
                ylabel="items (count)",
                title="Anomaly scores by true class")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -185,8 +193,8 @@ def plot_reconstructions(examples_npz: str | Path, out_png: str | Path) -> None:
                        title=f"{kind} window: waveform (relative error {errors})")
             row[1].set(xlabel=frequency_label, ylabel="magnitude (dB)", title=f"{kind} window: spectrum")
         fig.text(0.5, 0.01, "The networks as saved, in eval mode, without input noise. The generators are trained "
-                 "against D as well as on the squared error,\nand the score is D's alone, so a reconstruction "
-                 "may be far from its input (relative error 1 = as far as silence).", ha="center", fontsize=8)
+                 "against D as well as on the squared error,\nso a reconstruction may be far from its input "
+                 "(relative error 1 = as far as silence).", ha="center", fontsize=8)
         fig.tight_layout(rect=(0, 0.05, 1, 0.95))
         fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", ncol=3, frameon=False)
 

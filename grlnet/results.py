@@ -12,6 +12,7 @@ import torch
 
 from data import ClipSet
 from grlnet.errors import UserError
+from grlnet.features import SCORES
 from network import GRLNet
 
 
@@ -108,6 +109,14 @@ def read_named_scores(scores_csv: str | Path) -> tuple[list[str], np.ndarray, np
     if not np.all(np.isfinite(columns["score"])):
         raise UserError(f"{scores_csv}: some scores are not finite; the run has diverged")
     return columns["file"].tolist(), (columns["label"] > 0).astype(np.int64), columns["score"]
+
+
+def chosen_score(scores_csv: str | Path) -> str | None:
+    """Which score the ``score`` column of scores.csv is (the run's --score), told by the score column equal to
+    it; None where no column of a named score is."""
+    columns = read_columns(scores_csv)
+    return next((name for name in SCORES if name in columns and np.array_equal(columns[name], columns["score"])),
+                None)
 
 
 def read_scores(scores_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -165,3 +165,18 @@ def test_saved_examples_are_first_windows_and_redraw(tmp_path):
         assert float(stored["sample_rate"]) == 8000
     assert plots.redraw(tmp_path) == [tmp_path / "figures" / "reconstructions.png"]
     assert_png(tmp_path / "figures" / "reconstructions.png")
+
+
+def test_the_histograms_name_the_score_the_run_decided_with(tmp_path):
+    """scores.csv's ``score`` column is one of the named scores' columns; the axis names that one."""
+    write_scores(tmp_path)
+    assert results.chosen_score(tmp_path / "scores.csv") is None
+    assert plots.score_axis_label(None) == "anomaly score  (no unit)"
+    rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    for chosen in ("paper", "encoder_knn"):
+        write_csv(tmp_path / "scores.csv", [
+            {**row, "paper": float(row["score"]) + (chosen != "paper"), "encoder_knn": float(row["score"]) + (
+                chosen != "encoder_knn")} for row in rows])
+        assert results.chosen_score(tmp_path / "scores.csv") == chosen
+    assert plots.score_axis_label("encoder_knn") == "anomaly score: encoder_knn  (no unit)"
+    assert plots.score_axis_label("paper").startswith("anomaly score: the paper's, γ·(D(R(x)) + D(Lo(x)))")
