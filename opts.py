@@ -397,6 +397,8 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
     for name, value in PRESETS[opt.data_kind].items():
         if getattr(opt, name) is None:
             setattr(opt, name, value)
+    if opt.cuda and opt.device == "cpu":
+        raise UserError("--cuda (the release's option) asks for the GPU and --device cpu for the CPU; give one")
     if opt.cuda:
         opt.device = "cuda"
     if opt.test_drop_last:

@@ -184,6 +184,7 @@ def test_bad_option_values_are_refused_with_the_option_named(options, message, c
     (["--threshold", "0.5", "--output", "s.csv"], "--threshold, --output: test.py's options, which training would "
                                                   "ignore"),
     (["--model_dir", "m", "--input", "a.wav"], "--model_dir, --input: test.py's options"),
+    (["--cuda", "--device", "cpu"], "--cuda (the release's option) asks for the GPU and --device cpu for the CPU"),
 ])
 def test_options_that_would_be_ignored_are_refused(options, message):
     with pytest.raises(UserError, match=f"^{re.escape(message)}"):
