@@ -29,7 +29,7 @@ from grlnet.features import FeatureScorer
 from grlnet.metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
 from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
-from grlnet.run_folder import claim_run_folder, default_run_folder, setup_run_folder
+from grlnet.run_folder import claim_run_folder, default_run_folder, refuse_earlier_run, setup_run_folder
 from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
                             learning_rate_factor, learning_rates, random_state, resolve_device,
                             restore_random_state, uses_bf16)
@@ -104,6 +104,8 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
     device, process = place(opt)
     choose_kernels(device, opt.deterministic)
     torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
+    if opt.output_dir:
+        refuse_earlier_run(opt, Path(opt.output_dir))  # before minutes of decoding; claimed below
     data = load_run_data(opt)
     opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), process)
     lock = claim_run_folder(opt, process.is_main)

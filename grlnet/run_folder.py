@@ -51,12 +51,13 @@ def resumes_its_own_run(opt: argparse.Namespace, folder: Path) -> bool:
     return opt.resume == "last" or folder.resolve() in Path(opt.resume).resolve().parents
 
 
-def check_earlier_run(opt: argparse.Namespace, folder: Path) -> None:
-    """Refuse a folder that holds another run, unless ``--resume`` continues that run; ``--overwrite``
-    removes what the run wrote, so the new run's files (train.log too) start afresh."""
+def refuse_earlier_run(opt: argparse.Namespace, folder: Path) -> bool:
+    """Refuse a folder that holds another run, unless ``--resume`` continues that run or ``--overwrite``
+    replaces it; returns whether there is a run to replace. It only reads, so a run calls it before
+    decoding its data too, to refuse early."""
     found = [name for name in RUN_MARKERS if (folder / name).exists()]
     if not found or (opt.resume and resumes_its_own_run(opt, folder)):
-        return
+        return False
     if opt.resume:
         raise UserError(f"{folder}: already holds a run ({', '.join(found)}), and --resume {opt.resume} continues "
                         "a run saved in another folder, which would write over it; give that run's folder as "
@@ -64,6 +65,14 @@ def check_earlier_run(opt: argparse.Namespace, folder: Path) -> None:
     if not opt.overwrite:
         raise UserError(f"{folder}: already holds a run ({', '.join(found)}); give --resume to continue it or "
                         "--overwrite to replace it, or a new --output_dir")
+    return True
+
+
+def check_earlier_run(opt: argparse.Namespace, folder: Path) -> None:
+    """``refuse_earlier_run``, then remove what a run to be replaced (``--overwrite``) wrote, so the new
+    run's files (train.log too) start afresh."""
+    if not refuse_earlier_run(opt, folder):
+        return
     for name in RUN_OUTPUTS:
         path = folder / name
         if path.is_dir():

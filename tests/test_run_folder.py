@@ -17,11 +17,16 @@ from opts import parse_opts
 
 
 @pytest.mark.parametrize("marker", ["options.json", "checkpoints/last.pt", "metrics.csv", "train.log"])
-def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path, marker):
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path, marker, monkeypatch):
     (tmp_path / marker).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / marker).write_text("an earlier run's")
     message = (f"{tmp_path}: already holds a run ({marker}); give --resume to continue it or --overwrite to "
                "replace it, or a new --output_dir")
+
+    def decoding(opt):
+        raise AssertionError("the data were decoded before the folder was refused")
+
+    monkeypatch.setattr(main, "load_run_data", decoding)
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         main.train(parse_opts([*TINY, "--output_dir", str(tmp_path)]))
     assert (tmp_path / marker).read_text() == "an earlier run's"
