@@ -19,6 +19,7 @@ from grlnet.metrics import format_labelled_metrics, labelled_metrics
 from grlnet.plots import redraw
 from grlnet.results import (decide, is_score_file, save_reconstruction_examples, write_group_tables,
                             write_scores_csv)
+from grlnet.run_folder import run_markers_in
 from grlnet.runtime import autocast_context, choose_kernels, place_model, resolve_device
 from grlnet.scoring import score_clips
 from network import NETWORKS, GRLNet
@@ -190,10 +191,6 @@ def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, cli
                         f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
 
 
-def _is_training_run_folder(folder: Path) -> bool:
-    return (folder / "checkpoints").is_dir() or (folder / "options.json").is_file()
-
-
 def _check_output(output: Path, read: list[str], overwrite: bool) -> None:
     """Refuse an --output that is one of the files ``read`` (an input, the checkpoint), whatever it is
     called, or in a training run's folder, and an existing file other than a score file test.py wrote,
@@ -201,7 +198,7 @@ def _check_output(output: Path, read: list[str], overwrite: bool) -> None:
     if output.resolve() in {Path(name).resolve() for name in read if name}:
         raise UserError(f"{output}: --output is one of the files being read (an input or the checkpoint); "
                         "writing the scores would destroy it: give another file name")
-    if _is_training_run_folder(output.parent):
+    if run_markers_in(output.parent):
         raise UserError(f"{output}: --output is in a training run's folder, whose scores.csv is the run's own; "
                         "give a file elsewhere")
     if output.exists() and not overwrite and not is_score_file(output):
@@ -213,10 +210,10 @@ def _check_output_folder(folder: Path, overwrite: bool) -> None:
     """Refuse a training run's folder as test.py's output folder (its scores, metrics and figures would be
     replaced by these), and, unless ``overwrite``, a folder holding files that test.py did not write
     (no test.log)."""
-    if _is_training_run_folder(folder):
-        raise UserError(f"{folder}: --output_dir is a training run's folder (it holds checkpoints/ or "
-                        "options.json), whose scores.csv, metrics and figures test.py would replace; give "
-                        "another --output_dir")
+    found = run_markers_in(folder)
+    if found:
+        raise UserError(f"{folder}: --output_dir is a training run's folder (it holds {', '.join(found)}), whose "
+                        "scores.csv, metrics and figures test.py would replace; give another --output_dir")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "test.log").is_file() and not overwrite:
         raise UserError(f"{folder}: --output_dir holds files that test.py did not write (it has no test.log), "
                         "and test.py writes scores.csv, metrics.json, test.log and figures/ there; give a new or "

@@ -51,11 +51,16 @@ def resumes_its_own_run(opt: argparse.Namespace, folder: Path) -> bool:
     return opt.resume == "last" or folder.resolve() in Path(opt.resume).resolve().parents
 
 
+def run_markers_in(folder: Path) -> list[str]:
+    """The files in ``folder`` that show it holds a training run (``RUN_MARKERS``); none for any other folder."""
+    return [name for name in RUN_MARKERS if (folder / name).exists()]
+
+
 def refuse_earlier_run(opt: argparse.Namespace, folder: Path) -> bool:
     """Refuse a folder that holds another run, unless ``--resume`` continues that run or ``--overwrite``
     replaces it; returns whether there is a run to replace. It only reads, so a run calls it before
     decoding its data too, to refuse early."""
-    found = [name for name in RUN_MARKERS if (folder / name).exists()]
+    found = run_markers_in(folder)
     if not found or (opt.resume and resumes_its_own_run(opt, folder)):
         return False
     if opt.resume:

@@ -222,8 +222,9 @@ def test_an_existing_output_is_replaced_only_when_test_py_wrote_it_or_with_overw
 def test_a_training_run_folder_is_refused_as_test_output(checkpoint, tmp_path):
     run = checkpoint.parent.parent
     before = (run / "scores.csv").read_text()
-    message = (f"{run}: --output_dir is a training run's folder (it holds checkpoints/ or options.json), whose "
-               "scores.csv, metrics and figures test.py would replace; give another --output_dir")
+    message = (f"{run}: --output_dir is a training run's folder (it holds options.json, checkpoints/last.pt, "
+               "metrics.csv, train.log), whose scores.csv, metrics and figures test.py would replace; give another "
+               "--output_dir")
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         score(checkpoint, run)
     (tmp_path / "options.json").write_text("{}")
