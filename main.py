@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from data import ClipSet, hold_out_for_threshold, hold_out_last, load_datasets
+from data import ClipSet, drawn_windows, hold_out_for_threshold, hold_out_last, load_datasets
 from grlnet.checkpoint import load_train_checkpoint, load_weights, save_checkpoint
 from grlnet.cli import close_logging, log, progress
 from grlnet.distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers, shutdown,
@@ -72,7 +72,9 @@ def load_run_data(opt: argparse.Namespace) -> RunData:
 @dataclass
 class Run:
     """What the loop runs with: options, device and process, data, run folder (with its lock), the
-    networks, their optimizers and compiled forms, and the training windows on the device."""
+    networks, their optimizers and compiled forms, and on the device what the training windows come from:
+    every training window [W, 1, L] (``--train_windows_per_clip 0``), else the training clips [N, T] that
+    each epoch draws its windows from."""
 
     opt: argparse.Namespace
     device: torch.device
@@ -83,7 +85,7 @@ class Run:
     model: nn.Module
     optimizers: dict[str, torch.optim.Optimizer]
     nets: Networks
-    windows: torch.Tensor
+    training_signals: torch.Tensor
 
 
 def place(opt: argparse.Namespace) -> tuple[torch.device, Process]:
@@ -119,9 +121,12 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
         torch.manual_seed(opt.seed + 7919 * process.rank)  # each process its own noise
     optimizers = build_optimizers(model, opt, device, process.world_size)
     nets = compile_networks(model, device, opt, process)
-    windows, _ = data.train.windows(opt.segment_length, opt.segment_hop)
-    windows = windows.to(device)  # on CUDA: resident on the GPU, no copies per step
-    return Run(opt, device, process, data, folder, lock, model, optimizers, nets, windows), resumed
+    if opt.train_windows_per_clip:
+        signals = torch.from_numpy(data.train.signals)
+    else:
+        signals, _ = data.train.windows(opt.segment_length, opt.segment_hop)
+    signals = signals.to(device)  # on CUDA: resident on the GPU, no copies per step
+    return Run(opt, device, process, data, folder, lock, model, optimizers, nets, signals), resumed
 
 
 def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, process: Process) -> None:
@@ -131,6 +136,11 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
             "csv": "release CSV layout", "wav": "WAV recordings"}[opt.data_kind]
     windows = (f"windows of {opt.segment_length} every {opt.segment_hop} (clip score = window mean)"
                if opt.segment_length else "whole signals")
+    if opt.train_windows_per_clip:
+        windows += f", training on {opt.train_windows_per_clip} drawn windows per clip an epoch"
+    if opt.eval_windows_per_clip:
+        windows += (f", evaluations before the last epoch on {opt.eval_windows_per_clip} windows per clip "
+                    "(the last on every window)")
     if test is None:
         log.info("data: %s; %d training clips (normal), no labelled test set: the last %d normal clips (name "
                  "order) are held out, and the decision threshold is the %g-quantile of their scores "
@@ -229,6 +239,11 @@ def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int, checkpoi
                             f"at epoch {epoch}, step {first_step + row}; {kept}")
 
 
+def evaluated_windows(per_clip: int) -> str:
+    """Which windows an evaluation scored, for its epoch's log line."""
+    return f"{per_clip} windows per clip" if per_clip else "every window"
+
+
 def progress_postfix(step_stats: torch.Tensor) -> dict[str, str]:
     """A step's losses and D's mean outputs on real signals and reconstructions, for the progress bar."""
     stats = dict(zip(STEP_STATS, step_stats.tolist()))
@@ -299,11 +314,20 @@ class Trainer:
         """Whether this epoch is one of the ``--pseudo_anomaly_epochs`` after the adversarial ones."""
         return self.epoch >= self.run.opt.epochs
 
+    def epoch_windows(self) -> torch.Tensor:
+        """This epoch's training windows [W, 1, L]: every window, or those drawn for this epoch
+        (``--train_windows_per_clip``), the same after a resume."""
+        opt, signals = self.run.opt, self.run.training_signals
+        if not opt.train_windows_per_clip:
+            return signals
+        return drawn_windows(signals, opt.segment_length, opt.train_windows_per_clip, opt.seed, self.epoch)
+
     def train_epoch(self) -> None:
         """Train one epoch from ``self.step``; per-step statistics stay on the device."""
         opt, run = self.run.opt, self.run
         step_fn = pseudo_anomaly_step if self.in_pseudo_anomaly_phase() else STEPS[opt.update]
-        batches = batch_order(len(run.windows), opt, self.epoch, run.process, run.device)
+        windows = self.epoch_windows()
+        batches = batch_order(len(windows), opt, self.epoch, run.process, run.device)
         if self.step_stats is None:
             self.step_stats = torch.zeros(len(batches), len(STEP_STATS), device=run.device)
         run.model.train()
@@ -314,7 +338,7 @@ class Trainer:
                        quiet=opt.quiet)
         checked = self.step
         while self.step < len(batches) and not self.stop_requested:
-            x = run.windows[batches[self.step]]
+            x = windows[batches[self.step]]
             self.step_stats[self.step] = step_fn(run.nets, run.model, run.optimizers, x, opt,
                                                  autocast_context(run.device, opt))
             self.step += 1
@@ -331,19 +355,26 @@ class Trainer:
                      self.last_checkpoint)  # before an interrupt's save
         bar.close()
 
+    def evaluated_windows_per_clip(self) -> int:
+        """Windows per clip this epoch's evaluation fits and scores on: all (0) in the last epoch,
+        else ``--eval_windows_per_clip``."""
+        return 0 if self.epoch >= total_epochs(self.run.opt) - 1 else self.run.opt.eval_windows_per_clip
+
     def evaluate(self) -> tuple[dict, dict]:
         """Fit the feature scores on normal windows, then score the labelled test set and compute its
-        metrics, or, without one, score the held-out normal clips and set the decision threshold on them."""
+        metrics, or, without one, score the held-out normal clips and set the decision threshold on them;
+        on every window in the last epoch, on ``--eval_windows_per_clip`` of each clip before it."""
         run, data = self.run, self.run.data
         share_buffers(run.model, run.process)
         autocast = autocast_context(run.device, run.opt)
         normal = data.train if data.feature_fit is None else data.feature_fit
+        per_clip = self.evaluated_windows_per_clip()
         started = time.perf_counter()
-        self.feature_models = fit_normal_windows(run.model, normal, run.opt, run.device, autocast)
+        self.feature_models = fit_normal_windows(run.model, normal, run.opt, run.device, autocast, per_clip)
         self.fit_seconds = round(time.perf_counter() - started, 2)
         clips = data.threshold if data.test is None else data.test
         scores = score_clips(run.model, clips, run.opt, run.device, autocast, run.process,
-                             FeatureScorer(self.feature_models))
+                             FeatureScorer(self.feature_models), per_clip)
         if data.test is None:
             return held_out_threshold(scores["score"], run.opt.threshold_quantile), scores
         return labelled_metrics(data.test.binary_labels(), scores["score"], data.test.names, scores), scores
@@ -369,19 +400,21 @@ class Trainer:
             self.train_epoch()
             if self.stop_requested:
                 raise KeyboardInterrupt
+            evaluation_started = time.perf_counter()
             metrics, scores = self.evaluate()
-            self.end_epoch(metrics, time.perf_counter() - started)
+            self.end_epoch(metrics, time.perf_counter() - started, time.perf_counter() - evaluation_started)
         if scores is None:  # resumed after the last epoch
             _, scores = self.evaluate()
         return self.finish(scores)
 
-    def end_epoch(self, metrics: dict, seconds: float) -> None:
+    def end_epoch(self, metrics: dict, seconds: float, evaluation_seconds: float) -> None:
         """Log the epoch's line and its evaluation, save the checkpoint, append to metrics.csv, and keep
         best.pt when asked."""
         run = self.run
         means = average_tensor(self.step_stats.nanmean(0), run.process).tolist()
         row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means)), **metrics, "seconds": round(seconds, 2),
-               "feature_fit_seconds": self.fit_seconds}
+               "feature_fit_seconds": self.fit_seconds, "evaluation_seconds": round(evaluation_seconds, 2),
+               "evaluated_windows_per_clip": self.evaluated_windows_per_clip()}
         if "confusion" in metrics:
             (tn, fp), (fn, tp) = metrics["confusion"]
             row.update(tn=tn, fp=fp, fn=fn, tp=tp)
@@ -389,8 +422,9 @@ class Trainer:
         phase = " (pseudo-anomalies)" if self.in_pseudo_anomaly_phase() else ""
         summary, details = self.describe_evaluation(metrics)
         log.info("epoch %d/%d%s  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
-                 "D(local) %.3f  grad norm D %.3g  regional %.3g  local %.3g  %s  (%.1f s)", self.epoch + 1,
-                 total_epochs(run.opt), phase, *means, summary, row["seconds"])
+                 "D(local) %.3f  grad norm D %.3g  regional %.3g  local %.3g  %s  (%.1f s; evaluation %.1f s on %s)",
+                 self.epoch + 1, total_epochs(run.opt), phase, *means, summary, row["seconds"],
+                 row["evaluation_seconds"], evaluated_windows(row["evaluated_windows_per_clip"]))
         log.info("  %s", details.replace("\n", "\n  "))
         self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
         self.save()

@@ -23,18 +23,18 @@ FEATURE_SCORE_DEFAULT = "encoder_knn"
 # Options whose default depends on the data (None on the parser, filled in by ``resolve_presets``).
 RELEASE_PRESET = {
     "mess_length": 233472, "segment_length": 0, "segment_hop": 0, "epochs": 1, "batch_size": 2,
-    "score": PAPER_SCORE,
+    "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": PAPER_SCORE,
 }
 # Embedded synthetic valve data: short clips cut into windows so a 2-core CPU trains in minutes.
 DEMO_PRESET = {
     "mess_length": 4096, "segment_length": 1024, "segment_hop": 1024, "epochs": 3, "batch_size": 2,
-    "score": FEATURE_SCORE_DEFAULT,
+    "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": FEATURE_SCORE_DEFAULT,
 }
 # Real 10 s recordings at 16 kHz: windows of 1024 samples every 4096, clip score = window mean
 # (docs/METHOD.md, "Presets").
 WAV_PRESET = {
     "mess_length": 160000, "segment_length": 1024, "segment_hop": 4096, "epochs": 8, "batch_size": 2,
-    "score": FEATURE_SCORE_DEFAULT,
+    "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": FEATURE_SCORE_DEFAULT,
 }
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 # dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
@@ -190,6 +190,14 @@ def _windows(g: argparse._ActionsContainer) -> None:
                         "a clip's score is the mean of its windows'")
     g.add_argument("--segment_hop", type=non_negative_int, default=None,
                    help="hop between windows (0: equal to --segment_length)")
+    g.add_argument("--train_windows_per_clip", type=non_negative_int, default=None,
+                   help="0: each epoch trains on every window at --segment_hop. K: each epoch draws K windows "
+                        "per training clip, one at a random offset in each of K equal parts of the clip, "
+                        "seeded by --seed and the epoch, so an epoch costs the same whatever the clip length")
+    g.add_argument("--eval_windows_per_clip", type=non_negative_int, default=None,
+                   help="0: every epoch's evaluation scores every window. M: the evaluations before the last "
+                        "epoch's fit and score M evenly spaced windows (at --segment_hop) per clip, the same "
+                        "every epoch; the last epoch, whose numbers are the results, scores every window")
 
 
 def _model(g: argparse._ActionsContainer) -> None:
@@ -368,7 +376,7 @@ RESUME_MAY_CHANGE = frozenset(group_options("paths", "duration", "speed", "run_f
 # Options added after runs began to store every option, each with the value that reproduces a run saved
 # before it existed: such a run's checkpoint and options.json read as holding that value, so a new option
 # leaves earlier runs scorable and resumable. An option added later goes here with its earlier behaviour.
-VALUES_BEFORE_ADDED = {"learning_rate_scaling": "none"}
+VALUES_BEFORE_ADDED = {"learning_rate_scaling": "none", "train_windows_per_clip": 0, "eval_windows_per_clip": 0}
 
 
 def given_option_names(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset[str]:
@@ -405,6 +413,9 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         print("warning: --test_drop_last is ignored; every test item is scored", file=sys.stderr)
     if opt.segment_length and opt.segment_hop == 0:
         opt.segment_hop = opt.segment_length
+    if not opt.segment_length and (opt.train_windows_per_clip or opt.eval_windows_per_clip):
+        raise UserError("--train_windows_per_clip and --eval_windows_per_clip choose windows of a clip; with "
+                        "--segment_length 0 each clip is one window, so give 0 or a --segment_length")
     if opt.segment_length > opt.mess_length:
         raise UserError(f"--segment_length {opt.segment_length} is longer than --mess_length "
                         f"{opt.mess_length}; give --segment_length 0 (whole signals) or a shorter window")

@@ -32,14 +32,17 @@ class ClipSet:
     def __len__(self) -> int:
         return len(self.names)
 
-    def windows(self, segment_length: int, segment_hop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """All windows as [N * W, 1, segment_length] and the clip index of each window [N * W].
+    def windows(self, segment_length: int, segment_hop: int, per_clip: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows at ``segment_hop`` as [N * W, 1, segment_length] and the clip index of each window [N * W]:
+        all of them, or with ``per_clip`` > 0 that many of each clip's, evenly spaced (all if it has fewer).
 
         ``segment_length`` 0 means one window per clip: the whole signal.
         """
         signals = torch.from_numpy(self.signals)
         if segment_length:
             signals = signals.unfold(1, segment_length, segment_hop)  # [N, W, segment_length]
+            if 0 < per_clip < signals.shape[1]:
+                signals = signals[:, torch.from_numpy(evenly_spaced(signals.shape[1], per_clip))]
         else:
             signals = signals.unsqueeze(1)  # [N, 1, L]
         clips, per_clip, length = signals.shape
@@ -54,6 +57,32 @@ class ClipSet:
     def binary_labels(self) -> np.ndarray:
         """0 normal, 1 abnormal (the release's intensity labels 2 and 3 count as abnormal)."""
         return (self.labels > 0).astype(np.int64)
+
+
+def evenly_spaced(count: int, chosen: int) -> np.ndarray:
+    """``chosen`` indices of ``range(count)`` spread evenly from the first to the last (all if fewer)."""
+    if count <= chosen:
+        return np.arange(count)
+    return np.linspace(0, count - 1, chosen).round().astype(np.int64)
+
+
+def drawn_windows(signals: torch.Tensor, length: int, per_clip: int, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch's training windows of the clips ``signals`` [N, T], as [N * per_clip, 1, length], on their device.
+
+    Window k of a clip starts at a random offset in the k-th of ``per_clip`` equal parts of the clip's
+    possible starts, so every epoch covers each clip from its beginning to its end; the offsets depend on
+    (seed, epoch) alone, so a resumed epoch draws the same windows and every process of a run the same ones
+    (each trains on its share of them).
+    """
+    clips, samples = signals.shape
+    starts = samples - length + 1
+    bounds = torch.arange(per_clip + 1) * starts // per_clip
+    low, width = bounds[:-1], (bounds[1:] - bounds[:-1]).clamp(min=1)
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    offsets = (low + (torch.rand(clips, per_clip, generator=generator) * width).long()).clamp(max=starts - 1)
+    clip_index = torch.arange(clips).unsqueeze(1).expand(clips, per_clip)
+    windows = signals.unfold(1, length, 1)[clip_index.to(signals.device), offsets.to(signals.device)]
+    return windows.reshape(clips * per_clip, 1, length)
 
 
 def _check_file(path: Path, length: int, rate: int, opt: argparse.Namespace, rates: dict[int, Path]) -> None:

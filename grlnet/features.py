@@ -18,6 +18,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from data.datasets import evenly_spaced
 from grlnet.errors import UserError
 from network import GRLNet
 
@@ -54,9 +55,7 @@ def window_features(model: GRLNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def fit_windows(count: int) -> np.ndarray:
     """Indices of the windows a feature model is fitted on: all, or ``MAX_FIT_WINDOWS`` evenly spaced."""
-    if count <= MAX_FIT_WINDOWS:
-        return np.arange(count)
-    return np.linspace(0, count - 1, MAX_FIT_WINDOWS).round().astype(np.int64)
+    return evenly_spaced(count, MAX_FIT_WINDOWS)
 
 
 def fit_space(features: np.ndarray) -> dict[str, torch.Tensor]:

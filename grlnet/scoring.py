@@ -37,15 +37,17 @@ def scoring_batch_size(opt: argparse.Namespace, device: torch.device) -> int:
 @torch.no_grad()
 def outputs_per_window(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                        autocast: contextlib.AbstractContextManager | None = None,
-                       scorer: FeatureScorer | None = None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+                       scorer: FeatureScorer | None = None,
+                       windows_per_clip: int = 0) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Per window: D(x), D(R(x)), D(Lo(x)) and, with a ``scorer``, each feature score; their names,
     the values [W, K] float64, and each window's clip index [W].
 
-    The networks run in eval mode, without noise, on every window (no batch is dropped); the encoders
-    run once, for the reconstructions and the features alike.
+    The networks run in eval mode, without noise, on every window (no batch is dropped), or on
+    ``windows_per_clip`` evenly spaced ones of each clip; the encoders run once, for the reconstructions
+    and the features alike.
     """
     model.eval()
-    windows, clip_index = clips.windows(opt.segment_length, opt.segment_hop)
+    windows, clip_index = clips.windows(opt.segment_length, opt.segment_hop, windows_per_clip)
     names = [*TERMS, *(FEATURE_SCORES if scorer is not None else ())]
     outputs = torch.empty(len(windows), len(names), dtype=torch.float64)
     batch_size = scoring_batch_size(opt, device)
@@ -75,12 +77,13 @@ def score_batch(model: GRLNet, x: torch.Tensor, autocast: contextlib.AbstractCon
 
 @torch.no_grad()
 def fit_normal_windows(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
-                       autocast: contextlib.AbstractContextManager | None = None
+                       autocast: contextlib.AbstractContextManager | None = None, windows_per_clip: int = 0
                        ) -> dict[str, dict[str, torch.Tensor]]:
-    """The feature models (features.fit_feature_models) fitted on normal clips' windows, at most
-    ``features.MAX_FIT_WINDOWS`` of them, evenly spaced; networks in eval mode, without noise."""
+    """The feature models (features.fit_feature_models) fitted on normal clips' windows (all, or
+    ``windows_per_clip`` of each clip), at most ``features.MAX_FIT_WINDOWS`` of them, evenly spaced;
+    networks in eval mode, without noise."""
     model.eval()
-    windows, _ = clips.windows(opt.segment_length, opt.segment_hop)
+    windows, _ = clips.windows(opt.segment_length, opt.segment_hop, windows_per_clip)
     chosen = windows[torch.from_numpy(fit_windows(len(windows)))]
     batch_size = scoring_batch_size(opt, device)
     parts: dict[str, list[torch.Tensor]] = {}
@@ -94,25 +97,27 @@ def fit_normal_windows(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, d
 
 def clip_outputs(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                  autocast: contextlib.AbstractContextManager | None = None,
-                 scorer: FeatureScorer | None = None) -> tuple[list[str], torch.Tensor]:
+                 scorer: FeatureScorer | None = None, windows_per_clip: int = 0) -> tuple[list[str], torch.Tensor]:
     """``outputs_per_window``'s names and values per clip, [N, K] float64: the mean over each clip's windows."""
-    names, outputs, clip_index = outputs_per_window(model, clips, opt, device, autocast, scorer)
+    names, outputs, clip_index = outputs_per_window(model, clips, opt, device, autocast, scorer, windows_per_clip)
     per_clip = torch.zeros(len(clips), len(names), dtype=torch.float64).index_add_(0, clip_index, outputs)
     return names, per_clip / torch.bincount(clip_index, minlength=len(clips)).unsqueeze(1)
 
 
 def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                 autocast: contextlib.AbstractContextManager | None = None,
-                process: Process = Process(), scorer: FeatureScorer | None = None) -> dict[str, np.ndarray]:
+                process: Process = Process(), scorer: FeatureScorer | None = None,
+                windows_per_clip: int = 0) -> dict[str, np.ndarray]:
     """Every clip's D(x), D(R(x)), D(Lo(x)), the paper's score, with a ``scorer`` each feature score,
-    and last ("score") the one ``opt.score`` picks, in clip order.
+    and last ("score") the one ``opt.score`` picks, in clip order; each the mean over the clip's windows
+    (all, or ``windows_per_clip`` evenly spaced ones).
 
     Over several processes each scores every world_size-th clip and the results are gathered,
     so every clip is scored exactly once.
     """
     mine = list(range(process.rank, len(clips), process.world_size))
     share = clips.part(slice(process.rank, None, process.world_size))  # views, not copies
-    names, outputs = clip_outputs(model, share, opt, device, autocast, scorer)
+    names, outputs = clip_outputs(model, share, opt, device, autocast, scorer, windows_per_clip)
     per_clip = torch.empty(len(clips), len(names), dtype=torch.float64)
     covered = torch.zeros(len(clips), dtype=torch.long)
     for indices, values in gather_values((mine, outputs), process):

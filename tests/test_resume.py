@@ -35,9 +35,9 @@ def comparable(folder):
     return metrics, (folder / "scores.csv").read_text()
 
 
-def start_and_stop(folder, how: int) -> int:
+def start_and_stop(folder, how: int, run: list[str] = RUN) -> int:
     """Start a run, wait until its first checkpoint plus a little, send ``how``; return the exit code."""
-    process = subprocess.Popen([sys.executable, "train.py", *RUN, "--output_dir", str(folder)], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "train.py", *run, "--output_dir", str(folder)], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = folder / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 240
@@ -81,6 +81,18 @@ def test_ctrl_c_saves_mid_epoch_and_resumes_exactly(tmp_path, uninterrupted):
     assert state["step"] > 0 or state["epoch"] > 1  # saved where it stopped, not at an epoch boundary
     run_script("train.py", *RUN, "--resume", str(tmp_path / "checkpoints" / "last.pt"))  # continues in its folder
     assert comparable(tmp_path) == uninterrupted
+
+
+def test_drawn_windows_resume_exactly_after_ctrl_c(tmp_path):
+    """Each epoch's drawn windows depend on the seed and the epoch alone, so an epoch stopped in its middle
+    continues on the same windows in the same order."""
+    drawn = [*RUN, "--train_windows_per_clip", "2", "--eval_windows_per_clip", "1"]  # 40 steps an epoch
+    run_script("train.py", *drawn, "--output_dir", str(tmp_path / "whole"))
+    assert start_and_stop(tmp_path / "part", signal.SIGINT, drawn) == 130
+    state = load_file(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert state["step"] > 0 or state["epoch"] > 1
+    run_script("train.py", *drawn, "--output_dir", str(tmp_path / "part"), "--resume")
+    assert comparable(tmp_path / "part") == comparable(tmp_path / "whole")
 
 
 def test_a_run_saved_before_an_option_existed_resumes_exactly(tmp_path, uninterrupted):

@@ -16,6 +16,7 @@ TINY_ARGS = ["--mess_length", "4096", "--segment_length", "256", "--segment_hop"
              "--synthetic_train_clips", "4", "--synthetic_test_clips", "4"]
 LITE_TRAIN_NORMAL = 2
 MIMII_ROTATIONS = 5  # splits of MIMII fan id_02's ten normal clips, five training clips each
+SLIDER_ROTATIONS, SLIDER_HELD_OUT = 5, 15  # splits of the slider set's 75 training clips: 15 of them test
 
 
 @dataclass
@@ -86,6 +87,29 @@ def mimii_rotation_tasks(data_dir: Path, folder: Path) -> list[Task]:
     return tasks
 
 
+def slider_rotation_tasks(data_dir: Path, folder: Path) -> list[Task]:
+    """DCASE 2020 slider id_00 with more test normals: split r holds training clips 15r..15r+14 (name
+    order) out of training and tests them beside test/'s clips; the other 60 train. Links in
+    split<r>/data/{train,test}/, the held-out clips named normal_id_00_train_<number>.wav."""
+    root = existing(data_dir / "dcase2020_slider_id00")
+    train = sorted((root / "train").glob("*.wav"))
+    test = sorted((root / "test").glob("*.wav"))
+    tasks = []
+    for rotation in range(SLIDER_ROTATIONS):
+        held_out = train[SLIDER_HELD_OUT * rotation:SLIDER_HELD_OUT * (rotation + 1)]
+        split = folder / f"split{rotation}" / "data"
+        shutil.rmtree(split, ignore_errors=True)
+        links = [(split / "train" / p.name, p) for p in train if p not in held_out]
+        links += [(split / "test" / p.name, p) for p in test]
+        links += [(split / "test" / p.name.replace("_id_00_", "_id_00_train_"), p) for p in held_out]
+        for link, target in links:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target.resolve())
+        tasks.append(Task(f"dcase2020_slider_id00_split{rotation}", folder / f"split{rotation}",
+                          ["--data_root", str(split)]))
+    return tasks
+
+
 def lite_split(test_folder: Path, split_folder: Path) -> Path:
     """A MIMII-layout folder of links to a lite test folder's clips: normal/ and abnormal/."""
     items = labelled_wav_items(test_folder)
@@ -138,6 +162,11 @@ PROTOCOLS = {
     "dcase2020_slider_id00": Protocol(
         "DCASE 2020 slider id_00: --data_root <data_dir>/dcase2020_slider_id00; train/ (75 normal "
         "clips) trains, test/ (3 normal, 3 anomalous) tests.", slider_tasks),
+    "dcase2020_slider_id00_rotations": Protocol(
+        f"DCASE 2020 slider id_00, {SLIDER_ROTATIONS} splits: split r holds training clips {SLIDER_HELD_OUT}r.."
+        f"{SLIDER_HELD_OUT}r+{SLIDER_HELD_OUT - 1} (name order) out and tests them beside test/'s 3 normal and 3 "
+        "anomalous clips; the rest train (links in split<r>/data/). AUC steps of 1/54 "
+        "instead of 1/9.", slider_rotation_tasks),
     "folders": Protocol(
         "Your data: --data_dir DIR, a data set or a folder of them (DCASE: <name>/train/ and <name>/test/, "
         "e.g. a DCASE development set's machine types; MIMII: <name>/normal/ and <name>/abnormal/, the first "
