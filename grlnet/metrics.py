@@ -9,10 +9,10 @@ test set gets a decision threshold from held-out normal clips instead.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.stats import hmean
+from scipy.stats import bootstrap, hmean, mannwhitneyu
 from sklearn import metrics as skm
 
 from data.layouts import dcase_machine_ids, dcase_sections
@@ -20,6 +20,7 @@ from grlnet.errors import UserError
 from grlnet.features import SCORES
 
 MAX_FPR = 0.1
+BOOTSTRAP_RESAMPLES = 2000
 # The score's terms, and the metrics.csv column of each one's AUC alone (a diagnostic) with its label.
 SCORE_TERMS = {"d_real": "D(x)", "d_regional": "D(R(x))", "d_local": "D(Lo(x))"}
 TERM_AUC_COLUMNS = {f"auc_{term}": label for term, label in SCORE_TERMS.items()}
@@ -73,6 +74,46 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
         "f1_abnormal": float(f1[1]),
         "confusion": confusion.tolist(),
     }
+
+
+def mean_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of each row of ``scores`` [R, N] (e.g. one seed each, on the same clips), averaged: the
+    Mann-Whitney U of abnormal against normal scores over the pairs, ties counting half, as roc_auc_score's
+    AUC is, and for all rows at once (a bootstrap calls it thousands of times)."""
+    abnormal, normal = scores[:, labels != 0], scores[:, labels == 0]
+    u = mannwhitneyu(abnormal, normal, axis=1, method="asymptotic", use_continuity=False).statistic
+    return float(np.mean(u / (abnormal.shape[1] * normal.shape[1])))
+
+
+def mean_pauc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """pAUC (max FPR 0.1, McClish-standardised as DCASE's baseline reports it) of each row, averaged."""
+    return float(np.mean([skm.roc_auc_score(labels, row, max_fpr=MAX_FPR) for row in scores]))
+
+
+def mean_official_score(labels: np.ndarray, scores: np.ndarray) -> float:
+    """DCASE's official score of one test set, the harmonic mean of AUC and pAUC, of each row, averaged."""
+    return float(np.mean([hmean([mean_auc(labels, row[None]), mean_pauc(labels, row[None])]) for row in scores]))
+
+
+def clip_bootstrap_interval(labels: np.ndarray, scores: np.ndarray,
+                            statistic: Callable[[np.ndarray, np.ndarray], float], confidence: float = 0.95,
+                            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """A percentile bootstrap interval of ``statistic(labels, scores)`` over the test clips, normal and
+    abnormal clips resampled separately so that each class keeps its size (scipy.stats.bootstrap).
+
+    ``scores`` is [N] or [R, N]: rows on the same clips (seeds of one split) are resampled by the same
+    clips, so the interval is that of their mean over the clips a test set could have held.
+    """
+    labels, scores = np.asarray(labels), np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    normal, abnormal = np.flatnonzero(labels == 0), np.flatnonzero(labels != 0)
+
+    def resampled(normal_clips: np.ndarray, abnormal_clips: np.ndarray) -> float:
+        clips = np.concatenate([normal_clips, abnormal_clips]).astype(np.int64)
+        return statistic((labels[clips] != 0).astype(np.int64), scores[:, clips])
+
+    result = bootstrap((normal, abnormal), resampled, n_resamples=resamples, vectorized=False, paired=False,
+                       confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _auc_if_defined(labels: np.ndarray, scores: np.ndarray, max_fpr: float | None = None) -> float | None:

@@ -1,10 +1,12 @@
 """Metrics against hand-computed examples."""
 import numpy as np
 import pytest
+from sklearn import metrics as skm
 
 from grlnet.errors import UserError
-from grlnet.metrics import (compute_metrics, dcase_section_metrics, equal_error_rate, format_labelled_metrics,
-                            format_metrics, format_sections, labelled_metrics)
+from grlnet.metrics import (clip_bootstrap_interval, compute_metrics, dcase_section_metrics, equal_error_rate,
+                            format_labelled_metrics, format_metrics, format_sections, labelled_metrics, mean_auc,
+                            mean_official_score, mean_pauc)
 
 
 def test_small_example_by_hand():
@@ -152,3 +154,43 @@ def test_eer_by_hand_and_its_threshold_reproduces_its_rates(labels, scores, eer,
     m = compute_metrics(labels, scores)
     (tn, fp), (fn, tp) = m["confusion"]
     assert (fp / (fp + tn), fn / (fn + tp)) == pytest.approx((fpr, 2 * eer - fpr))
+
+
+def test_mean_auc_is_roc_auc_score_per_row_with_ties_counting_half():
+    labels = np.array([0, 0, 0, 1, 1])
+    scores = np.array([[0.1, 0.4, 0.4, 0.4, 0.9], [3.0, 1.0, 2.0, 0.5, 2.0]])
+    expected = np.mean([skm.roc_auc_score(labels, row) for row in scores])
+    assert mean_auc(labels, scores) == pytest.approx(expected, abs=1e-12)
+    # row 0 by hand: 0.4 beats 0.1 and ties 0.4 twice (2 of 3 pairs), 0.9 beats all three: (2 + 3) / 6
+    assert mean_auc(labels, scores[:1]) == pytest.approx(5 / 6)
+
+
+def test_official_score_is_the_harmonic_mean_of_auc_and_pauc():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    scores = np.array([[0.1, 0.2, 0.7, 0.3, 0.6, 0.9]])
+    auc = skm.roc_auc_score(labels, scores[0])
+    pauc = skm.roc_auc_score(labels, scores[0], max_fpr=0.1)
+    assert mean_pauc(labels, scores) == pytest.approx(pauc)
+    assert mean_official_score(labels, scores) == pytest.approx(2 * auc * pauc / (auc + pauc))
+
+
+def test_the_bootstrap_resamples_each_class_at_its_own_size():
+    labels = np.array([0, 0, 0, 1, 1])
+    sizes = set()
+
+    def class_sizes(resampled_labels, resampled_scores):
+        sizes.add((int((resampled_labels == 0).sum()), int((resampled_labels == 1).sum()), resampled_scores.shape))
+        return float(resampled_scores.mean())
+
+    clip_bootstrap_interval(labels, np.arange(10.0).reshape(2, 5), class_sizes, resamples=50)
+    assert sizes == {(3, 2, (2, 5))}
+
+
+def test_bootstrap_interval_by_hand():
+    # normal clips score 0 and 2, abnormal 1 and 3 (AUC 3/4). A resample of normals {2, 2} with abnormals
+    # {1, 1} has AUC 0 (probability 1/16), one of normals {0, 0} AUC 1 (probability 1/4): both ends of
+    # the 95 % percentile interval are reached.
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.0, 2.0, 1.0, 3.0])
+    assert clip_bootstrap_interval(labels, scores, mean_auc) == (0.0, 1.0)
+    separated = np.array([0.0, 1.0, 2.0, 3.0])
+    assert clip_bootstrap_interval(labels, separated, mean_auc) == (1.0, 1.0)
