@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import signal
 import time
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_ste
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
+# The options of the three learning rates, which a diverged run is told to lower.
+LEARNING_RATE_OPTIONS = ("r_g_net_learning_rate", "l_g_net_learning_rate", "d_net_learning_rate")
 # A checkpoint's entries that resuming reads.
 RESUME_ENTRIES = {"models", "optimizers", "options", "epoch", "step", "step_stats", "metrics", "rng", "world_size",
                   "train_files", "feature_models"}
@@ -227,16 +230,54 @@ def batch_order(count: int, opt: argparse.Namespace, epoch: int, process: Proces
     return batches
 
 
-def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int, checkpoint: Path) -> None:
-    """Stop on the first step whose losses are NaN or infinite, naming it, the loss, and whether the run's
-    ``checkpoint`` holds a good state (saves come after this check) or none was saved yet."""
+def nonfinite_weight(model: nn.Module) -> str | None:
+    """The first of ``model``'s parameters and buffers holding a NaN or infinite value, or None (one host
+    sync): a step can leave such weights behind finite losses, which only the next step would show."""
+    tensors = [(name, t) for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
+               if t.is_floating_point()]
+    finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).tolist()
+    return next((name for (name, _), ok in zip(tensors, finite) if not ok), None)
+
+
+def diverged(what: str, checkpoint: Path, opt: argparse.Namespace) -> DivergedError:
+    """The error that stops a diverged run: what went NaN or infinite, what the run's ``checkpoint`` holds
+    (saves come after the checks, so only finite weights and losses) and what to do: resuming repeats the
+    same steps at the same learning rates, which a resumed run cannot change, so they diverge again."""
+    rates = ", ".join(f"--{name} {getattr(opt, name):g}" for name in LEARNING_RATE_OPTIONS)
+    if checkpoint.is_file():
+        kept = (f"the last checkpoint, {checkpoint}, is kept: its weights and losses are finite, but --resume would "
+                "repeat the same steps at the same learning rates and diverge again")
+    else:
+        kept = "no checkpoint was saved before it"
+    return DivergedError(f"training diverged: {what}; {kept}; start a new run with lower learning rates (now "
+                         f"{rates}; --overwrite replaces this run)")
+
+
+def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int, checkpoint: Path,
+                 opt: argparse.Namespace) -> None:
+    """Stop on the first step whose losses are NaN or infinite, naming it and the loss (checked before every
+    save, so no checkpoint holds a step that diverged)."""
     bad = ~torch.isfinite(step_stats[:, :len(LOSSES)])
     if bad.any():
         row, column = map(int, bad.nonzero()[0])
-        kept = (f"the last good checkpoint, {checkpoint}, is kept" if checkpoint.is_file()
-                else "no checkpoint was saved before it")
-        raise DivergedError(f"training diverged: {STEP_STATS[column]} is {step_stats[row, column].item()} "
-                            f"at epoch {epoch}, step {first_step + row}; {kept}")
+        raise diverged(f"{STEP_STATS[column]} is {step_stats[row, column].item()} at epoch {epoch}, step "
+                       f"{first_step + row}", checkpoint, opt)
+
+
+def check_weights(model: nn.Module, epoch: int, steps: int, checkpoint: Path, opt: argparse.Namespace) -> None:
+    """Stop when ``model``'s weights hold NaN or infinite values after ``steps`` steps of an epoch, naming the
+    weight: checked before every save and evaluation, so no checkpoint holds such weights."""
+    weight = nonfinite_weight(model)
+    if weight is not None:
+        raise diverged(f"{weight} holds NaN or infinite values after {steps} steps of epoch {epoch}", checkpoint, opt)
+
+
+def check_finite_scores(scores: dict[str, np.ndarray], epoch: int, checkpoint: Path, opt: argparse.Namespace) -> None:
+    """Stop when an evaluation's scores are NaN or infinite: the networks' outputs overflow on finite weights."""
+    broken = [name for name, values in scores.items() if not np.isfinite(values).all()]
+    if broken:
+        raise diverged(f"the {', '.join(broken)} scores of the evaluation after epoch {epoch} are NaN or infinite "
+                       "(the networks' outputs overflow)", checkpoint, opt)
 
 
 def evaluated_windows(per_clip: int) -> str:
@@ -346,13 +387,14 @@ class Trainer:
             save_due = opt.checkpoint_minutes and time.monotonic() - self.saved_at > 60 * opt.checkpoint_minutes
             if save_due or run.device.type == "cpu" or self.step % REFRESH_EVERY == 0 or self.step == len(batches):
                 recent = self.step_stats[checked:self.step].cpu()
-                check_finite(recent, self.epoch, checked, self.last_checkpoint)  # before any save: none is diverged
+                check_finite(recent, self.epoch, checked, self.last_checkpoint, opt)  # before any save
                 checked = self.step
                 bar.set_postfix(progress_postfix(recent[-1]))
             if save_due:
+                check_weights(run.model, self.epoch, self.step, self.last_checkpoint, opt)
                 self.save()
-        check_finite(self.step_stats[checked:self.step].cpu(), self.epoch, checked,
-                     self.last_checkpoint)  # before an interrupt's save
+        check_finite(self.step_stats[checked:self.step].cpu(), self.epoch, checked, self.last_checkpoint, opt)
+        check_weights(run.model, self.epoch, self.step, self.last_checkpoint, opt)  # before an interrupt's save
         bar.close()
 
     def evaluated_windows_per_clip(self) -> int:
@@ -370,11 +412,15 @@ class Trainer:
         normal = data.train if data.feature_fit is None else data.feature_fit
         per_clip = self.evaluated_windows_per_clip()
         started = time.perf_counter()
-        self.feature_models = fit_normal_windows(run.model, normal, run.opt, run.device, autocast, per_clip)
-        self.fit_seconds = round(time.perf_counter() - started, 2)
         clips = data.threshold if data.test is None else data.test
-        scores = score_clips(run.model, clips, run.opt, run.device, autocast, run.process,
-                             FeatureScorer(self.feature_models), per_clip)
+        try:
+            self.feature_models = fit_normal_windows(run.model, normal, run.opt, run.device, autocast, per_clip)
+            self.fit_seconds = round(time.perf_counter() - started, 2)
+            scores = score_clips(run.model, clips, run.opt, run.device, autocast, run.process,
+                                 FeatureScorer(self.feature_models), per_clip)
+        except DivergedError as err:  # features.require_finite: the networks' outputs overflow
+            raise diverged(f"{err} in the evaluation after epoch {self.epoch}", self.last_checkpoint, run.opt) from None
+        check_finite_scores(scores, self.epoch, self.last_checkpoint, run.opt)
         if data.test is None:
             return held_out_threshold(scores["score"], run.opt.threshold_quantile), scores
         return labelled_metrics(data.test.binary_labels(), scores["score"], data.test.names, scores), scores

@@ -30,13 +30,15 @@ DEMO_PRESET = {
     "mess_length": 4096, "segment_length": 1024, "segment_hop": 1024, "epochs": 3, "batch_size": 2,
     "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": FEATURE_SCORE_DEFAULT,
 }
-# Real 10 s recordings at 16 kHz: windows of 1024 samples every 4096, clip score = window mean
-# (docs/METHOD.md, "Presets").
+# Real 10 s recordings at 16 kHz: windows of 1024 samples every 4096, clip score = window mean; each epoch
+# trains on 4 windows drawn per clip and evaluates 4 per clip before the last epoch, chosen by the rule in
+# REPRODUCTION.md ("The training budget") (docs/METHOD.md, "Presets").
 WAV_PRESET = {
     "mess_length": 160000, "segment_length": 1024, "segment_hop": 4096, "epochs": 8, "batch_size": 2,
-    "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": FEATURE_SCORE_DEFAULT,
+    "train_windows_per_clip": 4, "eval_windows_per_clip": 4, "score": FEATURE_SCORE_DEFAULT,
 }
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
+WINDOW_BUDGETS = ("train_windows_per_clip", "eval_windows_per_clip")  # how many of a clip's windows an epoch uses
 # dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
 PSEUDO_ANOMALY_SNR_DROP = 10.0
 # The batch the release's learning rates are set for; --learning_rate_scaling sqrt scales from it.
@@ -402,6 +404,10 @@ def data_kind(opt: argparse.Namespace) -> str:
 def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
     """Fill the data-dependent defaults and reject contradictory combinations."""
     opt.data_kind = data_kind(opt)
+    if opt.segment_length == 0:  # whole signals: one window a clip, so a preset's window budgets do not apply
+        for name in WINDOW_BUDGETS:
+            if getattr(opt, name) is None:
+                setattr(opt, name, 0)
     for name, value in PRESETS[opt.data_kind].items():
         if getattr(opt, name) is None:
             setattr(opt, name, value)
@@ -469,6 +475,49 @@ def completed_options(stored: dict) -> dict:
     """A run's stored options (checkpoint or options.json), with each option added since it was saved at
     the value that reproduces it (``VALUES_BEFORE_ADDED``)."""
     return {**VALUES_BEFORE_ADDED, **stored}
+
+
+def stored_option_problems(stored: dict) -> list[str]:
+    """The stored options (a checkpoint's) that no command line parses into, each as "options['name'] is
+    VALUE, why": a run stores parsed values only, so each must have its option's type, choices and range."""
+    actions: dict[str, argparse.Action] = {}
+    for action in build_parser()._actions:  # --name before --no-name, which shares its namespace name
+        actions.setdefault(action.dest, action)
+    problems = []
+    for name, action in actions.items():
+        problem = _stored_value_problem(action, stored[name]) if name in stored else None
+        if problem:
+            problems.append(f"options[{name!r}] is {stored[name]!r}, {problem}")
+    return problems
+
+
+def _stored_value_problem(action: argparse.Action, value: object) -> str | None:
+    """Why ``value`` is not a value ``action`` stores (None: it is one)."""
+    if value is None:
+        return None if action.default is None and action.dest not in RELEASE_PRESET else "where a run stores a value"
+    if isinstance(action, argparse._StoreConstAction):  # --cuda: store_true
+        return None if type(value) is bool else "not True or False"
+    if action.nargs == "+":
+        if not isinstance(value, list):
+            return "not a list"
+        return next(filter(None, (_parsed_problem(action, item) for item in value)), None)
+    return _parsed_problem(action, value)
+
+
+def _parsed_problem(action: argparse.Action, value: object) -> str | None:
+    """Why ``value`` is not what ``action`` parses its text into (an int stands for a float), or None."""
+    option = action.option_strings[0]
+    try:
+        parsed = (action.type or str)(str(value))
+    except argparse.ArgumentTypeError as err:
+        return str(err)
+    except (ValueError, TypeError):
+        return f"not a value {option} accepts"
+    if parsed != value or not (type(parsed) is type(value) or (type(parsed), type(value)) == (float, int)):
+        return f"of type {type(value).__name__}, not {type(parsed).__name__}"
+    if action.choices is not None and parsed not in action.choices:
+        return f"not one of {', '.join(map(str, action.choices))}"
+    return None
 
 
 def changed_options(stored: dict, opt: argparse.Namespace, ignore: Collection[str] = ()) -> list[str]:

@@ -22,7 +22,6 @@ stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import textwrap
@@ -36,6 +35,7 @@ from experiments.repro.runs import (DEFAULT_METHODS, GRLNET_ARGS_PROG, GRLNET_ME
                                     per_run_options, run_task)
 from grlnet.cli import run_cli
 from grlnet.errors import UserError, make_folder
+from grlnet.files import write_json, write_text
 from opts import build_parser as build_grlnet_parser
 from opts import given_option_names, positive_int, seed_value
 
@@ -123,9 +123,9 @@ def run_protocol(args: argparse.Namespace) -> dict:
                "baseline_epochs": baseline_epochs,
                "tasks": {t.name: run_task(t, methods, seeds, shared, baseline_epochs, args.jobs, args.reuse)
                          for t in tasks}}
-    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (folder / "results.md").write_text(results_markdown(results))
-    (folder / "results.tex").write_text(results_latex(results))
+    write_json(folder / "results.json", results, "results file")
+    write_text(folder / "results.md", results_markdown(results), "results file")
+    write_text(folder / "results.tex", results_latex(results), "results file")
     figures = ["score_distributions.png"]
     plot_score_distributions(results, folder / "score_distributions.png")
     if any(m in GRLNET_METHODS for m in methods):

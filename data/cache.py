@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from grlnet.errors import UserError, make_folder
+from grlnet.files import atomic_write
+
 log = logging.getLogger("grlnet.data")
 CACHE_FORMAT = 1  # part of every entry's name: a new layout of entries never reads an old one
 
@@ -68,17 +71,14 @@ def load(paths: list[Path], opt: argparse.Namespace) -> Decoded | None:
 
 
 def save(paths: list[Path], opt: argparse.Namespace, decoded: Decoded) -> None:
-    """Keep ``decoded`` for the next run (written whole, then renamed); a cache that cannot be written is
-    skipped with a warning, never an error."""
+    """Keep ``decoded`` for the next run (written atomically, grlnet.files); a cache that cannot be written
+    is skipped with a warning, never an error."""
     entry = entry_path(paths, opt) if opt.cache else None
     if entry is None:
         return
-    partial = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npz")
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(partial, **{field.name: getattr(decoded, field.name) for field in fields(Decoded)})
-        os.replace(partial, entry)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        log.warning("warning: cannot keep the decoded recordings in %s (%s); the next run decodes them again",
-                    entry.parent, err.strerror or err)
+        make_folder(entry.parent, "decoded-recordings cache folder")
+        with atomic_write(entry, "wb", "decoded-cache entry") as handle:
+            np.savez(handle, **{field.name: getattr(decoded, field.name) for field in fields(Decoded)})
+    except UserError as err:
+        log.warning("warning: %s; the next run decodes the files again", err)

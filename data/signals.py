@@ -182,8 +182,8 @@ def read_wav(path: Path, sample_rate: int | None) -> tuple[np.ndarray, int, int]
     if path.is_file() and path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
     check_readable(path)
-    try:
-        with soundfile.SoundFile(str(path)) as sound:
+    try:  # an open file, not its name: soundfile encodes names as UTF-8, which a name of other bytes is not
+        with path.open("rb") as handle, soundfile.SoundFile(handle) as sound:
             announced, rate = sound.frames, sound.samplerate
             audio = sound.read(dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as err:

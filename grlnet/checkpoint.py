@@ -7,7 +7,7 @@ authors' release shipped three state-dict files instead; ``load_released`` reads
 """
 from __future__ import annotations
 
-import os
+import math
 import pickle
 import pickletools
 import re
@@ -19,10 +19,12 @@ from typing import Collection
 import torch
 from torch import nn
 
-from grlnet.errors import UserError
-from grlnet.features import feature_model_problems
+from grlnet.errors import UserError, make_folder
+from grlnet.features import SPACE_ENTRIES, feature_model_problems
+from grlnet.steps import STEP_STATS
+from grlnet.files import atomic_write
 from network import NETWORKS
-from opts import completed_options, option_defaults
+from opts import completed_options, option_defaults, stored_option_problems
 
 RELEASED_FILES = {"regional": "Regional_Generator.pth", "local": "Local_Generator.pth",
                   "discriminator": "Discirminator.pth"}  # the release's spelling
@@ -33,21 +35,13 @@ REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose mo
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename: a crash never leaves half a file. A write
-    that fails (a full disk) removes the temporary file, keeps the previous checkpoint, and says why."""
+    """Write atomically (grlnet.files): a crash never leaves half a file. A write that fails (a full disk,
+    which torch reports as a RuntimeError) removes the temporary file, keeps the previous checkpoint, and
+    says why."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        with temporary.open("wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as err:
-        temporary.unlink(missing_ok=True)
-        kept = "the previous checkpoint there is kept" if path.is_file() else "no checkpoint is saved"
-        raise UserError(f"{path}: cannot save the checkpoint ({err.strerror or err}); {kept}") from None
+    make_folder(path.parent, "checkpoint folder")
+    with atomic_write(path, "wb", "checkpoint", failures=(OSError, RuntimeError)) as handle:
+        torch.save(state, handle)
 
 
 def _check_archive(path: Path) -> None:
@@ -160,10 +154,30 @@ def load_weights(module: nn.Module, state_dict: dict, source: str) -> None:
         k = wrong[0]
         raise UserError(f"{source}: {k} has shape {tuple(state_dict[k].shape)}, expected "
                         f"{tuple(own[k].shape)}")
-    broken = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if broken:
-        raise UserError(f"{source}: {broken[0]} holds NaN or infinite values (a diverged or damaged model)")
+    problem = next(filter(None, (_tensor_problem(k, v, _least_of(k)) for k, v in state_dict.items())), None)
+    if problem:
+        raise UserError(f"{source}: {problem} (a diverged or damaged model)")
     module.load_state_dict(state_dict)
+
+
+def _least_of(key: str) -> tuple[float, bool] | None:
+    """The bound a network's stored tensor keeps: a BatchNorm running variance is never negative."""
+    return (0.0, False) if key.endswith("running_var") else None
+
+
+def _tensor_problem(entry: str, tensor: torch.Tensor, least: tuple[float, bool] | None = None) -> str | None:
+    """What is wrong with a stored floating-point tensor's values, or None: NaN or infinite values, or
+    values below ``least`` = (bound, strict), at or below it where strict."""
+    if not tensor.is_floating_point():
+        return None
+    broken = int((~torch.isfinite(tensor)).sum())
+    if broken:
+        return f"{entry} holds NaN or infinite values ({broken} of {tensor.numel()})"
+    if least is None:
+        return None
+    bound, strict = least
+    below = int((tensor <= bound).sum() if strict else (tensor < bound).sum())
+    return f"{entry} has {below} values {'<=' if strict else '<'} {bound:g}" if below else None
 
 
 def load_released(model: nn.Module, model_dir: str | Path) -> None:
@@ -181,8 +195,8 @@ SCORING_ENTRIES = ("models", "options", "metrics", "epoch", "step", "sample_rate
 
 
 def load_train_checkpoint(path: str | Path, needed: Collection[str] = SCORING_ENTRIES) -> dict:
-    """A checkpoint train.py wrote, with the ``needed`` entries, refused once, naming all that is missing
-    or malformed, before any of it is used."""
+    """A checkpoint train.py wrote, with the ``needed`` entries, refused once, naming all that is missing,
+    malformed or holds values no run writes, before any of it is used."""
     state = load_file(path)
     if not isinstance(state, dict) or not set(needed) <= state.keys():
         raise UserError(f"{path}: not a GRLNet checkpoint written by train.py (the release's three .pth "
@@ -192,14 +206,10 @@ def load_train_checkpoint(path: str | Path, needed: Collection[str] = SCORING_EN
     problems = train_checkpoint_problems(state)
     if problems:
         raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
+    damaged = stored_value_problems(state)
+    if damaged:
+        raise UserError(f"{path}: {'; '.join(damaged)}; the checkpoint is damaged")
     return state
-
-
-def _length_option_problems(options: dict) -> list[str]:
-    """The stored lengths the networks are rebuilt from, each a whole number."""
-    return [f"option '{name}' is {options[name]!r}, not a whole number"
-            for name in ("mess_length", "segment_length", "segment_hop")
-            if type(options[name]) is not int or options[name] < 0]
 
 
 def train_checkpoint_problems(state: dict) -> list[str]:
@@ -209,7 +219,7 @@ def train_checkpoint_problems(state: dict) -> list[str]:
     if not isinstance(options, dict):
         return ["'options' is not a dict"]
     missing = sorted(set(option_defaults()) - options.keys())
-    problems = [f"'options' lacks {', '.join(missing)}"] if missing else _length_option_problems(options)
+    problems = [f"'options' lacks {', '.join(missing)}"] if missing else []
     models, metrics, feature_models = state["models"], state.get("metrics"), state.get("feature_models")
     if not isinstance(models, dict):
         problems.append("'models' is not a dict")
@@ -217,10 +227,121 @@ def train_checkpoint_problems(state: dict) -> list[str]:
         problems += [f"'models' has no '{name}'" for name in NETWORKS if name not in models]
     if not isinstance(metrics, list):
         problems.append("'metrics' is missing or not a list")
-    elif metrics and not isinstance(metrics[-1], dict):
-        problems.append("the last 'metrics' entry is not a dict")
-    elif metrics and not isinstance(metrics[-1].get("threshold"), float):
+    elif not all(isinstance(row, dict) for row in metrics):
+        problems.append("a 'metrics' entry is not a dict")
+    elif metrics and "threshold" not in metrics[-1]:
         problems.append("the last 'metrics' entry has no 'threshold'")
     if feature_models is not None:
         problems += feature_model_problems(feature_models)
+    return problems
+
+
+# Whole numbers a checkpoint holds besides its options: the least value a run writes, and whether it may be
+# None (an unknown sample rate: CSV data; no held-out clips: a run with a labelled test set).
+COUNT_ENTRIES = {"epoch": (0, False), "step": (0, False), "world_size": (1, False), "sample_rate": (1, True),
+                 "threshold_clips": (1, True)}
+# The bound a feature model's tensor keeps, as (bound, strict): a standardisation's scale is positive.
+FEATURE_BOUNDS = {"scale": (0.0, True)}
+
+
+def stored_value_problems(state: dict) -> list[str]:
+    """The values of a complete train.py checkpoint (``train_checkpoint_problems`` finds none) that scoring
+    or resuming would decide with and that no run writes, each naming its entry: options outside their
+    option's type, choices or range, counts, the decision threshold, the feature models and, for resuming,
+    the step statistics and the optimizers' states."""
+    problems = stored_option_problems(state["options"])
+    problems += _count_problems(state)
+    problems += _threshold_problems(state["metrics"])
+    if state.get("feature_models") is not None:
+        problems += _feature_model_value_problems(state["feature_models"])
+    if state.get("step_stats") is not None and type(state["step"]) is int:
+        problems += _step_stats_problems(state["step_stats"], state["step"])
+    if "optimizers" in state:
+        problems += _optimizer_problems(state["optimizers"])
+    if "rng" in state:
+        problems += _rng_problems(state["rng"])
+    if "train_files" in state and not (isinstance(state["train_files"], list)
+                                       and all(isinstance(name, str) for name in state["train_files"])):
+        problems.append("train_files is not a list of file names")
+    return problems
+
+
+def _count_problems(state: dict) -> list[str]:
+    """The stored counts (``COUNT_ENTRIES``) that are not whole numbers of their range, and an epoch other
+    than the number of epochs whose metrics are stored (one row is added as each epoch ends)."""
+    problems = []
+    for name, (least, optional) in COUNT_ENTRIES.items():
+        value = state.get(name)
+        if name in state and not (value is None and optional) and (type(value) is not int or value < least):
+            problems.append(f"{name} is {value!r}, not a whole number >= {least}")
+    epoch, metrics = state["epoch"], state["metrics"]
+    if type(epoch) is int and epoch != len(metrics):
+        problems.append(f"epoch is {epoch}, but metrics holds the results of {len(metrics)} epochs")
+    return problems
+
+
+def _threshold_problems(metrics: list[dict]) -> list[str]:
+    """The last decision threshold (which test.py decides --input files at) unless it is a finite number."""
+    if not metrics:
+        return []
+    threshold = metrics[-1]["threshold"]
+    if type(threshold) in (int, float) and math.isfinite(threshold):
+        return []
+    return [f"metrics[-1]['threshold'] is {threshold!r}, not a finite number"]
+
+
+def _feature_model_value_problems(models: dict[str, dict[str, torch.Tensor]]) -> list[str]:
+    """Feature models' values no fit gives: NaN or infinite values, a scale <= 0, no kNN reference window."""
+    problems = []
+    for space, model in models.items():
+        if not len(model["reference"]):
+            problems.append(f"feature_models[{space!r}]['reference'] holds no windows, and the kNN distance needs one")
+        problems += filter(None, (_tensor_problem(f"feature_models[{space!r}][{name!r}]", model[name],
+                                                  FEATURE_BOUNDS.get(name)) for name in SPACE_ENTRIES))
+    return problems
+
+
+def _step_stats_problems(step_stats: object, step: int) -> list[str]:
+    """The statistics of the steps an epoch has taken (resuming averages them into its metrics), unless a
+    [steps, statistics] tensor with finite values in the ``step`` rows taken."""
+    if (not isinstance(step_stats, torch.Tensor) or step_stats.dim() != 2 or step_stats.shape[1] != len(STEP_STATS)
+            or step_stats.shape[0] < step):
+        return [f"step_stats is not a tensor of {len(STEP_STATS)} statistics for each of at least {step} steps"]
+    problem = _tensor_problem(f"step_stats[:{step}]", step_stats[:step])
+    return [problem] if problem else []
+
+
+def _rng_problems(rng: object) -> list[str]:
+    """The random generators' states unless the CPU's is one torch can set (and the CUDA one None or bytes)."""
+    cpu = torch.get_rng_state()
+    if (not isinstance(rng, dict) or not isinstance(rng.get("cpu"), torch.Tensor)
+            or (rng["cpu"].dtype, rng["cpu"].shape) != (cpu.dtype, cpu.shape)):
+        return ["rng['cpu'] is not the state of torch's random generator"]
+    cuda = rng.get("cuda")
+    if cuda is not None and not (isinstance(cuda, torch.Tensor) and cuda.dtype == torch.uint8):
+        return ["rng['cuda'] is not the state of a CUDA random generator"]
+    return []
+
+
+def _optimizer_problems(optimizers: object) -> list[str]:
+    """Each network's Adam state, unless it holds finite moments (the second ones >= 0) and a finite
+    learning rate > 0: resuming would take any other into the next step."""
+    if not isinstance(optimizers, dict) or set(optimizers) != set(NETWORKS):
+        return [f"optimizers does not hold the states of {', '.join(NETWORKS)}"]
+    problems = []
+    for name, optimizer in optimizers.items():
+        entry = f"optimizers[{name!r}]"
+        if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict)
+                or not all(isinstance(moments, dict) for moments in optimizer["state"].values())
+                or not isinstance(optimizer.get("param_groups"), list)):
+            problems.append(f"{entry} is not an optimizer's state")
+            continue
+        for index, moments in optimizer["state"].items():
+            problems += filter(None, (_tensor_problem(f"{entry}['state'][{index}][{key!r}]", value,
+                                                      (0.0, False) if key == "exp_avg_sq" else None)
+                                      for key, value in moments.items() if isinstance(value, torch.Tensor)))
+        for group in optimizer["param_groups"]:
+            rate = group.get("lr") if isinstance(group, dict) else None
+            if not (type(rate) in (int, float) and math.isfinite(rate) and rate > 0):
+                problems.append(f"{entry}['param_groups'] holds the learning rate {rate!r}, not a finite number > 0")
     return problems

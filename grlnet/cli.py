@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from grlnet.errors import DivergedError, UserError
+from grlnet.errors import DivergedError, UserError, printable
 
 log = logging.getLogger("grlnet")
 
@@ -30,17 +30,24 @@ def close_logging() -> None:
     log.handlers.clear()
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines as UTF-8 can hold them (errors.printable): a file name of other bytes must not stop a run."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 def configure_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
     """Log plain lines to stdout and, with ``log_file``, time-stamped lines to that file."""
     log.setLevel(level)
     close_logging()
     log.propagate = False
     console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setFormatter(PrintableFormatter("%(message)s"))
     log.addHandler(console)
     if log_file is not None:
         to_file = logging.FileHandler(log_file, mode="a")
-        to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        to_file.setFormatter(PrintableFormatter("%(asctime)s %(message)s"))
         log.addHandler(to_file)
 
 
@@ -66,7 +73,7 @@ def run_cli(main_function: Callable[[argparse.Namespace], object],
         message = err if isinstance(err, UserError) else out_of_memory_message(err, opt)
         log_to_files(f"error: {message}")
         close_logging()
-        print(f"error: {message}", flush=True)
+        print(printable(f"error: {message}"), flush=True)
         raise SystemExit(3 if isinstance(err, DivergedError) else 2) from None
     except KeyboardInterrupt:  # train() saves and exits on its own; elsewhere there is nothing to keep
         close_logging()

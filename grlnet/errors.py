@@ -1,6 +1,7 @@
 """The one exception type for mistakes a user can fix (bad data, bad options, bad checkpoints)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -10,6 +11,15 @@ class UserError(Exception):
 
 class DivergedError(UserError):
     """A loss became NaN or infinite (the scripts exit with status 3)."""
+
+
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can hold it, for logs, consoles and CSV files: the bytes of a file name that are not
+    UTF-8, which ``os.fsdecode`` keeps as lone surrogates, written as \\xNN escapes."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def make_folder(path: str | Path, what: str) -> Path:

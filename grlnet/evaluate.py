@@ -3,23 +3,24 @@ evaluate a labelled test set or score unlabelled recordings against a stored thr
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Sequence, TextIO
 
 import torch
 
 from data import ClipSet, load_datasets, load_unlabelled
-from grlnet.checkpoint import load_released, load_train_checkpoint, load_weights
+from grlnet.checkpoint import RELEASED_FILES, load_released, load_train_checkpoint, load_weights
 from grlnet.cli import configure_logging, log
 from grlnet.errors import UserError, make_folder
 from grlnet.features import PAPER_SCORE, FeatureScorer
+from grlnet.files import check_writable, identity, write_json
 from grlnet.metrics import format_labelled_metrics, labelled_metrics
 from grlnet.plots import redraw
 from grlnet.results import (decide, is_score_file, save_reconstruction_examples, write_group_tables,
                             write_scores_csv)
-from grlnet.run_folder import run_markers_in
+from grlnet.run_folder import LOCK_FILE, lock_run_folder, new_folder, owning_run
 from grlnet.runtime import autocast_context, choose_kernels, place_model, resolve_device
 from grlnet.scoring import score_clips
 from network import NETWORKS, GRLNet
@@ -128,10 +129,11 @@ def _stored_threshold(state: dict) -> tuple[float | None, str]:
     if not state["metrics"]:
         return None, ""
     last, options = state["metrics"][-1], state["options"]
+    threshold = float(last["threshold"])  # a finite number (checkpoint.stored_value_problems); an int is one too
     if "auc" in last:
-        return last["threshold"], "the checkpoint's last EER threshold, on its labelled test set"
-    return last["threshold"], (f"the checkpoint's threshold: the {options['threshold_quantile']:g}-quantile of "
-                               f"the scores of its {state['threshold_clips']} held-out normal clips")
+        return threshold, "the checkpoint's last EER threshold, on its labelled test set"
+    return threshold, (f"the checkpoint's threshold: the {options['threshold_quantile']:g}-quantile of "
+                       f"the scores of its {state['threshold_clips']} held-out normal clips")
 
 
 def _feature_scorer(state: dict, opt: argparse.Namespace) -> FeatureScorer | None:
@@ -191,33 +193,62 @@ def _require_trained_rate(opt: argparse.Namespace, trained_rate: int | None, cli
                         f"{trained_rate} Hz audio; give --sample_rate {trained_rate} to resample")
 
 
-def _check_output(output: Path, read: list[str], overwrite: bool) -> None:
-    """Refuse an --output that is one of the files ``read`` (an input, the checkpoint), whatever it is
-    called, or in a training run's folder, and an existing file other than a score file test.py wrote,
-    unless ``overwrite``."""
-    if output.resolve() in {Path(name).resolve() for name in read if name}:
+def _refuse_read(output: Path, read: Sequence[str | Path]) -> None:
+    """Refuse an --output that is, or lies inside, a file or folder being read (``read``), compared by
+    identity (device and inode, links resolved), so another name, a link or a hard link to it is refused too."""
+    being_read = {identity(name): name for name in read if name}
+    being_read.pop(None, None)
+    resolved = Path(os.path.realpath(output))
+    if identity(resolved) in being_read:
         raise UserError(f"{output}: --output is one of the files being read (an input or the checkpoint); "
                         "writing the scores would destroy it: give another file name")
-    if run_markers_in(output.parent):
-        raise UserError(f"{output}: --output is in a training run's folder, whose scores.csv is the run's own; "
-                        "give a file elsewhere")
+    inside = next((being_read[identity(place)] for place in resolved.parents if identity(place) in being_read), None)
+    if inside is not None:
+        raise UserError(f"{output}: --output lies inside {inside}, a folder being read (--input); give a file "
+                        "elsewhere")
+
+
+def _check_output(output: Path, read: Sequence[str | Path], overwrite: bool) -> None:
+    """Before any data are decoded: refuse an --output that is or lies inside what is read (``_refuse_read``),
+    that would be among a training run's files (in its folder, its checkpoints/ or figures/) by whatever path,
+    whose folder cannot be written in, and an existing file other than a score file test.py wrote, unless
+    ``overwrite``."""
+    if output.is_dir():
+        raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
+    _refuse_read(output, read)
+    run = owning_run(output)
+    if run is not None:
+        raise UserError(f"{output}: --output lies in the training run's folder {run[0]} (it holds "
+                        f"{', '.join(run[1])}), whose files are the run's own; give a file elsewhere")
+    check_writable(output.parent, "folder of --output")
     if output.exists() and not overwrite and not is_score_file(output):
         raise UserError(f"{output}: --output exists and is not a score file written by test.py; give another "
                         "file name, or --overwrite to replace it")
 
 
 def _check_output_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse a training run's folder as test.py's output folder (its scores, metrics and figures would be
-    replaced by these), and, unless ``overwrite``, a folder holding files that test.py did not write
-    (no test.log)."""
-    found = run_markers_in(folder)
-    if found:
-        raise UserError(f"{folder}: --output_dir is a training run's folder (it holds {', '.join(found)}), whose "
+    """Refuse as test.py's output folder a training run's folder, its checkpoints/ or figures/, by whatever
+    path (its scores, metrics, figures would be replaced by these, or mixed with its own), a folder that cannot
+    be written in, and, unless ``overwrite``, a folder holding files that test.py did not write (no test.log)."""
+    run = owning_run(folder, is_folder=True)
+    if run is not None and identity(run[0]) == identity(folder):
+        raise UserError(f"{folder}: --output_dir is a training run's folder (it holds {', '.join(run[1])}), whose "
                         "scores.csv, metrics and figures test.py would replace; give another --output_dir")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / "test.log").is_file() and not overwrite:
+    if run is not None:
+        raise UserError(f"{folder}: --output_dir lies in the training run's folder {run[0]} (it holds "
+                        f"{', '.join(run[1])}), whose files are the run's own; give another --output_dir")
+    check_writable(folder, "output folder")
+    held = folder.is_dir() and any(path.name != LOCK_FILE for path in folder.iterdir())
+    if held and not (folder / "test.log").is_file() and not overwrite:
         raise UserError(f"{folder}: --output_dir holds files that test.py did not write (it has no test.log), "
                         "and test.py writes scores.csv, metrics.json, test.log and figures/ there; give a new or "
                         "empty folder, or --overwrite to write there anyway")
+
+
+def _files_read(opt: argparse.Namespace) -> list[str | Path]:
+    """What scoring --input files reads: the inputs (files or folders) and the checkpoint or the release's files."""
+    released = [Path(opt.model_dir) / name for name in RELEASED_FILES.values()] if opt.model_dir else []
+    return [*opt.input, opt.checkpoint or "", *released]
 
 
 def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None:
@@ -229,11 +260,10 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
                         "store none, nor does a checkpoint saved before its first epoch ended, and a checkpoint "
                         "stores one for the score it was trained with only)")
     output = Path(opt.output or folder / "scores.csv")
-    if output.is_dir():
-        raise UserError(f"{output}: --output is a folder; give a file name, such as {output / 'scores.csv'}")
-    clips = load_unlabelled(opt.input, opt)
-    _check_output(output, [*clips.names, opt.checkpoint or ""], opt.overwrite)
+    _check_output(output, _files_read(opt), opt.overwrite)
     make_folder(output.parent, "folder of --output")
+    clips = load_unlabelled(opt.input, opt)
+    _refuse_read(output, clips.names)  # a file reached through a link in an input folder
     _require_trained_rate(opt, restored.sample_rate, clips)
     scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     for name, score in zip(clips.names, scores["score"]):
@@ -252,7 +282,7 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     scores = score_clips(model, test_set, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv")
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(folder / "metrics.json", metrics, "metrics file")
     write_group_tables(metrics, folder)
     save_reconstruction_examples(model, test_set, opt, device, folder / "figures" / "examples.npz")
     figures = redraw(folder)
@@ -262,6 +292,18 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     return metrics
 
 
+def _claim_output_folder(opt: argparse.Namespace) -> tuple[Path, TextIO]:
+    """test.py's output folder, checked (``_check_output_folder``) and created, or by default a new
+    runs/test-<time> (-2, -3, ... when another run made it first); locked against a second run there."""
+    if opt.output_dir:
+        folder = Path(opt.output_dir)
+        _check_output_folder(folder, opt.overwrite)
+        make_folder(folder, "output folder")
+    else:
+        folder = new_folder(Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}", "output folder")
+    return folder, lock_run_folder(folder, "test.py run or training")
+
+
 def test(opt: argparse.Namespace) -> dict | None:
     """Evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
     configure_logging()
@@ -269,11 +311,12 @@ def test(opt: argparse.Namespace) -> dict | None:
     device = resolve_device(restored.opt)
     choose_kernels(device, restored.opt.deterministic)
     place_model(restored.model, device, restored.opt)
-    folder = Path(restored.opt.output_dir or Path("runs") / f"test-{datetime.now():%Y%m%d-%H%M%S}")
-    _check_output_folder(folder, restored.opt.overwrite)
-    make_folder(folder, "output folder")
-    configure_logging(folder / "test.log")
-    if restored.opt.input:
-        score_inputs(restored, device, folder)
-        return None
-    return evaluate_test_set(restored, device, folder)
+    folder, lock = _claim_output_folder(restored.opt)
+    try:
+        configure_logging(folder / "test.log")
+        if restored.opt.input:
+            score_inputs(restored, device, folder)
+            return None
+        return evaluate_test_set(restored, device, folder)
+    finally:
+        lock.close()

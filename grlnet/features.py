@@ -19,7 +19,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
 from data.datasets import evenly_spaced
-from grlnet.errors import UserError
+from grlnet.errors import DivergedError, UserError
 from network import GRLNet
 
 FEATURE_SPACES = ("encoder", "discriminator")
@@ -30,6 +30,9 @@ SCORES = (PAPER_SCORE, *FEATURE_SCORES)
 NEIGHBOURS = 5  # nearest normal windows averaged by the kNN distance
 MAX_FIT_WINDOWS = 512  # normal windows a feature model is fitted on (evenly spaced): bounds time and checkpoint size
 SPACE_ENTRIES = ("mean", "scale", "location", "precision", "reference")
+# The pooled features' widths: the mean and standard deviation of each channel of the regional and local
+# encoders' outputs (512 each) and of D's last convolution (512).
+SPACE_WIDTHS = {"encoder": 2 * (512 + 512), "discriminator": 2 * 512}
 
 
 def pooled(h: torch.Tensor) -> torch.Tensor:
@@ -87,6 +90,7 @@ class FeatureScorer:
 
     def window_scores(self, features: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Each feature score of a batch of windows, from their pooled features (``space_features``)."""
+        require_finite(features, "windows scored")
         scores = {}
         for space, model in self.models.items():
             standardised = (features[space].numpy() - model["mean"]) / model["scale"]
@@ -98,13 +102,24 @@ class FeatureScorer:
         return scores
 
 
+def require_finite(features: dict[str, np.ndarray | torch.Tensor], windows: str) -> None:
+    """Refuse features with NaN or infinite values (the networks' outputs overflow: a diverged model),
+    which sklearn would meet with a traceback."""
+    broken = [space for space, values in features.items() if not np.isfinite(np.asarray(values)).all()]
+    if broken:
+        raise DivergedError(f"the {' and '.join(broken)} features of the {windows} hold NaN or infinite values "
+                            "(the networks' outputs overflow)")
+
+
 def fit_feature_models(features: dict[str, np.ndarray]) -> dict[str, dict[str, torch.Tensor]]:
     """Every feature space's model, fitted on normal windows' features (``space_features``, stacked)."""
+    require_finite(features, "normal windows")
     return {space: fit_space(features[space]) for space in FEATURE_SPACES}
 
 
 def feature_model_problems(models: object) -> list[str]:
-    """What a checkpoint's 'feature_models' entry lacks to score with, each in a few words."""
+    """What a checkpoint's 'feature_models' entry lacks to score with, each in a few words: every space's
+    tensors, of the widths of the networks' pooled features (``SPACE_WIDTHS``) and of shapes that agree."""
     if not isinstance(models, dict) or set(models) != set(FEATURE_SPACES):
         return [f"'feature_models' does not hold the spaces {', '.join(FEATURE_SPACES)}"]
     problems = []
@@ -112,10 +127,12 @@ def feature_model_problems(models: object) -> list[str]:
         if not isinstance(model, dict) or not all(isinstance(model.get(k), torch.Tensor) for k in SPACE_ENTRIES):
             problems.append(f"'feature_models' {space} lacks one of {', '.join(SPACE_ENTRIES)}")
             continue
-        width = model["mean"].shape[0]
-        shapes = {"scale": (width,), "location": (width,), "precision": (width, width)}
-        if any(tuple(model[k].shape) != shape for k, shape in shapes.items()) or model["reference"].shape[-1] != width:
+        width = SPACE_WIDTHS[space]
+        shapes = {"mean": (width,), "scale": (width,), "location": (width,), "precision": (width, width)}
+        reference = model["reference"]  # [windows, width]
+        if (any(tuple(model[k].shape) != shape for k, shape in shapes.items())
+                or (reference.dim(), reference.shape[-1:]) != (2, (width,))):
             problems.append(f"'feature_models' {space}: its tensors' shapes disagree")
-        elif not all(torch.isfinite(model[k]).all() for k in SPACE_ENTRIES):
-            problems.append(f"'feature_models' {space} holds NaN or infinite values")
+        elif not all(model[k].is_floating_point() for k in SPACE_ENTRIES):
+            problems.append(f"'feature_models' {space} holds tensors that are not floating-point")
     return problems

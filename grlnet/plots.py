@@ -17,6 +17,7 @@ from sklearn.metrics import roc_curve
 from grlnet.errors import UserError
 from grlnet.metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
 from grlnet.features import PAPER_SCORE
+from grlnet.files import atomic_write
 from grlnet.results import EXAMPLE_SIGNALS, chosen_score, has_labels, read_columns, read_scores
 
 matplotlib.use("Agg")
@@ -33,12 +34,14 @@ EXAMPLE_KEYS = tuple(f"{signal}_{kind}" for kind in ("normal", "abnormal") for s
 
 @contextmanager
 def styled_figure(out_png: str | Path, *args, **kwargs) -> Iterator[tuple]:
-    """``plt.subplots(*args, **kwargs)`` in the house style; saved to ``out_png`` and closed on exit."""
+    """``plt.subplots(*args, **kwargs)`` in the house style; saved to ``out_png`` (atomically, grlnet.files)
+    and closed on exit."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(*args, **kwargs)
         try:
             yield fig, axes
-            fig.savefig(out_png, dpi=DPI, bbox_inches="tight")
+            with atomic_write(out_png, "wb", "figure") as handle:
+                fig.savefig(handle, format=Path(out_png).suffix[1:] or "png", dpi=DPI, bbox_inches="tight")
         finally:
             plt.close(fig)
 

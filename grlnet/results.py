@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import torch
 
 from data import ClipSet
-from grlnet.errors import UserError
-from grlnet.features import SCORES
+from grlnet.errors import UserError, make_folder, printable
+from grlnet.features import FEATURE_SCORES, PAPER_SCORE, SCORES
+from grlnet.files import atomic_write
+from grlnet.scoring import CHOSEN, TERMS
 from network import GRLNet
 
 
 # DCASE's per-group metrics: their files, and the keys that metrics.csv leaves out
 GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
-SCORES_HEADER = ("file", "label")  # the first columns of every score file, which tell one from other files
+# The first columns of every score file: its clip, label (empty when unknown), D's three terms and the paper's score.
+SCORE_FILE_OPENING = ("file", "label", *TERMS, PAPER_SCORE)
 EXAMPLE_SIGNALS = ("input", "regional", "local")  # examples.npz: each of a normal and an abnormal window
-
-
-def create(path: Path) -> TextIO:
-    """``path`` opened for writing text, or an error that names it (a folder one cannot write in)."""
-    try:
-        return path.open("w", newline="")
-    except OSError as err:
-        raise UserError(f"{path}: cannot write the file there ({err.strerror})") from None
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
@@ -38,7 +33,7 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
 
 def write_rows_csv(rows: list[dict], path: Path) -> None:
     """Rows as a CSV file whose header holds every row's keys (a key a row lacks, or None: an empty cell)."""
-    with create(path) as handle:
+    with atomic_write(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
@@ -59,23 +54,28 @@ def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
     """One row per clip: file, label (empty when unknown), each of ``scores``' columns (GRLNet's D(x),
     D(R(x)), D(Lo(x)) and score; the baseline's score) and, with ``threshold``, the decision at it."""
     decided = ("decision",) if threshold is not None else ()
-    with create(path) as handle:
+    with atomic_write(path, what="score file") as handle:
         writer = csv.writer(handle)
-        writer.writerow((*SCORES_HEADER, *scores, *decided))
+        writer.writerow(("file", "label", *scores, *decided))
         for i, name in enumerate(clips.names):
             label = "" if clips.labels is None else int(clips.labels[i])
             decision = (decide(scores["score"][i], threshold),) if decided else ()
-            writer.writerow((name, label, *(repr(float(column[i])) for column in scores.values()), *decision))
+            writer.writerow((printable(name), label, *(repr(float(column[i])) for column in scores.values()),
+                             *decision))
 
 
 def is_score_file(path: Path) -> bool:
-    """Whether ``path`` is a score file ``write_scores_csv`` wrote, told by its header."""
+    """Whether ``path`` is a score file ``write_scores_csv`` wrote, told by its header: file, label, D's three
+    terms, the paper's score, any feature scores, score and, with a threshold, decision; no label file
+    has that set of columns, however it names its first two."""
     try:
         with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
+            header = tuple(next(csv.reader(handle), []))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    return tuple(header[:len(SCORES_HEADER)]) == SCORES_HEADER
+    header = header[:-1] if header[-1:] == ("decision",) else header
+    opening, features, ending = header[:len(SCORE_FILE_OPENING)], header[len(SCORE_FILE_OPENING):-1], header[-1:]
+    return opening == SCORE_FILE_OPENING and set(features) <= set(FEATURE_SCORES) and ending == (CHOSEN,)
 
 
 def decide(score: float, threshold: float) -> str:
@@ -85,15 +85,29 @@ def decide(score: float, threshold: float) -> str:
 
 # ---------------------------------------------------------------- reading a run's files
 
-def read_columns(path: str | Path) -> dict[str, np.ndarray]:
-    """A CSV file as one array per column (numbers where every cell is one, text otherwise)."""
-    with Path(path).open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+def read_columns(path: str | Path, needed: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """A CSV file as one array per column (numbers where every cell is one, text otherwise), refused when it
+    is unreadable, lacks a ``needed`` column, or has a row of another length than its header: a file cut
+    short or damaged, whose missing cells would read as NaN."""
+    try:
+        with Path(path).open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            rows = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"{path}: not a readable CSV file ({getattr(err, 'strerror', None) or err})") from None
+    missing = [name for name in needed if name not in header]
+    if missing:
+        raise UserError(f"{path}: no {', '.join(map(repr, missing))} column; not a file train.py or test.py wrote")
     if not rows:
         raise UserError(f"{path}: no rows to draw")
+    line, row = next(((line, row) for line, row in rows if len(row) != len(header)), (0, []))
+    if line:
+        raise UserError(f"{path}, line {line}: {len(row)} cells where the header names {len(header)} columns; the "
+                        "file is cut short or damaged")
     columns = {}
-    for name in rows[0]:
-        cells = [row[name] for row in rows]
+    for index, name in enumerate(header):
+        cells = [row[index] for _, row in rows]
         try:
             columns[name] = np.array(cells, dtype=np.float64)
         except ValueError:
@@ -103,12 +117,24 @@ def read_columns(path: str | Path) -> dict[str, np.ndarray]:
 
 def read_named_scores(scores_csv: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """File names, binary labels (0 normal, 1 abnormal: any label > 0) and scores of a labelled scores.csv."""
-    columns = read_columns(scores_csv)
+    columns = read_columns(scores_csv, ("file", "label", "score"))
     if columns["label"].dtype.kind != "f":
         raise UserError(f"{scores_csv}: some items have no label; these figures need a labelled test set")
-    if not np.all(np.isfinite(columns["score"])):
-        raise UserError(f"{scores_csv}: some scores are not finite; the run has diverged")
+    scores = columns["score"]
+    bad = next((i for i, value in enumerate(scores) if not _is_finite_number(value)), None)
+    if bad is not None:
+        raise UserError(f"{scores_csv}, line {bad + 2}: the score is {str(scores[bad])!r}, not a finite number; the "
+                        "file is damaged or was edited (train.py stops a run whose scores are not finite)")
     return columns["file"].tolist(), (columns["label"] > 0).astype(np.int64), columns["score"]
+
+
+def _is_finite_number(cell: float | str) -> bool:
+    """Whether a cell read by ``read_columns`` (a number, or text where a cell of its column is not one) is
+    a finite number."""
+    try:
+        return math.isfinite(float(cell))
+    except ValueError:
+        return False
 
 
 def chosen_score(scores_csv: str | Path) -> str | None:
@@ -126,7 +152,7 @@ def read_scores(scores_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def has_labels(scores_csv: str | Path) -> bool:
     """Whether every row of scores.csv has a label (test.py --input writes unlabelled ones)."""
-    return read_columns(scores_csv)["label"].dtype.kind == "f"
+    return read_columns(scores_csv, ("label",))["label"].dtype.kind == "f"
 
 
 # ---------------------------------------------------------------- the reconstruction examples
@@ -146,8 +172,9 @@ def save_reconstruction_examples(model: GRLNet, clips: ClipSet, opt: argparse.Na
     model.train(was_training)
     arrays = {f"{signal}_{kind}": outputs[signal][row, 0].float().cpu().numpy()
               for signal in EXAMPLE_SIGNALS for row, kind in enumerate(("normal", "abnormal"))}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, sample_rate=clips.sample_rate or 0, **arrays)  # 0: unknown (CSV signals)
+    make_folder(Path(path).parent, "figure folder")
+    with atomic_write(path, "wb", "examples file") as handle:
+        np.savez(handle, sample_rate=clips.sample_rate or 0, **arrays)  # 0: unknown (CSV signals)
 
 
 def _first_window(clips: ClipSet, index: int, opt: argparse.Namespace) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from grlnet.checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
 from grlnet.errors import UserError
 from network import D_Net, GRLNet
-from opts import VALUES_BEFORE_ADDED, completed_options, option_defaults
+from opts import VALUES_BEFORE_ADDED, completed_options, option_defaults, parse_opts, stored_option_problems
 
 
 class _Payload:
@@ -125,10 +125,11 @@ def test_flipped_bits_in_a_saved_tensor_are_refused_not_loaded(tmp_path):
 
 
 def test_stored_lengths_must_be_whole_numbers_and_every_option_stored():
-    options = {**option_defaults(), "mess_length": "4096", "segment_length": 1024, "segment_hop": -1}
+    options = {**vars(parse_opts([])), "mess_length": "4096", "segment_length": 1024, "segment_hop": -1}
     state = {"models": {name: {} for name in ("regional", "local", "discriminator")}, "metrics": [], "options": options}
-    assert train_checkpoint_problems(state) == ["option 'mess_length' is '4096', not a whole number",
-                                                "option 'segment_hop' is -1, not a whole number"]
+    assert train_checkpoint_problems(state) == []  # complete: the values are stored_option_problems' to judge
+    assert stored_option_problems(options) == ["options['mess_length'] is '4096', of type str, not int",
+                                               "options['segment_hop'] is -1, expected an integer >= 0, got -1"]
     del options["mess_length"], options["seed"]
     assert train_checkpoint_problems(state) == ["'options' lacks mess_length, seed"]
 

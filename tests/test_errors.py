@@ -289,6 +289,6 @@ def test_a_result_file_that_cannot_be_written_is_named(tmp_path):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
     clips = ClipSet(["a.wav"], np.zeros((1, 64), np.float32), None)
-    with pytest.raises(UserError, match=f"^{re.escape(str(a_file / 'scores.csv'))}: cannot write the file there "
-                                        r"\(Not a directory\)$"):
+    with pytest.raises(UserError, match=f"^{re.escape(str(a_file / 'scores.csv'))}: cannot save the score file "
+                                        r"\(Not a directory\); no score file is saved$"):
         write_scores_csv(clips, {"score": np.array([0.5])}, a_file / "scores.csv")

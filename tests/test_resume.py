@@ -134,8 +134,9 @@ def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
     calls = _diverge_at(monkeypatch, 8 + 3, 1, float("nan"))  # epoch 1 (second epoch of 8 steps), step 2
     opt = parse_opts([*TINY, "--epochs", "3", "--output_dir", str(tmp_path)])
     kept = tmp_path / "checkpoints" / "last.pt"
-    with pytest.raises(DivergedError, match=f"loss_g is nan at epoch 1, step 2; the last good checkpoint, "
-                                            f"{re.escape(str(kept))}, is kept$"):
+    with pytest.raises(DivergedError, match=f"loss_g is nan at epoch 1, step 2; the last checkpoint, "
+                                            f"{re.escape(str(kept))}, is kept: its weights and losses are finite, "
+                                            "but --resume would repeat the same steps at the same learning rates"):
         main.train(opt)
     assert load_file(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
     calls["n"] = 0
@@ -150,7 +151,9 @@ def test_divergence_before_any_save_says_none_was_saved_and_is_logged(tmp_path, 
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main.train, lambda: parse_opts([*TINY, "--output_dir", str(tmp_path)]))
     assert exit_info.value.code == 3
-    message = "error: training diverged: loss_d is inf at epoch 0, step 2; no checkpoint was saved before it"
+    message = ("error: training diverged: loss_d is inf at epoch 0, step 2; no checkpoint was saved before it; start "
+               "a new run with lower learning rates (now --r_g_net_learning_rate 0.001, --l_g_net_learning_rate 0.001, "
+               "--d_net_learning_rate 0.0001; --overwrite replaces this run)")
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
     assert (tmp_path / "train.log").read_text().splitlines()[-1].endswith(f" {message}")
 

@@ -1,5 +1,6 @@
 """A run folder belongs to one run: one that holds a run is refused unless --resume continues it or
 --overwrite replaces it, and a training in progress locks it against a second one."""
+import json
 import os
 import re
 import signal
@@ -13,14 +14,17 @@ import main
 from conftest import REPO, TINY, run_script
 from grlnet import run_folder
 from grlnet.errors import UserError
-from opts import parse_opts
+from opts import option_defaults, parse_opts
 
 
-@pytest.mark.parametrize("marker", ["options.json", "checkpoints/last.pt", "metrics.csv", "train.log"])
+@pytest.mark.parametrize("marker", ["checkpoints/last.pt", "metrics.csv", "train.log"])
 def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path, marker, monkeypatch):
-    (tmp_path / marker).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "options.json").write_text(json.dumps(option_defaults()))  # train.py's: the folder holds a run
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.pt").write_text("an earlier run's")
     (tmp_path / marker).write_text("an earlier run's")
-    message = (f"{tmp_path}: already holds a run ({marker}); give --resume to continue it or --overwrite to "
+    found = ", ".join(dict.fromkeys(["options.json", "checkpoints/last.pt", marker]))
+    message = (f"{tmp_path}: already holds a run ({found}); give --resume to continue it or --overwrite to "
                "replace it, or a new --output_dir")
 
     def decoding(opt):

@@ -198,17 +198,20 @@ def test_output_file_of_input_mode_must_be_a_file_and_gets_its_folder(checkpoint
 
 def _score_into(checkpoint: Path, clips: Path, output: Path, *args: str) -> None:
     evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(output),
-                                   "--output_dir", str(output.parent / "out"), "--quiet", *args]))
+                                   "--output_dir", str(clips.parent / "out"), "--quiet", *args]))
 
 
 def test_output_that_is_an_input_or_the_checkpoint_is_refused_even_with_overwrite(checkpoint, tmp_path):
     clips = write_clips(tmp_path / "clips", 16000)
     an_input = clips / "normal_id_00_00000000.wav"
     before = an_input.read_bytes(), checkpoint.read_bytes()
-    for output in (tmp_path / "clips" / ".." / "clips" / an_input.name, checkpoint):  # another path to the same file
-        with pytest.raises(UserError, match=f"^{re.escape(str(output))}: --output is one of the files being read "
-                                            r"\(an input or the checkpoint\); writing the scores would destroy it"):
-            _score_into(checkpoint, clips, output, "--overwrite")
+    output = tmp_path / "clips" / ".." / "clips" / an_input.name  # another path to a file in the --input folder
+    with pytest.raises(UserError, match=f"^{re.escape(str(output))}: --output lies inside {re.escape(str(clips))}, "
+                                        r"a folder being read \(--input\); give a file elsewhere$"):
+        _score_into(checkpoint, clips, output, "--overwrite")
+    with pytest.raises(UserError, match=f"^{re.escape(str(checkpoint))}: --output is one of the files being read "
+                                        r"\(an input or the checkpoint\); writing the scores would destroy it"):
+        _score_into(checkpoint, clips, checkpoint, "--overwrite")
     assert (an_input.read_bytes(), checkpoint.read_bytes()) == before
 
 
@@ -235,12 +238,14 @@ def test_a_training_run_folder_is_refused_as_test_output(checkpoint, tmp_path):
                "--output_dir")
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         score(checkpoint, run)
-    (tmp_path / "options.json").write_text("{}")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "options.json").write_text((run / "options.json").read_text())  # told by its content
     with pytest.raises(UserError, match="--output_dir is a training run's folder"):
-        score(checkpoint, tmp_path)
+        score(checkpoint, copy)
     clips = write_clips(tmp_path / "clips", 16000)
-    message = (f"{run / 'scores.csv'}: --output is in a training run's folder, whose scores.csv is the run's own; "
-               "give a file elsewhere")
+    message = (f"{run / 'scores.csv'}: --output lies in the training run's folder {run} (it holds options.json, "
+               "checkpoints/last.pt, metrics.csv, train.log), whose files are the run's own; give a file elsewhere")
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         _score_into(checkpoint, clips, run / "scores.csv", "--overwrite")
     assert (run / "scores.csv").read_text() == before

@@ -98,3 +98,12 @@ def test_a_run_trains_on_drawn_windows_and_evaluates_all_windows_only_at_the_end
     run_script("test.py", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"),
                "--output_dir", str(tmp_path / "test"), "--quiet")
     assert (tmp_path / "test" / "scores.csv").read_text() == (tmp_path / "run" / "scores.csv").read_text()
+
+
+def test_whole_signals_leave_the_presets_window_budgets_out(tmp_path):
+    (tmp_path / "normal").mkdir()
+    (tmp_path / "abnormal").mkdir()
+    opt = parse_opts(["--data_root", str(tmp_path), "--segment_length", "0"])
+    assert (opt.train_windows_per_clip, opt.eval_windows_per_clip) == (0, 0)
+    opt = parse_opts(["--data_root", str(tmp_path)])  # the WAV preset's budgets
+    assert (opt.train_windows_per_clip, opt.eval_windows_per_clip) == (4, 4)
