@@ -37,9 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -54,14 +54,28 @@ from grlnet.cli import run_cli
 from grlnet.errors import UserError, make_folder
 from grlnet.features import PAPER_SCORE, FeatureScorer
 from grlnet.metrics import compute_metrics
-from grlnet.runtime import (build_model, build_optimizers, choose_kernels,
-                            compile_networks, learning_rates, resolve_device)
+from grlnet.runtime import (
+    build_model,
+    build_optimizers,
+    choose_kernels,
+    compile_networks,
+    learning_rates,
+    resolve_device,
+)
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import Networks, released_step, standard_step
 from main import batch_order
 from network import GRLNet
-from opts import (WAV_PRESET, network_length, non_negative_int, parse_opts, positive_int, positive_number, seed_value,
-                  test_clip_count)
+from opts import (
+    WAV_PRESET,
+    network_length,
+    non_negative_int,
+    parse_opts,
+    positive_int,
+    positive_number,
+    seed_value,
+    test_clip_count,
+)
 
 PAPER_BATCH = 2
 DEFAULTS = {  # per preset and device: --mess_length, --batch_sizes, --steps, --warmup (wav: --test_clips)
@@ -165,8 +179,8 @@ def resolve_defaults(args: argparse.Namespace, device: torch.device) -> argparse
 def write_csv_set(folder: Path, signals: np.ndarray, labels: np.ndarray) -> Path:
     """Write ``<folder>/<i>.csv`` (one column, no header) and a label file; return the label file."""
     folder.mkdir(parents=True)
-    for index, signal in enumerate(signals):
-        np.savetxt(folder / f"{index}.csv", signal, fmt="%.9g")
+    for index, values in enumerate(signals):
+        np.savetxt(folder / f"{index}.csv", values, fmt="%.9g")
     label_path = folder.with_name(f"{folder.name}_label.csv")
     label_path.write_text("label\n" + "".join(f"{int(label)}\n" for label in labels))
     return label_path

@@ -23,17 +23,35 @@ from torch.utils.data import DistributedSampler
 from data import ClipSet, drawn_windows, hold_out_for_threshold, hold_out_last, load_datasets
 from grlnet.checkpoint import load_train_checkpoint, load_weights, save_checkpoint
 from grlnet.cli import close_logging, log, progress
-from grlnet.distributed import (Process, average_tensor, broadcast_value, init_process, share_buffers, shutdown,
-                                wait_for_all)
+from grlnet.distributed import (
+    SINGLE_PROCESS,
+    Process,
+    average_tensor,
+    broadcast_value,
+    init_process,
+    share_buffers,
+    shutdown,
+    wait_for_all,
+)
 from grlnet.errors import DivergedError, UserError
 from grlnet.features import FeatureScorer
 from grlnet.metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
 from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
 from grlnet.run_folder import claim_run_folder, default_run_folder, refuse_earlier_run, setup_run_folder
-from grlnet.runtime import (autocast_context, build_model, build_optimizers, choose_kernels, compile_networks,
-                            learning_rate_factor, learning_rates, random_state, resolve_device,
-                            restore_random_state, uses_bf16)
+from grlnet.runtime import (
+    autocast_context,
+    build_model,
+    build_optimizers,
+    choose_kernels,
+    compile_networks,
+    learning_rate_factor,
+    learning_rates,
+    random_state,
+    resolve_device,
+    restore_random_state,
+    uses_bf16,
+)
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
 from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
@@ -215,7 +233,7 @@ def read_resume_checkpoint(opt: argparse.Namespace, world_size: int, train: Clip
 
 # ---------------------------------------------------------------- the loop
 
-def batch_order(count: int, opt: argparse.Namespace, epoch: int, process: Process = Process(),
+def batch_order(count: int, opt: argparse.Namespace, epoch: int, process: Process = SINGLE_PROCESS,
                 device: torch.device | None = None) -> list[torch.Tensor]:
     """This process's training batches of one epoch, reproducible from (seed, epoch) alone, so
     resuming in the middle of an epoch replays the same order; each process gets its own share."""
@@ -236,7 +254,7 @@ def nonfinite_weight(model: nn.Module) -> str | None:
     tensors = [(name, t) for name, t in itertools.chain(model.named_parameters(), model.named_buffers())
                if t.is_floating_point()]
     finite = torch.stack([torch.isfinite(t).all() for _, t in tensors]).tolist()
-    return next((name for (name, _), ok in zip(tensors, finite) if not ok), None)
+    return next((name for (name, _), ok in zip(tensors, finite, strict=True) if not ok), None)
 
 
 def diverged(what: str, checkpoint: Path, opt: argparse.Namespace) -> DivergedError:
@@ -287,7 +305,7 @@ def evaluated_windows(per_clip: int) -> str:
 
 def progress_postfix(step_stats: torch.Tensor) -> dict[str, str]:
     """A step's losses and D's mean outputs on real signals and reconstructions, for the progress bar."""
-    stats = dict(zip(STEP_STATS, step_stats.tolist()))
+    stats = dict(zip(STEP_STATS, step_stats.tolist(), strict=True))
     shown = {"loss_d": stats["loss_d"], "loss_g": stats["loss_g"], "D(real)": stats["d_real"],
              "D(rec)": (stats["d_regional"] + stats["d_local"]) / 2}
     return {name: f"{value:.3g}" for name, value in shown.items()}
@@ -306,6 +324,10 @@ class Trainer:
         self.saved_at = time.monotonic()
         if resumed:
             self.restore(*resumed)
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """Signal handler: finish the current step, then save and stop."""
+        self.stop_requested = True
 
     # -- checkpoints
 
@@ -458,7 +480,7 @@ class Trainer:
         best.pt when asked."""
         run = self.run
         means = average_tensor(self.step_stats.nanmean(0), run.process).tolist()
-        row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means)), **metrics, "seconds": round(seconds, 2),
+        row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means, strict=True)), **metrics, "seconds": round(seconds, 2),
                "feature_fit_seconds": self.fit_seconds, "evaluation_seconds": round(evaluation_seconds, 2),
                "evaluated_windows_per_clip": self.evaluated_windows_per_clip()}
         if "confusion" in metrics:
@@ -511,11 +533,7 @@ def train(opt: argparse.Namespace) -> dict:
     with status 130.
     """
     trainer = Trainer(*set_up(opt))
-
-    def request_stop(signum, frame):
-        trainer.stop_requested = True
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, trainer.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         final = trainer.run_epochs()
         wait_for_all(trainer.run.process)

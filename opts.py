@@ -10,8 +10,9 @@ import argparse
 import itertools
 import math
 import sys
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Callable, Collection, NamedTuple, Sequence
+from typing import NamedTuple
 
 from grlnet.errors import UserError
 from grlnet.features import PAPER_SCORE, SCORES

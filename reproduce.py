@@ -25,14 +25,21 @@ import argparse
 import shlex
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from experiments.baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
 from experiments.repro.protocols import PROTOCOLS, Protocol
 from experiments.repro.report import plot_auc_per_epoch, plot_score_distributions, results_latex, results_markdown
-from experiments.repro.runs import (DEFAULT_METHODS, GRLNET_ARGS_PROG, GRLNET_METHODS, METHODS, check_argv,
-                                    per_run_options, run_task)
+from experiments.repro.runs import (
+    DEFAULT_METHODS,
+    GRLNET_ARGS_PROG,
+    GRLNET_METHODS,
+    METHODS,
+    check_argv,
+    per_run_options,
+    run_task,
+)
 from grlnet.cli import run_cli
 from grlnet.errors import UserError, make_folder
 from grlnet.files import write_json, write_text

@@ -173,10 +173,10 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
     else:
         log.info("%s: %d decoded recordings read from the cache (%s; --no-cache decodes them again)",
                  what, len(paths), cache.cache_folder())
-        for path, length, rate in zip(paths, decoded.lengths.tolist(), decoded.rates.tolist()):
+        for path, length, rate in zip(paths, decoded.lengths.tolist(), decoded.rates.tolist(), strict=True):
             _check_file(path, length, rate, opt, rates)
-    _warn_about_lengths(list(zip(paths, decoded.lengths.tolist())), what, opt.mess_length)
-    mixed = [path for path, count in zip(paths, decoded.channels.tolist()) if count > 1]
+    _warn_about_lengths(list(zip(paths, decoded.lengths.tolist(), strict=True)), what, opt.mess_length)
+    mixed = [path for path, count in zip(paths, decoded.channels.tolist(), strict=True) if count > 1]
     if mixed:
         log.info("note: %d of %d %s have several channels, mixed to mono by averaging channels (the first: %s)",
                  len(mixed), len(items), what, mixed[0])

@@ -154,10 +154,10 @@ def csv_items(root: str | Path, label_path: str | Path | None) -> list[Item]:
                         "(--train_label_path / --test_label_path)")
     rows, ordered = read_labels(label_path), [files[i] for i in indices]
     if rows[0][2] is not None:
-        return list(zip(ordered, _labels_by_name(rows, ordered, Path(label_path))))
+        return list(zip(ordered, _labels_by_name(rows, ordered, Path(label_path)), strict=True))
     if len(rows) != len(indices):
         raise UserError(f"{label_path}: {len(rows)} labels for {len(indices)} files in {folder}")
-    return [(path, label) for path, (_, label, _) in zip(ordered, rows)]
+    return [(path, label) for path, (_, label, _) in zip(ordered, rows, strict=True)]
 
 
 def _audio_files(folder: Path) -> list[Path]:

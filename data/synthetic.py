@@ -27,7 +27,7 @@ def _drifting_tones(rng: np.random.Generator, length: int) -> np.ndarray:
     base = rng.uniform(150.0, 400.0)
     drift = rng.uniform(-0.08, 0.08)  # relative frequency change over one second
     tones = np.zeros(length)
-    for harmonic, amplitude in zip((1, 2, 3), (1.0, 0.5, 0.3)):
+    for harmonic, amplitude in zip((1, 2, 3), (1.0, 0.5, 0.3), strict=True):
         frequency = harmonic * base * (1 + drift * t)
         phase = 2 * np.pi * np.cumsum(frequency) / SAMPLE_RATE + rng.uniform(0, 2 * np.pi)
         tones += amplitude * rng.uniform(0.7, 1.3) * np.sin(phase)

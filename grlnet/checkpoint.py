@@ -13,16 +13,16 @@ import pickletools
 import re
 import warnings
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
-from typing import Collection
 
 import torch
 from torch import nn
 
 from grlnet.errors import UserError, make_folder
 from grlnet.features import SPACE_ENTRIES, feature_model_problems
-from grlnet.steps import STEP_STATS
 from grlnet.files import atomic_write
+from grlnet.steps import STEP_STATS
 from network import NETWORKS
 from opts import completed_options, option_defaults, stored_option_problems
 

@@ -31,11 +31,14 @@ class Process:
         return self.world_size > 1
 
 
+SINGLE_PROCESS = Process()
+
+
 def init_process(device_type: str) -> Process:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU), if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return Process()
+        return SINGLE_PROCESS
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     process = Process(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple, Sequence, TextIO
+from typing import NamedTuple, TextIO
 
 import torch
 
@@ -18,8 +19,7 @@ from grlnet.features import PAPER_SCORE, FeatureScorer
 from grlnet.files import check_writable, identity, write_json
 from grlnet.metrics import format_labelled_metrics, labelled_metrics
 from grlnet.plots import redraw
-from grlnet.results import (decide, is_score_file, save_reconstruction_examples, write_group_tables,
-                            write_scores_csv)
+from grlnet.results import decide, is_score_file, save_reconstruction_examples, write_group_tables, write_scores_csv
 from grlnet.run_folder import LOCK_FILE, lock_run_folder, new_folder, owning_run
 from grlnet.runtime import autocast_context, choose_kernels, place_model, resolve_device
 from grlnet.scoring import score_clips
@@ -266,7 +266,7 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     _refuse_read(output, clips.names)  # a file reached through a link in an input folder
     _require_trained_rate(opt, restored.sample_rate, clips)
     scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
-    for name, score in zip(clips.names, scores["score"]):
+    for name, score in zip(clips.names, scores["score"], strict=True):
         log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
     source = "--threshold" if opt.threshold is not None else restored.threshold_source
     log.info("threshold %.6f (%s)", threshold, source)

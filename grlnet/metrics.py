@@ -246,13 +246,13 @@ def format_metrics(m: dict, with_auc: bool = True) -> str:
     """A multi-line report for logs; its last line names the AUC as ``AUC <value>`` (unless not wanted)."""
     (tn, fp), (fn, tp) = m["confusion"]
     lines = [
-        f"pAUC {m['pauc']:.4f} (max FPR {MAX_FPR})  EER {m['eer']:.4f} at threshold {m['threshold']:.6f}"
-        f"  (release's ERR = FPR there: {m['release_err']:.4f})",
-        f"normal class:   precision {m['precision_normal']:.4f} recall {m['recall_normal']:.4f}"
-        f" F1 {m['f1_normal']:.4f}",
-        f"abnormal class: precision {m['precision_abnormal']:.4f} recall {m['recall_abnormal']:.4f}"
-        f" F1 {m['f1_abnormal']:.4f}",
-        f"accuracy {m['accuracy']:.4f}  confusion [[TN {tn}, FP {fp}], [FN {fn}, TP {tp}]]"
-        " (rows: true normal, abnormal)",
+        (f"pAUC {m['pauc']:.4f} (max FPR {MAX_FPR})  EER {m['eer']:.4f} at threshold {m['threshold']:.6f}"
+         f"  (release's ERR = FPR there: {m['release_err']:.4f})"),
+        (f"normal class:   precision {m['precision_normal']:.4f} recall {m['recall_normal']:.4f}"
+         f" F1 {m['f1_normal']:.4f}"),
+        (f"abnormal class: precision {m['precision_abnormal']:.4f} recall {m['recall_abnormal']:.4f}"
+         f" F1 {m['f1_abnormal']:.4f}"),
+        (f"accuracy {m['accuracy']:.4f}  confusion [[TN {tn}, FP {fp}], [FN {fn}, TP {tp}]]"
+         " (rows: true normal, abnormal)"),
     ]
     return "\n".join(lines + [f"AUC {m['auc']:.4f}"] * with_auc)

@@ -15,9 +15,9 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from grlnet.errors import UserError
-from grlnet.metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
 from grlnet.features import PAPER_SCORE
 from grlnet.files import atomic_write
+from grlnet.metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
 from grlnet.results import EXAMPLE_SIGNALS, chosen_score, has_labels, read_columns, read_scores
 
 matplotlib.use("Agg")
@@ -73,8 +73,8 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
                   ((("threshold", "decision threshold"), ("held_out_mean", "mean"), ("held_out_max", "max")),
                    "anomaly score of\nheld-out normal clips", "linear"))
     with styled_figure(out_png, len(panels), 1, sharex=True, figsize=(7, 2.7 * len(panels))) as (fig, axes):
-        for ax, (curves, ylabel, scale) in zip(axes, panels):
-            for (column, label), marker, style in zip(curves, "os^dv", ("-", "--", "-.", ":", "-")):
+        for ax, (curves, ylabel, scale) in zip(axes, panels, strict=True):
+            for (column, label), marker, style in zip(curves, "os^dv", ("-", "--", "-.", ":", "-"), strict=False):
                 values = columns[column]
                 if scale == "log":  # frozen generators (pseudo-anomaly epochs) have no gradient: not drawn
                     values = np.where(values > 0, values, np.nan)
@@ -182,7 +182,7 @@ def plot_reconstructions(examples_npz: str | Path, out_png: str | Path) -> None:
         examples = {key: stored[key] for key in stored.files}
     rate, time_label, frequency_label = axis_units(float(examples["sample_rate"]))
     with styled_figure(out_png, 2, 2, figsize=(11, 6.5)) as (fig, axes):
-        for row, kind in zip(axes, ("normal", "abnormal")):
+        for row, kind in zip(axes, ("normal", "abnormal"), strict=True):
             for signal, (color, style) in SIGNAL_STYLES.items():
                 values = examples[f"{signal}_{kind}"]
                 label = signal if signal == "input" else f"{signal} reconstruction"

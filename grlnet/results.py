@@ -17,7 +17,6 @@ from grlnet.files import atomic_write
 from grlnet.scoring import CHOSEN, TERMS
 from network import GRLNet
 
-
 # DCASE's per-group metrics: their files, and the keys that metrics.csv leaves out
 GROUP_TABLES = {"machine_ids": "machine_ids.csv", "sections": "sections.csv"}
 # The first columns of every score file: its clip, label (empty when unknown), D's three terms and the paper's score.

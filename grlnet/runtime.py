@@ -13,7 +13,7 @@ import torch._functorch.config
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from grlnet.distributed import Process
+from grlnet.distributed import SINGLE_PROCESS, Process
 from grlnet.errors import UserError
 from grlnet.steps import Networks
 from network import GRLNet, use_channels_last
@@ -139,7 +139,7 @@ def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace, m
 
 
 def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace,
-                     process: Process = Process(), compile_mode: str = "default") -> Networks:
+                     process: Process = SINGLE_PROCESS, compile_mode: str = "default") -> Networks:
     """Wrap the networks for this run: DistributedDataParallel over several processes, then
     torch.compile on CUDA when ``--compile``, in torch.compile's ``compile_mode`` (train.py: its default;
     bench.py measures "reduce-overhead", CUDA graphs); checkpoints always come from the unwrapped ``model``."""

@@ -10,10 +10,17 @@ import torch
 
 from data import ClipSet
 from grlnet.cli import progress
-from grlnet.distributed import Process, gather_values
+from grlnet.distributed import SINGLE_PROCESS, Process, gather_values
 from grlnet.errors import UserError
-from grlnet.features import (FEATURE_SCORES, PAPER_SCORE, FeatureScorer, fit_feature_models, fit_windows,
-                             space_features, window_features)
+from grlnet.features import (
+    FEATURE_SCORES,
+    PAPER_SCORE,
+    FeatureScorer,
+    fit_feature_models,
+    fit_windows,
+    space_features,
+    window_features,
+)
 from network import GRLNet
 
 TERMS = ("d_real", "d_regional", "d_local")  # D(x), D(R(x)), D(Lo(x)): the paper's score blends them
@@ -106,7 +113,7 @@ def clip_outputs(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device:
 
 def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
                 autocast: contextlib.AbstractContextManager | None = None,
-                process: Process = Process(), scorer: FeatureScorer | None = None,
+                process: Process = SINGLE_PROCESS, scorer: FeatureScorer | None = None,
                 windows_per_clip: int = 0) -> dict[str, np.ndarray]:
     """Every clip's D(x), D(R(x)), D(Lo(x)), the paper's score, with a ``scorer`` each feature score,
     and last ("score") the one ``opt.score`` picks, in clip order; each the mean over the clip's windows
@@ -125,7 +132,7 @@ def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: 
         covered[indices] += 1
     if not torch.all(covered == 1):
         raise RuntimeError(f"clips scored {covered.tolist()} times across processes; expected once each")
-    columns = dict(zip(names, per_clip.numpy().T))
+    columns = dict(zip(names, per_clip.numpy().T, strict=True))
     columns[PAPER_SCORE] = blend(*(columns[t] for t in TERMS), opt.comprehensive_output_factor)
     ordered = {name: columns[name] for name in (*TERMS, PAPER_SCORE, *FEATURE_SCORES) if name in columns}
     if opt.score not in ordered:

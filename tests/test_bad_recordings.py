@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 from data import load_datasets
 from grlnet.errors import UserError
 from opts import parse_opts
-from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 
 def _load_wav(root: Path, *extra: str):
@@ -189,8 +189,8 @@ def test_one_warning_for_clips_mostly_zero_padding(tmp_path, caplog, monkeypatch
     with caplog.at_level(logging.WARNING, logger="grlnet.data"):
         train_set, test_set = _load_wav(root)
     assert [r.getMessage() for r in caplog.records] == [
-        f"warning: 2 of 3 test files are shorter than half of --mess_length 1024 and are zero-padded to it "
-        f"(the first: {first}, 300 samples)"]
+        (f"warning: 2 of 3 test files are shorter than half of --mess_length 1024 and are zero-padded to it "
+         f"(the first: {first}, 300 samples)")]
     assert len(train_set) == 1 and not test_set.signals[0, 300:].any()  # padded, as the release does
 
 
@@ -202,8 +202,8 @@ def test_one_warning_for_clips_cut_to_less_than_half(tmp_path, caplog, monkeypat
     with caplog.at_level(logging.WARNING, logger="grlnet.data"):
         _, test_set = _load_wav(root)
     assert [r.getMessage() for r in caplog.records] == [
-        f"warning: 1 of 3 test files are more than twice --mess_length 1024; only their first 1024 samples "
-        f"are used (the first: {first}, 4800 samples)"]
+        (f"warning: 1 of 3 test files are more than twice --mess_length 1024; only their first 1024 samples "
+         f"are used (the first: {first}, 4800 samples)")]
     np.testing.assert_allclose(test_set.signals[0], tone(seconds=0.3)[:1024], atol=2 ** -15)  # 16-bit PCM
 
 
@@ -218,12 +218,12 @@ def test_whole_signal_windows_keep_short_clips_with_the_warning(tmp_path, caplog
 
 
 @pytest.mark.parametrize("samples, message", [
-    (np.full(1600, 0.5, np.float32), "every sample is 0.5 (a constant, DC-only recording; LayerNorm of a "
-                                     "constant signal carries no information)"),
-    (np.full(1600, -0.25, np.float32), "every sample is -0.25 (a constant, DC-only recording; LayerNorm "
-                                       "of a constant signal carries no information)"),
-    (np.zeros(1600, np.float32), "every sample is zero (a silent or broken recording; LayerNorm of a "
-                                 "constant signal carries no information)"),
+    (np.full(1600, 0.5, np.float32), ("every sample is 0.5 (a constant, DC-only recording; LayerNorm of a "
+                                      "constant signal carries no information)")),
+    (np.full(1600, -0.25, np.float32), ("every sample is -0.25 (a constant, DC-only recording; LayerNorm "
+                                        "of a constant signal carries no information)")),
+    (np.zeros(1600, np.float32), ("every sample is zero (a silent or broken recording; LayerNorm of a "
+                                  "constant signal carries no information)")),
     (np.full(1, 0.3, np.float32), "the signal holds a single sample"),
 ])
 def test_constant_or_single_sample_wav_is_refused(tmp_path, samples, message):
@@ -394,8 +394,8 @@ def test_a_label_file_with_a_file_column_labels_the_files_it_names(tmp_path):
     assert test_set.labels.tolist() == [0, 0, 1, 1]
     for text, message in [
         ("file,label\n0.csv,0\n1.csv,1\n0.csv,1\n3.csv,0\n", f"{test[1]}, line 4: '0.csv' is labelled twice"),
-        ("file,label\n0.csv,0\n1.csv,1\n2.csv,0\n7.csv,1\n", f"{test[1]}: the 'file' column names '7.csv', which is "
-                                                             f"not in {test[0]} (1 such names)"),
+        ("file,label\n0.csv,0\n1.csv,1\n2.csv,0\n7.csv,1\n", (f"{test[1]}: the 'file' column names '7.csv', which is "
+                                                             f"not in {test[0]} (1 such names)")),
         ("file,label\n0.csv,0\n1.csv,1\n2.csv,0\n", f"{test[1]}: no row labels '3.csv' (1 files without a label)"),
         ("file,file,label\n0.csv,0.csv,1\n", f"{test[1]}: 2 columns are named 'file'"),
     ]:

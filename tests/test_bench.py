@@ -4,9 +4,9 @@ import sys
 
 import pytest
 import torch
+from conftest import run_script
 
 import bench
-from conftest import run_script
 from grlnet.errors import UserError
 from network import GRLNet
 
@@ -34,7 +34,7 @@ def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths
     for path in ("release", "fast"):
         batch_lines = [line for line in lines if line.startswith(path)]
         assert len(batch_lines) == 2, result.stdout
-        for batch, line in zip((2, 4), batch_lines):
+        for batch, line in zip((2, 4), batch_lines, strict=True):
             assert re.search(rf"batch {batch}: \d+\.\d+ windows/s, .*; scoring \d+\.\d+ clips/s", line), line
             assert ("after fitting the feature statistics in" in line) == (path == "fast")
     assert any(line.startswith("scoring at batch 2: fast / release clips/s = ") for line in lines)

@@ -10,9 +10,11 @@ from sklearn.metrics import roc_auc_score
 
 from data import datasets, layouts, load_datasets, load_unlabelled
 from data.synthetic import make_synthetic_set
-from experiments.baselines.dcase_autoencoder import main as baseline_main, parse_baseline_args
+from experiments.baselines.dcase_autoencoder import main as baseline_main
+from experiments.baselines.dcase_autoencoder import parse_baseline_args
 from grlnet.errors import UserError
-from grlnet.evaluate import parse_test_args, test as score_checkpoint
+from grlnet.evaluate import parse_test_args
+from grlnet.evaluate import test as score_checkpoint
 from main import train
 from opts import parse_opts
 
@@ -107,7 +109,7 @@ def test_dcase_2021_to_2024_names(tmp_path):
         write_wav(tmp_path / "test" / name, tone(frequency=300 + 300 * i, seed=i))
     train_set, test_set = load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
     assert len(train_set) == 2 and train_set.labels.tolist() == [0, 0]
-    assert {Path(n).name: y for n, y in zip(test_set.names, test_set.labels.tolist())} == {
+    assert {Path(n).name: y for n, y in zip(test_set.names, test_set.labels.tolist(), strict=True)} == {
         names[0]: 0, names[1]: 1, names[2]: 1}
     unlabelled = tmp_path / "test" / "section_00_source_test_0004.wav"
     write_wav(unlabelled, tone(seed=9))
@@ -312,9 +314,9 @@ def test_untrained_model_scores_the_demo_set_near_chance_with_the_papers_score()
     import torch
 
     from grlnet.metrics import compute_metrics
+    from grlnet.scoring import score_clips
     from network import GRLNet
     from opts import network_length
-    from grlnet.scoring import score_clips
 
     opt = parse_opts(["--quiet", "--score", "paper"])  # the demo preset
     torch.manual_seed(0)
@@ -359,7 +361,7 @@ def test_a_second_load_reads_the_decoded_cache_and_repeats_the_first_loads_check
     caplog.clear()
     monkeypatch.setattr(datasets, "read_wav", lambda *args: pytest.fail("decoded a file again"))
     again = load_datasets(opt)
-    for before, after in zip(first, again):
+    for before, after in zip(first, again, strict=True):
         assert after.names == before.names and np.array_equal(after.signals, before.signals)
         assert np.array_equal(after.labels, before.labels) and after.sample_rate == before.sample_rate == 16000
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == first_warnings

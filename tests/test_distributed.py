@@ -3,8 +3,8 @@ and its metrics equal a single process's scoring of the same weights."""
 import csv
 
 import pytest
-
 from conftest import TINY, run_script
+
 from grlnet.checkpoint import load_file
 
 
@@ -27,7 +27,7 @@ def test_two_process_training_and_gathered_evaluation(tmp_path):
                         "--output_dir", str(tmp_path / "single"), "--quiet")
     single_scores = _rows(tmp_path / "single" / "scores.csv")
     assert [r["file"] for r in single_scores] == [r["file"] for r in ddp_scores]
-    for a, b in zip(ddp_scores, single_scores):
+    for a, b in zip(ddp_scores, single_scores, strict=True):
         assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-6)
     auc = [line for line in trained.stdout.splitlines() if line.startswith("AUC ")][-1]
     assert auc in single.stdout.splitlines()

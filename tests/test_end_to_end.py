@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
-
 from conftest import REPO, TINY, run_script
-from grlnet.checkpoint import RELEASED_FILES
+from sklearn.metrics import roc_auc_score
 from test_data import write_release_csv
+
+from grlnet.checkpoint import RELEASED_FILES
 
 
 def final_auc(output: str) -> str:

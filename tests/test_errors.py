@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, TINY, run_script
+from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
+
 from data import ClipSet, load_datasets
 from grlnet.cli import run_cli
 from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args
 from grlnet.results import write_scores_csv
 from opts import parse_opts
-from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 
 def _good_csv_sets(tmp_path: Path, test_labels=(0, 1)):
@@ -161,8 +161,8 @@ def test_sample_rates_must_agree_across_training_and_test_sets(tmp_path):
     (["--synthetic_test_clips", "1"], "argument --synthetic_test_clips: expected at least 2"),
     (["--segment_hop", "-1"], "argument --segment_hop: expected an integer >= 0, got -1"),
     (["--snr", "1e308"], "argument --snr: expected a level in dB between -300 and 300 (inf: no noise), got 1e308"),
-    (["--instance_noise_snr", "inf"], "argument --instance_noise_snr: expected a level in dB between -300 and 300, "
-                                      "got inf"),
+    (["--instance_noise_snr", "inf"], ("argument --instance_noise_snr: expected a level in dB between -300 and 300, "
+                                       "got inf")),
     (["--seed", "99999999999999999999"], "argument --seed: expected at most 2147483647, got 99999999999999999999"),
     (["--checkpoint_minutes", "-1"], "argument --checkpoint_minutes: expected a finite number of minutes >= 0"),
     (["--checkpoint_minutes", "nan"], "argument --checkpoint_minutes: expected a finite number of minutes"),
@@ -177,12 +177,12 @@ def test_bad_option_values_are_refused_with_the_option_named(options, message, c
 
 @pytest.mark.parametrize("options, message", [
     (["--data_root", "d", "--test_label_path", "labels.csv"], "give either --data_root or --train_root/--test_root"),
-    (["--train_root", "d", "--train_normal_files", "3"], "--train_normal_files splits the normal clips of a "
-                                                         "--data_root in the MIMII layout; give --data_root"),
-    (["--checkpoint", "x.pt"], "--checkpoint: test.py's option, which training would ignore; train without it, "
-                               "then score with python test.py"),
-    (["--threshold", "0.5", "--output", "s.csv"], "--threshold, --output: test.py's options, which training would "
-                                                  "ignore"),
+    (["--train_root", "d", "--train_normal_files", "3"], ("--train_normal_files splits the normal clips of a "
+                                                          "--data_root in the MIMII layout; give --data_root")),
+    (["--checkpoint", "x.pt"], ("--checkpoint: test.py's option, which training would ignore; train without it, "
+                                "then score with python test.py")),
+    (["--threshold", "0.5", "--output", "s.csv"], ("--threshold, --output: test.py's options, which training would "
+                                                   "ignore")),
     (["--model_dir", "m", "--input", "a.wav"], "--model_dir, --input: test.py's options"),
     (["--cuda", "--device", "cpu"], "--cuda (the release's option) asks for the GPU and --device cpu for the CPU"),
 ])
@@ -192,11 +192,11 @@ def test_options_that_would_be_ignored_are_refused(options, message):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--input", "a.wav", "--test_root", "t"], "--test_root: would be ignored (--input files are scored, not a data "
-                                               "set); leave it out"),
+    (["--input", "a.wav", "--test_root", "t"], ("--test_root: would be ignored (--input files are scored, not a data "
+                                                "set); leave it out")),
     (["--input", "a.wav", "--data_root", "d", "--synthetic_test_clips", "4"],
-     "--data_root, --synthetic_test_clips: would be ignored (--input files are scored, not a data set); "
-     "leave them out"),
+     ("--data_root, --synthetic_test_clips: would be ignored (--input files are scored, not a data set); "
+      "leave them out")),
     (["--threshold", "0.5"], "--threshold: would be ignored (used only when scoring --input files); leave it out"),
     (["--test_root", "t", "--output", "s.csv"], "--output: would be ignored (used only when scoring --input files)"),
 ])
@@ -218,8 +218,8 @@ def test_pseudo_anomalies_need_noise():
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--mess_length", "60", "--segment_length", "0"], "--mess_length 60 is too short: the discriminator "
-                                                       "needs at least 61 samples"),
+    (["--mess_length", "60", "--segment_length", "0"], ("--mess_length 60 is too short: the discriminator "
+                                                        "needs at least 61 samples")),
     (["--segment_length", "3"], "--segment_length 3 is too short: the discriminator needs at least 61"),
 ])
 def test_signal_too_short_for_the_discriminator(options, message):

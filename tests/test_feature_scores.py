@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_script
 from sklearn.metrics import roc_auc_score
 
-from conftest import TINY, run_script
 from data import ClipSet, hold_out_last, load_datasets
 from grlnet import evaluate
 from grlnet.checkpoint import load_file

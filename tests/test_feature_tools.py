@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, run_script
+
 from data import ClipSet
 from experiments.tools.choose_score import choose, seeds_per_set
 from experiments.tools.feature_controls import LOG_FLOOR, clip_means, log_spectra, spectrum_aucs

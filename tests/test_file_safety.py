@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_script
+from test_scoring_inputs import write_clips
 
 import main
-from conftest import TINY, run_script
 from data import ClipSet
 from grlnet import evaluate, plots, results
 from grlnet.checkpoint import load_file, save_checkpoint
@@ -31,7 +32,6 @@ from grlnet.evaluate import parse_test_args
 from grlnet.files import atomic_write, write_json
 from grlnet.run_folder import lock_run_folder, setup_run_folder
 from opts import parse_opts
-from test_scoring_inputs import write_clips
 
 LIMIT = 4096  # bytes a file may grow to while ``files_limited``: every larger write fails as on a full disk
 

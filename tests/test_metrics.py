@@ -4,9 +4,19 @@ import pytest
 from sklearn import metrics as skm
 
 from grlnet.errors import UserError
-from grlnet.metrics import (clip_bootstrap_interval, compute_metrics, dcase_section_metrics, equal_error_rate,
-                            format_labelled_metrics, format_metrics, format_sections, labelled_metrics, mean_auc,
-                            mean_official_score, mean_pauc)
+from grlnet.metrics import (
+    clip_bootstrap_interval,
+    compute_metrics,
+    dcase_section_metrics,
+    equal_error_rate,
+    format_labelled_metrics,
+    format_metrics,
+    format_sections,
+    labelled_metrics,
+    mean_auc,
+    mean_official_score,
+    mean_pauc,
+)
 
 
 def test_small_example_by_hand():

@@ -5,11 +5,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 
-from conftest import REPO
-from network import (D_Net, GlobalFilterLayer, GRLNet, LearnedGlobalFilterLayer, Local_G_Net,
-                     Regional_G_Net, discriminator_feature_length, run_stack, use_channels_last)
+from network import (
+    D_Net,
+    GlobalFilterLayer,
+    GRLNet,
+    LearnedGlobalFilterLayer,
+    Local_G_Net,
+    Regional_G_Net,
+    discriminator_feature_length,
+    run_stack,
+    use_channels_last,
+)
 
 KEYS_FILE = REPO.parent / "shared" / "state_dict_keys_233472.json"
 RELEASE_LENGTH = 233472
@@ -139,7 +148,7 @@ def test_channels_last_stack_computes_the_same_function_in_float64(stack_name):
     grads_plain = torch.autograd.grad(expected.square().sum(), wrt[0])
     grads_images = torch.autograd.grad(found.square().sum(), wrt[1])
     scale = max(g.abs().max().item() for g in grads_plain)
-    for g_plain, g_images in zip(grads_plain, grads_images):
+    for g_plain, g_images in zip(grads_plain, grads_images, strict=True):
         torch.testing.assert_close(g_images, g_plain, rtol=0, atol=1e-10 * scale)
     # BatchNorm's running statistics and batch counter move exactly as the module's own forward moves them.
     for key, value in plain.state_dict().items():

@@ -5,15 +5,16 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import TINY, run_script
+from test_data import tone, write_wav
+
 from data import ClipSet, hold_out_for_threshold
 from grlnet.errors import UserError
-from grlnet.evaluate import parse_test_args, test as score_checkpoint
+from grlnet.evaluate import parse_test_args
+from grlnet.evaluate import test as score_checkpoint
 from grlnet.metrics import held_out_threshold
 from main import train
 from opts import parse_opts
-from test_data import tone, write_wav
 
 
 def _rows(path) -> list[dict]:

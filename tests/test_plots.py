@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_script
+
 from data import ClipSet
 from grlnet import plots, results
 from grlnet.errors import UserError
@@ -46,7 +46,7 @@ def write_scores(folder: Path, labelled: bool = True) -> np.ndarray:
     scores = rng.normal(0.8, 0.1, len(labels)) + 0.15 * (labels > 0)
     write_csv(folder / "scores.csv", [
         {"file": f"clip_{i}.wav", "label": int(y) if labelled else "", "d_real": 0.3, "d_regional": 0.5,
-         "d_local": 0.5, "score": s} for i, (y, s) in enumerate(zip(labels, scores))])
+         "d_local": 0.5, "score": s} for i, (y, s) in enumerate(zip(labels, scores, strict=True))])
     return (labels > 0).astype(np.int64)
 
 

@@ -5,12 +5,12 @@ import csv
 
 import torch
 import torch.nn.functional as F
+from conftest import TINY, run_script
+from test_step import _opt, _sgd
 
 from grlnet.checkpoint import load_file
-from conftest import TINY, run_script
-from network import GRLNet
 from grlnet.steps import STEP_STATS, Networks, pseudo_anomaly_step
-from test_step import _opt, _sgd
+from network import GRLNet
 
 LENGTH = 256
 
@@ -49,8 +49,8 @@ def test_pseudo_anomaly_step_trains_d_as_defined_and_leaves_the_generators_alone
     torch.manual_seed(1)
     nets = Networks(model.regional, model.local, model.discriminator.logits)
     stats = pseudo_anomaly_step(nets, model, _sgd(model), x, _opt(), contextlib.nullcontext())
-    changes = [b - a for a, b in zip(model.discriminator.parameters(), d_before.parameters())]
-    for change, gradient in zip(changes, expected):
+    changes = [b - a for a, b in zip(model.discriminator.parameters(), d_before.parameters(), strict=True)]
+    for change, gradient in zip(changes, expected, strict=True):
         torch.testing.assert_close(change, gradient, rtol=2e-3, atol=1e-6)
     for name, before in generators_before.items():
         after = getattr(model, name).state_dict()

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
 from conftest import REPO, run_script
+
 from data.layouts import split_data_root
 from experiments.repro.protocols import folder_tasks, lite_tasks, mimii_rotation_tasks, mimii_tasks
 from experiments.repro.report import latex_text
@@ -140,7 +140,7 @@ def test_ctrl_c_stops_every_run_at_a_checkpoint_and_reuse_continues_them(tmp_pat
     assert all(load_file(run / "checkpoints" / "last.pt")["epoch"] < 8 for run in runs)
 
     continued = run_script(*command, "--reuse", timeout=300)
-    for seed, run, first_epoch in zip((0, 1), runs, first_epochs):
+    for seed, run, first_epoch in zip((0, 1), runs, first_epochs, strict=True):
         continuing = f"grlnet_standard seed {seed}: continuing the interrupted run from its last checkpoint"
         assert continuing in continued.stdout
         assert "resumed from" in (run / "train.log").read_text()

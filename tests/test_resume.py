@@ -11,16 +11,16 @@ import time
 
 import pytest
 import torch
+from conftest import REPO, TINY, run_script
+from test_data import tone, write_wav
 
 import main
-from conftest import REPO, TINY, run_script
 from grlnet import steps
 from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.cli import run_cli
 from grlnet.errors import DivergedError, UserError
 from grlnet.results import write_metrics_csv
 from opts import VALUES_BEFORE_ADDED, parse_opts
-from test_data import tone, write_wav
 
 # 40 clips in windows of 256: 40 steps an epoch, long enough to be stopped in the middle of one.
 RUN = [*TINY, "--synthetic_train_clips", "40", "--epochs", "3", "--seed", "3"]

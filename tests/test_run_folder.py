@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
+from conftest import REPO, TINY, run_script
 
 import main
-from conftest import REPO, TINY, run_script
 from grlnet import run_folder
 from grlnet.errors import UserError
 from opts import option_defaults, parse_opts

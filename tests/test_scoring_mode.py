@@ -3,10 +3,10 @@ import csv
 import io
 
 import torch
-
 from conftest import run_script
-from grlnet.cli import progress
 from test_data import tone, write_wav
+
+from grlnet.cli import progress
 
 
 class _Terminal(io.StringIO):

@@ -39,7 +39,7 @@ def _d_update(model: GRLNet, x: torch.Tensor, step, opt) -> list[torch.Tensor]:
     before = copy.deepcopy(model.discriminator)
     torch.manual_seed(1)
     step(_nets(model), model, _sgd(model), x, opt, contextlib.nullcontext())
-    return [b - a for a, b in zip(model.discriminator.parameters(), before.parameters())]
+    return [b - a for a, b in zip(model.discriminator.parameters(), before.parameters(), strict=True)]
 
 
 def _reference_gradients(model: GRLNet, x: torch.Tensor, opt, include_generator_loss: bool):
@@ -75,7 +75,7 @@ def test_discriminator_gradient(step, joint, regularisation):
     model, x = _setup()
     opt = _opt(**regularisation)
     expected = _reference_gradients(copy.deepcopy(model), x, opt, include_generator_loss=joint)
-    for change, gradient in zip(_d_update(model, x, step, opt), expected):
+    for change, gradient in zip(_d_update(model, x, step, opt), expected, strict=True):
         torch.testing.assert_close(change, gradient, rtol=2e-3, atol=1e-6)
 
 
@@ -113,7 +113,7 @@ def test_gradient_norms_are_those_each_optimizer_stepped_on(step):
     torch.manual_seed(1)
     stats = step(_nets(model), model, _sgd(model), x, _opt(), contextlib.nullcontext())
     for name, column in GRADIENT_COLUMNS.items():
-        pairs = zip(getattr(before, name).parameters(), getattr(model, name).parameters())
+        pairs = zip(getattr(before, name).parameters(), getattr(model, name).parameters(), strict=True)
         change = torch.linalg.vector_norm(torch.cat([(b - a).flatten() for b, a in pairs]))
         assert change > 0, name
         torch.testing.assert_close(stats[STEP_STATS.index(column)], change, rtol=1e-4, atol=0)

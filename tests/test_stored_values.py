@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, run_script
+from test_data import tone, write_wav
 
 import main
-from conftest import TINY, run_script
 from data.signals import read_wav
 from grlnet import evaluate, plots, steps
 from grlnet.checkpoint import load_train_checkpoint, load_weights
@@ -18,7 +19,6 @@ from grlnet.errors import DivergedError, UserError
 from grlnet.evaluate import parse_test_args, restore
 from network import GRLNet
 from opts import parse_opts
-from test_data import tone, write_wav
 
 NOT_UTF8 = os.fsdecode(b"normal_id_00_\xff.wav")  # a name of bytes that are not UTF-8, as os.listdir gives it
 HUGE_RATES = ["--r_g_net_learning_rate", "1e3", "--l_g_net_learning_rate", "1e3", "--d_net_learning_rate", "1e3"]
@@ -83,12 +83,12 @@ def set_threshold(value: object):
      "options['comprehensive_output_factor'] is 'half', not a value --comprehensive_output_factor accepts"),
     (set_option("comprehensive_output_factor", 2.0),
      "options['comprehensive_output_factor'] is 2.0, expected a value in [0, 1], got 2.0"),
-    (set_option("score", "bogus"), "options['score'] is 'bogus', not one of paper, encoder_mahalanobis, "
-                                   "encoder_knn, discriminator_mahalanobis, discriminator_knn"),
+    (set_option("score", "bogus"), ("options['score'] is 'bogus', not one of paper, encoder_mahalanobis, "
+                                   "encoder_knn, discriminator_mahalanobis, discriminator_knn")),
     (set_option("segment_length", 256.0), "options['segment_length'] is 256.0, not a value --segment_length accepts"),
     (set_option("bf16", "False"), "options['bf16'] is 'False', of type str, not bool"),
-    (set_option("threshold_quantile", float("nan")), "options['threshold_quantile'] is nan, expected a value in "
-                                                     "[0, 1], got nan"),
+    (set_option("threshold_quantile", float("nan")), ("options['threshold_quantile'] is nan, expected a value in "
+                                                     "[0, 1], got nan")),
     (set_option("batch_size", None), "options['batch_size'] is None, where a run stores a value"),
     (lambda state: state.update(sample_rate="16000"), "sample_rate is '16000', not a whole number >= 1"),
     (lambda state: state.update(epoch=4), "epoch is 4, but metrics holds the results of 1 epochs"),

@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, run_script
+
 from data import ClipSet, drawn_windows
 from opts import parse_opts
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import pairwise
 
 import librosa
 import numpy as np
@@ -67,9 +68,9 @@ class DenseAutoencoder(nn.Module):
                  depth: int = DEPTH):
         super().__init__()
         widths = [input_dim] + [hidden] * depth + [bottleneck]
-        self.encoder = nn.Sequential(*[m for a, b in zip(widths, widths[1:]) for m in _dense_block(a, b)])
+        self.encoder = nn.Sequential(*[m for a, b in pairwise(widths) for m in _dense_block(a, b)])
         widths = [bottleneck] + [hidden] * depth
-        self.decoder = nn.Sequential(*[m for a, b in zip(widths, widths[1:]) for m in _dense_block(a, b)],
+        self.decoder = nn.Sequential(*[m for a, b in pairwise(widths) for m in _dense_block(a, b)],
                                      nn.Linear(hidden, input_dim))
         for module in self.modules():
             if isinstance(module, nn.Linear):  # Keras' Dense: Glorot uniform weights, zero bias

@@ -3,9 +3,9 @@ which fixed options."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from data.layouts import labelled_wav_items
 from experiments.baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS

@@ -81,9 +81,9 @@ def results_markdown(results: dict) -> str:
     lines = [f"# Reproduction: {results['protocol']}", "",
              f"Standing: **{results['standing']}**.", "",
              f"Command: `{results['command']}`", "",
-             f"Seeds: {', '.join(map(str, results['seeds']))}. AUC and pAUC (max FPR 0.1) at the final "
+             (f"Seeds: {', '.join(map(str, results['seeds']))}. AUC and pAUC (max FPR 0.1) at the final "
              "epoch of every run; no epoch or setting was chosen on test clips. Mean ± population std "
-             "over seeds.", ""]
+             "over seeds."), ""]
     for task_name, task in results["tasks"].items():
         lines += [f"## {task_name}", "", "| method | AUC | pAUC | AUC per seed | pAUC per seed |",
                   "|---|---|---|---|---|"]
@@ -138,8 +138,8 @@ def plot_auc_per_epoch(results: dict, path: Path) -> None:
     tasks, methods = results["tasks"], [m for m in results["methods"] if m in GRLNET_METHODS]
     with styled_figure(path, len(tasks), len(methods), squeeze=False,
                        figsize=(5 * len(methods), 3.2 * len(tasks))) as (fig, axes):
-        for row, (task_name, task) in zip(axes, tasks.items()):
-            for ax, method in zip(row, methods):
+        for row, (task_name, task) in zip(axes, tasks.items(), strict=True):
+            for ax, method in zip(row, methods, strict=True):
                 for run in task["methods"][method]["runs"]:
                     epochs = np.arange(1, len(run["auc_per_epoch"]) + 1)
                     ax.plot(epochs, run["auc_per_epoch"], marker="o", label=f"seed {run['seed']}")
@@ -156,8 +156,8 @@ def plot_score_distributions(results: dict, path: Path) -> None:
     tasks, methods = results["tasks"], results["methods"]
     with styled_figure(path, len(tasks), len(methods), squeeze=False,
                        figsize=(4.5 * len(methods), 3.2 * len(tasks))) as (fig, axes):
-        for row, (task_name, task) in zip(axes, tasks.items()):
-            for ax, method in zip(row, methods):
+        for row, (task_name, task) in zip(axes, tasks.items(), strict=True):
+            for ax, method in zip(row, methods, strict=True):
                 run = task["methods"][method]["runs"][0]
                 labels, scores = read_scores(Path(run["output_dir"]) / "scores.csv")
                 draw_class_histograms(ax, labels, scores, np.histogram_bin_edges(scores, bins=20))

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -199,7 +199,7 @@ def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int], shared: l
         method, _, argv = planned[index]
         commands.append(run_command(method, argv + start_option(method, argv, index in resumed), baseline_epochs))
     names = [f"[{task.name}] {planned[i][0]} seed {planned[i][1]}" for i in to_run]
-    seconds = dict(zip(to_run, run_commands(commands, names, jobs)))
+    seconds = dict(zip(to_run, run_commands(commands, names, jobs), strict=True))
     runs = {}
     for index, (method, seed, argv) in enumerate(planned):
         result = earlier[index] or {**run_result(method, parse_opts(argv).output_dir), "seconds": seconds[index]}

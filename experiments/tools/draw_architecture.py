@@ -30,8 +30,8 @@ RECON_X, RECON_W = 105, 13
 D_FRAME = (128, 22, 70, 66)  # x, y, width, height
 D_BLOCKS = (  # x, width, colour, text of each stage of D, left to right
     (130, 15, "filter", "global filter layer\n\nLayerNorm\n→ FFT → |·|\n\n(own LayerNorm\nweights)"),
-    (149, 17, "disc", f"4 strided convs\nk = {DISCRIMINATOR_KERNEL}, stride {DISCRIMINATOR_STRIDE}\n\n64 → 128\n"
-                      "→ 256 → 512 ch\n(BN, ReLU)"),
+    (149, 17, "disc", (f"4 strided convs\nk = {DISCRIMINATOR_KERNEL}, stride {DISCRIMINATOR_STRIDE}\n\n64 → 128\n"
+                       "→ 256 → 512 ch\n(BN, ReLU)")),
     (170, 10, "disc", "flatten\n→ linear\n→ 1"),
     (184, 12, "disc", "sigmoid"),
 )
@@ -48,7 +48,7 @@ def box(ax: Axes, x: float, y: float, w: float, h: float, text: str, face: str, 
 def arrow(ax: Axes, *points: tuple[float, float], label: str = "",
           label_at: tuple[float, float] | None = None) -> None:
     """A line through ``points`` with an arrow head on the last segment, optionally labelled."""
-    xs, ys = zip(*points)
+    xs, ys = zip(*points, strict=True)
     ax.plot(xs[:-1], ys[:-1], color="black", linewidth=1.2, solid_capstyle="butt")
     ax.annotate("", xy=points[-1], xytext=points[-2], arrowprops={
         "arrowstyle": "-|>", "color": "black", "linewidth": 1.2, "shrinkA": 0, "shrinkB": 0})
@@ -66,7 +66,7 @@ def draw_generator(ax: Axes, title: str, kernel: int, bottom: float) -> float:
              ("decoder",
               f"transposed-conv\ndecoder, k = {kernel}\n\n256 → 128\n→ 64 → 1 ch\nthen tanh"))
     y, middle = bottom + BLOCK_Y, bottom + BLOCK_Y + BLOCK_H / 2
-    for x, (kind, text) in zip(GEN_BLOCK_X, texts):
+    for x, (kind, text) in zip(GEN_BLOCK_X, texts, strict=True):
         box(ax, x, y, GEN_BLOCK_W, BLOCK_H, text, COLORS[kind])
     for x in GEN_BLOCK_X[1:]:
         arrow(ax, (x - 4, middle), (x, middle))
@@ -78,7 +78,7 @@ def draw_discriminator(ax: Axes) -> None:
     x, y, w, h = D_FRAME
     box(ax, x, y, w, h, "", COLORS["container"])
     ax.text(x + 1.5, y + h - 1.2, "Discriminator D", fontsize=FONT + 1, fontweight="bold", va="top")
-    for (bx, bw, kind, text), following in zip(D_BLOCKS, (*D_BLOCKS[1:], None)):
+    for (bx, bw, kind, text), following in zip(D_BLOCKS, (*D_BLOCKS[1:], None), strict=True):
         tall = kind == "filter"
         by, bh = (y + 2, h - 10) if tall else (MID_Y - 11, 22)
         box(ax, bx, by, bw, bh, text, COLORS[kind])

@@ -7,7 +7,7 @@ training windows and scored on the test clips of the data train.py's options nam
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from grlnet.features import PAPER_SCORE, FeatureScorer
 from grlnet.scoring import fit_normal_windows, score_clips

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -66,8 +66,8 @@ def cell(values: list[float], interval: tuple[float, float] | None) -> str:
 
 def markdown(name: str, rows: list[dict]) -> list[str]:
     """A task's table: each score's AUC, pAUC and official score, and AUC per seed."""
-    lines = [f"### {name}", "", "| score | AUC [95 % interval] | pAUC [interval] | official score [interval] | "
-             "AUC per seed |", "|---|---|---|---|---|"]
+    lines = [f"### {name}", "", ("| score | AUC [95 % interval] | pAUC [interval] | official score [interval] | "
+             "AUC per seed |"), "|---|---|---|---|---|"]
     for row in rows:
         cells = [cell(row[s], row.get(f"{s} interval")) for s in STATISTICS]
         bold = "**" if row["name"] == DEFAULT_SCORE else ""

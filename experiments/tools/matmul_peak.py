@@ -6,7 +6,7 @@ BENCHMARKS.md sets GRLNet's training steps against ("The WAV preset on a CPU").
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -8,7 +8,7 @@ WAV preset on a CPU").
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
