@@ -48,10 +48,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from data import ClipSet, load_datasets
+from data.console import UserError, make_folder
 from data.synthetic import make_synthetic_set
 from grlnet.checkpoint import load_file
 from grlnet.cli import run_cli
-from grlnet.errors import UserError, make_folder
 from grlnet.features import PAPER_SCORE, FeatureScorer
 from grlnet.metrics import compute_metrics
 from grlnet.runtime import (

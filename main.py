@@ -21,8 +21,9 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from data import ClipSet, drawn_windows, hold_out_for_threshold, hold_out_last, load_datasets
+from data.console import DivergedError, UserError, progress
 from grlnet.checkpoint import load_train_checkpoint, load_weights, save_checkpoint
-from grlnet.cli import close_logging, log, progress
+from grlnet.cli import close_logging, log
 from grlnet.distributed import (
     SINGLE_PROCESS,
     Process,
@@ -33,7 +34,6 @@ from grlnet.distributed import (
     shutdown,
     wait_for_all,
 )
-from grlnet.errors import DivergedError, UserError
 from grlnet.features import FeatureScorer
 from grlnet.metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
 from grlnet.plots import redraw

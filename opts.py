@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from grlnet.errors import UserError
+from data.console import UserError
 from grlnet.features import PAPER_SCORE, SCORES
 from network import GLOBAL_FILTERS, discriminator_feature_length
 

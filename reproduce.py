@@ -28,6 +28,8 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.console import UserError, make_folder
+from data.files import write_json, write_text
 from experiments.baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
 from experiments.repro.protocols import PROTOCOLS, Protocol
 from experiments.repro.report import plot_auc_per_epoch, plot_score_distributions, results_latex, results_markdown
@@ -41,8 +43,6 @@ from experiments.repro.runs import (
     run_task,
 )
 from grlnet.cli import run_cli
-from grlnet.errors import UserError, make_folder
-from grlnet.files import write_json, write_text
 from opts import build_parser as build_grlnet_parser
 from opts import given_option_names, positive_int, seed_value
 

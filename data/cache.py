@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grlnet.errors import UserError, make_folder
-from grlnet.files import atomic_write
+from data.console import UserError, make_folder
+from data.files import atomic_write
 
 log = logging.getLogger("grlnet.data")
 CACHE_FORMAT = 1  # part of every entry's name: a new layout of entries never reads an old one
@@ -71,7 +71,7 @@ def load(paths: list[Path], opt: argparse.Namespace) -> Decoded | None:
 
 
 def save(paths: list[Path], opt: argparse.Namespace, decoded: Decoded) -> None:
-    """Keep ``decoded`` for the next run (written atomically, grlnet.files); a cache that cannot be written
+    """Keep ``decoded`` for the next run (written atomically, data.files); a cache that cannot be written
     is skipped with a warning, never an error."""
     entry = entry_path(paths, opt) if opt.cache else None
     if entry is None:

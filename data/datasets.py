@@ -11,10 +11,9 @@ import torch
 
 from data import cache, layouts
 from data.cache import Decoded
+from data.console import UserError, progress
 from data.signals import fit_length, is_audio, is_indexed_csv, read_csv_signal, read_wav
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
-from grlnet.cli import progress
-from grlnet.errors import UserError
 
 log = logging.getLogger("grlnet.data")  # under cli's "grlnet" log: its console and log file once set up
 

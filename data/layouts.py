@@ -10,8 +10,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from data.console import UserError
 from data.signals import is_audio, is_indexed_csv
-from grlnet.errors import UserError
 
 Item = tuple[Path, int]
 RELEASE_LABELS = (0, 1, 2, 3)

@@ -11,7 +11,7 @@ import librosa
 import numpy as np
 import soundfile
 
-from grlnet.errors import UserError
+from data.console import UserError
 
 EXTENSIBLE = 0xFFFE  # WAVE_FORMAT_EXTENSIBLE: the real format tag is in the sub-format GUID
 FRAME_PER_BLOCK = {1, 3, 6, 7}  # PCM, IEEE float, A-law, mu-law: one block holds one frame

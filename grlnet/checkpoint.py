@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from grlnet.errors import UserError, make_folder
+from data.console import UserError, make_folder
+from data.files import atomic_write
 from grlnet.features import SPACE_ENTRIES, feature_model_problems
-from grlnet.files import atomic_write
 from grlnet.steps import STEP_STATS
 from network import NETWORKS
 from opts import completed_options, option_defaults, stored_option_problems
@@ -35,7 +35,7 @@ REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose mo
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
-    """Write atomically (grlnet.files): a crash never leaves half a file. A write that fails (a full disk,
+    """Write atomically (data.files): a crash never leaves half a file. A write that fails (a full disk,
     which torch reports as a RuntimeError) removes the temporary file, keeps the previous checkpoint, and
     says why."""
     path = Path(path)

@@ -5,22 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from grlnet.errors import DivergedError, UserError, printable
+from data.console import DivergedError, UserError, printable
 
 log = logging.getLogger("grlnet")
-
-
-def progress(iterable: Iterable | None = None, *, quiet: bool, **kwargs: Any) -> tqdm:
-    """A transient tqdm bar over ``iterable`` (or a manual one), for a person watching a terminal: off
-    with ``quiet``, and off (tqdm's ``disable=None``) when its stream is not a terminal (logs, pipes)."""
-    return tqdm(iterable, leave=False, disable=True if quiet else None, dynamic_ncols=True, **kwargs)
 
 
 def close_logging() -> None:

@@ -12,11 +12,11 @@ from typing import NamedTuple, TextIO
 import torch
 
 from data import ClipSet, load_datasets, load_unlabelled
+from data.console import UserError, make_folder
+from data.files import check_writable, identity, write_json
 from grlnet.checkpoint import RELEASED_FILES, load_released, load_train_checkpoint, load_weights
 from grlnet.cli import configure_logging, log
-from grlnet.errors import UserError, make_folder
 from grlnet.features import PAPER_SCORE, FeatureScorer
-from grlnet.files import check_writable, identity, write_json
 from grlnet.metrics import format_labelled_metrics, labelled_metrics
 from grlnet.plots import redraw
 from grlnet.results import decide, is_score_file, save_reconstruction_examples, write_group_tables, write_scores_csv

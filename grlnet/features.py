@@ -18,8 +18,8 @@ from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
+from data.console import DivergedError, UserError
 from data.datasets import evenly_spaced
-from grlnet.errors import DivergedError, UserError
 from network import GRLNet
 
 FEATURE_SPACES = ("encoder", "discriminator")

@@ -15,8 +15,8 @@ import numpy as np
 from scipy.stats import bootstrap, hmean, mannwhitneyu
 from sklearn import metrics as skm
 
+from data.console import UserError
 from data.layouts import dcase_machine_ids, dcase_sections
-from grlnet.errors import UserError
 from grlnet.features import SCORES
 
 MAX_FPR = 0.1

@@ -14,9 +14,9 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
-from grlnet.errors import UserError
+from data.console import UserError
+from data.files import atomic_write
 from grlnet.features import PAPER_SCORE
-from grlnet.files import atomic_write
 from grlnet.metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
 from grlnet.results import EXAMPLE_SIGNALS, chosen_score, has_labels, read_columns, read_scores
 
@@ -34,7 +34,7 @@ EXAMPLE_KEYS = tuple(f"{signal}_{kind}" for kind in ("normal", "abnormal") for s
 
 @contextmanager
 def styled_figure(out_png: str | Path, *args, **kwargs) -> Iterator[tuple]:
-    """``plt.subplots(*args, **kwargs)`` in the house style; saved to ``out_png`` (atomically, grlnet.files)
+    """``plt.subplots(*args, **kwargs)`` in the house style; saved to ``out_png`` (atomically, data.files)
     and closed on exit."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(*args, **kwargs)

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from data import ClipSet
-from grlnet.errors import UserError, make_folder, printable
+from data.console import UserError, make_folder, printable
+from data.files import atomic_write
 from grlnet.features import FEATURE_SCORES, PAPER_SCORE, SCORES
-from grlnet.files import atomic_write
 from grlnet.scoring import CHOSEN, TERMS
 from network import GRLNet
 

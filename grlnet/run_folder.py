@@ -17,9 +17,9 @@ from functools import cache
 from pathlib import Path
 from typing import TextIO
 
+from data.console import UserError, make_folder
+from data.files import check_writable, identity, temporaries_of, write_json
 from grlnet.cli import configure_logging
-from grlnet.errors import UserError, make_folder
-from grlnet.files import check_writable, identity, temporaries_of, write_json
 from grlnet.plots import FIGURES
 from grlnet.results import GROUP_TABLES
 from opts import VALUES_BEFORE_ADDED, option_defaults

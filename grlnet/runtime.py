@@ -13,8 +13,8 @@ import torch._functorch.config
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from data.console import UserError
 from grlnet.distributed import SINGLE_PROCESS, Process
-from grlnet.errors import UserError
 from grlnet.steps import Networks
 from network import GRLNet, use_channels_last
 from opts import LEARNING_RATE_BATCH, network_length

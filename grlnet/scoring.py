@@ -9,9 +9,8 @@ import numpy as np
 import torch
 
 from data import ClipSet
-from grlnet.cli import progress
+from data.console import UserError, progress
 from grlnet.distributed import SINGLE_PROCESS, Process, gather_values
-from grlnet.errors import UserError
 from grlnet.features import (
     FEATURE_SCORES,
     PAPER_SCORE,

@@ -10,7 +10,7 @@ import soundfile
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 from data import load_datasets
-from grlnet.errors import UserError
+from data.console import UserError
 from opts import parse_opts
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from data.console import UserError
 from experiments.baselines.dcase_autoencoder import DenseAutoencoder, clip_features, parse_baseline_args
-from grlnet.errors import UserError
 
 RATE = 16000
 

@@ -7,7 +7,7 @@ import torch
 from conftest import run_script
 
 import bench
-from grlnet.errors import UserError
+from data.console import UserError
 from network import GRLNet
 
 # Measured on 5 seeds (fresh networks, eval mode, input 0.05-0.1 * randn [2, 1, 1024], PyTorch 2.13

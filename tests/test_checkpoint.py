@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from data.console import UserError
 from grlnet.checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
-from grlnet.errors import UserError
 from network import D_Net, GRLNet
 from opts import VALUES_BEFORE_ADDED, completed_options, option_defaults, parse_opts, stored_option_problems
 

@@ -9,10 +9,10 @@ import soundfile
 from sklearn.metrics import roc_auc_score
 
 from data import datasets, layouts, load_datasets, load_unlabelled
+from data.console import UserError
 from data.synthetic import make_synthetic_set
 from experiments.baselines.dcase_autoencoder import main as baseline_main
 from experiments.baselines.dcase_autoencoder import parse_baseline_args
-from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args
 from grlnet.evaluate import test as score_checkpoint
 from main import train

@@ -13,8 +13,8 @@ from conftest import REPO, TINY, run_script
 from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 from data import ClipSet, load_datasets
+from data.console import UserError
 from grlnet.cli import run_cli
-from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args
 from grlnet.results import write_scores_csv
 from opts import parse_opts

@@ -11,9 +11,9 @@ from conftest import TINY, run_script
 from sklearn.metrics import roc_auc_score
 
 from data import ClipSet, hold_out_last, load_datasets
+from data.console import UserError
 from grlnet import evaluate
 from grlnet.checkpoint import load_file
-from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args
 from grlnet.features import FEATURE_SCORES, SCORES, FeatureScorer, fit_space, fit_windows, pooled
 from grlnet.scoring import fit_normal_windows, score_clips, scoring_batch_size

@@ -24,12 +24,12 @@ from test_scoring_inputs import write_clips
 
 import main
 from data import ClipSet
+from data.console import UserError
+from data.files import atomic_write, write_json
 from grlnet import evaluate, plots, results
 from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.cli import close_logging
-from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args
-from grlnet.files import atomic_write, write_json
 from grlnet.run_folder import lock_run_folder, setup_run_folder
 from opts import parse_opts
 

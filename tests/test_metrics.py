@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from grlnet.errors import UserError
+from data.console import UserError
 from grlnet.metrics import (
     clip_bootstrap_interval,
     compute_metrics,

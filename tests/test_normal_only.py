@@ -9,7 +9,7 @@ from conftest import TINY, run_script
 from test_data import tone, write_wav
 
 from data import ClipSet, hold_out_for_threshold
-from grlnet.errors import UserError
+from data.console import UserError
 from grlnet.evaluate import parse_test_args
 from grlnet.evaluate import test as score_checkpoint
 from grlnet.metrics import held_out_threshold

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from data.console import UserError
 from experiments.tools.paired_seeds import paired_differences, seed_aucs
-from grlnet.errors import UserError
 
 
 def write_results(path, method, aucs):

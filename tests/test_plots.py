@@ -12,8 +12,8 @@ import torch
 from conftest import run_script
 
 from data import ClipSet
+from data.console import UserError
 from grlnet import plots, results
-from grlnet.errors import UserError
 from grlnet.metrics import equal_error_rate
 from network import GRLNet
 

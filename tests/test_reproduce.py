@@ -14,12 +14,12 @@ import pytest
 import soundfile
 from conftest import REPO, run_script
 
+from data.console import UserError
 from data.layouts import split_data_root
 from experiments.repro.protocols import folder_tasks, lite_tasks, mimii_rotation_tasks, mimii_tasks
 from experiments.repro.report import latex_text
 from experiments.repro.runs import LABELS, run_result
 from grlnet.checkpoint import load_file
-from grlnet.errors import UserError
 from grlnet.results import read_columns
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -15,10 +15,10 @@ from conftest import REPO, TINY, run_script
 from test_data import tone, write_wav
 
 import main
+from data.console import DivergedError, UserError
 from grlnet import steps
 from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.cli import run_cli
-from grlnet.errors import DivergedError, UserError
 from grlnet.results import write_metrics_csv
 from opts import VALUES_BEFORE_ADDED, parse_opts
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import REPO, TINY, run_script
 
 import main
+from data.console import UserError
 from grlnet import run_folder
-from grlnet.errors import UserError
 from opts import option_defaults, parse_opts
 
 

@@ -12,10 +12,10 @@ from conftest import TINY, run_script
 from test_data import tone, write_wav
 
 import main
+from data.console import UserError
 from data.signals import read_wav
 from grlnet import evaluate
 from grlnet.checkpoint import load_file, save_checkpoint
-from grlnet.errors import UserError
 from grlnet.evaluate import parse_test_args, restore
 from opts import VALUES_BEFORE_ADDED, parse_opts
 

@@ -6,7 +6,7 @@ import torch
 from conftest import run_script
 from test_data import tone, write_wav
 
-from grlnet.cli import progress
+from data.console import progress
 
 
 class _Terminal(io.StringIO):

@@ -12,10 +12,10 @@ from conftest import TINY, run_script
 from test_data import tone, write_wav
 
 import main
+from data.console import DivergedError, UserError
 from data.signals import read_wav
 from grlnet import evaluate, plots, steps
 from grlnet.checkpoint import load_train_checkpoint, load_weights
-from grlnet.errors import DivergedError, UserError
 from grlnet.evaluate import parse_test_args, restore
 from network import GRLNet
 from opts import parse_opts

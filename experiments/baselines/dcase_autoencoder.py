@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from data import ClipSet, load_datasets
+from data.console import UserError, make_folder
 from grlnet.cli import run_cli
-from grlnet.errors import UserError, make_folder
 from grlnet.metrics import format_labelled_metrics, labelled_metrics
 from grlnet.results import write_group_tables, write_scores_csv
 from grlnet.runtime import resolve_device

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.console import UserError
 from data.layouts import labelled_wav_items
 from experiments.baselines.dcase_autoencoder import EPOCHS as BASELINE_EPOCHS
-from grlnet.errors import UserError
 
 # Synthetic clips of 4096 samples (0.26 s): 9 mel frames, 5 stacked vectors for the baseline.
 TINY_ARGS = ["--mess_length", "4096", "--segment_length", "256", "--segment_hop", "1024", "--epochs", "1",

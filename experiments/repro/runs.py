@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data.console import UserError
 from experiments.repro.protocols import Task
-from grlnet.errors import UserError
 from grlnet.metrics import SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, labelled_metrics
 from grlnet.results import read_columns, read_named_scores
 from opts import build_parser, changed_options, completed_options, given_option_names, parse_opts, total_epochs

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grlnet.errors import UserError
+from data.console import UserError
 from grlnet.features import SCORES
 
 METHOD = "grlnet_standard"  # the project's defaults

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from data.console import UserError
 from grlnet.cli import run_cli
-from grlnet.errors import UserError
 
 
 def seed_aucs(source: str, task: str) -> dict[int, float]:

@@ -1,8 +1,13 @@
-"""The one exception type for mistakes a user can fix (bad data, bad options, bad checkpoints)."""
+"""What the program says to people: the one exception type for mistakes a user can fix (bad data, bad
+options, bad checkpoints), text that any file name can be printed in, and progress bars."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
 
 
 class UserError(Exception):
@@ -30,3 +35,9 @@ def make_folder(path: str | Path, what: str) -> Path:
     except OSError as err:
         raise UserError(f"{path}: cannot create the {what} there ({err.strerror})") from None
     return path
+
+
+def progress(iterable: Iterable | None = None, *, quiet: bool, **kwargs: Any) -> tqdm:
+    """A transient tqdm bar over ``iterable`` (or a manual one), for a person watching a terminal: off
+    with ``quiet``, and off (tqdm's ``disable=None``) when its stream is not a terminal (logs, pipes)."""
+    return tqdm(iterable, leave=False, disable=True if quiet else None, dynamic_ncols=True, **kwargs)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from grlnet.errors import UserError
+from data.console import UserError
 
 TEMPORARY_SUFFIX = ".tmp"
 
