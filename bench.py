@@ -52,7 +52,7 @@ from data.console import UserError, make_folder
 from data.synthetic import make_synthetic_set
 from grlnet.checkpoint import load_file
 from grlnet.cli import run_cli
-from grlnet.features import PAPER_SCORE, FeatureScorer
+from grlnet.features import FeatureScorer
 from grlnet.metrics import compute_metrics
 from grlnet.runtime import (
     build_model,
@@ -62,12 +62,14 @@ from grlnet.runtime import (
     learning_rates,
     resolve_device,
 )
+from grlnet.scores import PAPER_SCORE
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import Networks, released_step, standard_step
 from main import batch_order
 from network import GRLNet
 from opts import (
     WAV_PRESET,
+    data_settings,
     network_length,
     non_negative_int,
     parse_opts,
@@ -581,7 +583,7 @@ def bench(args: argparse.Namespace) -> None:
             opt = parse_opts([*data_options, "--mess_length", str(args.mess_length), "--seed", str(args.seed),
                               "--device", device.type, "--quiet", "--deterministic", str(args.deterministic),
                               "--bf16", str(args.bf16)])
-            train_set, test_set = load_datasets(opt)
+            train_set, test_set = load_datasets(data_settings(opt))
         passed = check_equivalence(opt, device, train_set, test_set) if args.check_equivalence else True
         results = {batch: run_batch(opt, args, device, train_set, test_set, batch) for batch in args.batch_sizes}
         if args.epoch_data is not None:

@@ -54,7 +54,7 @@ from grlnet.runtime import (
 )
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
-from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
+from opts import RESUME_MAY_CHANGE, changed_options, data_settings, total_epochs
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
 # The options of the three learning rates, which a diverged run is told to lower.
@@ -81,12 +81,12 @@ class RunData:
 
 def load_run_data(opt: argparse.Namespace) -> RunData:
     """The data ``opt`` names, with the clips held out of training that it asks for."""
-    train, test = load_datasets(opt)
+    train, test = load_datasets(data_settings(opt))
     feature_fit = threshold = None
     if opt.calibration_clips:
         train, feature_fit = hold_out_last(train, opt.calibration_clips, "--calibration_clips")
     if test is None:
-        train, threshold = hold_out_for_threshold(train, opt)
+        train, threshold = hold_out_for_threshold(train, opt.threshold_clips)
     return RunData(train, test, threshold, feature_fit)
 
 
@@ -509,9 +509,9 @@ class Trainer:
             return final
         write_metrics_csv(self.history, run.folder / "metrics.csv")  # also when resumed after the last epoch
         if run.data.test is None:
-            write_scores_csv(run.data.threshold, scores, run.folder / "threshold_scores.csv")
+            write_scores_csv(run.data.threshold, scores, run.folder / "threshold_scores.csv", run.opt.score)
         else:
-            write_scores_csv(run.data.test, scores, run.folder / "scores.csv")
+            write_scores_csv(run.data.test, scores, run.folder / "scores.csv", run.opt.score)
             write_group_tables(final, run.folder)
             save_reconstruction_examples(run.model, run.data.test, run.opt, run.device,
                                          run.folder / "figures" / "examples.npz")

@@ -7,20 +7,21 @@ folders use the presets below. A value given on the command line always wins.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import math
 import sys
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
+from data import DataSettings
 from data.console import UserError
-from grlnet.features import PAPER_SCORE, SCORES
+from grlnet.scores import DEFAULT_SCORE, PAPER_SCORE, SCORES
 from network import GLOBAL_FILTERS, discriminator_feature_length
 
-# The score of WAV data and the embedded set, chosen by the rule in README.md ("Which score"); the
-# release's CSV layout keeps the paper's score, the faithful reproduction.
-FEATURE_SCORE_DEFAULT = "encoder_knn"
+SettingsT = TypeVar("SettingsT")
+
 # Options whose default depends on the data (None on the parser, filled in by ``resolve_presets``).
 RELEASE_PRESET = {
     "mess_length": 233472, "segment_length": 0, "segment_hop": 0, "epochs": 1, "batch_size": 2,
@@ -29,14 +30,14 @@ RELEASE_PRESET = {
 # Embedded synthetic valve data: short clips cut into windows so a 2-core CPU trains in minutes.
 DEMO_PRESET = {
     "mess_length": 4096, "segment_length": 1024, "segment_hop": 1024, "epochs": 3, "batch_size": 2,
-    "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": FEATURE_SCORE_DEFAULT,
+    "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": DEFAULT_SCORE,
 }
 # Real 10 s recordings at 16 kHz: windows of 1024 samples every 4096, clip score = window mean; each epoch
 # trains on 4 windows drawn per clip and evaluates 4 per clip before the last epoch, chosen by the rule in
 # REPRODUCTION.md ("The training budget") (docs/METHOD.md, "Presets").
 WAV_PRESET = {
     "mess_length": 160000, "segment_length": 1024, "segment_hop": 4096, "epochs": 8, "batch_size": 2,
-    "train_windows_per_clip": 4, "eval_windows_per_clip": 4, "score": FEATURE_SCORE_DEFAULT,
+    "train_windows_per_clip": 4, "eval_windows_per_clip": 4, "score": DEFAULT_SCORE,
 }
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 WINDOW_BUDGETS = ("train_windows_per_clip", "eval_windows_per_clip")  # how many of a clip's windows an epoch uses
@@ -251,7 +252,7 @@ def _score(g: argparse._ActionsContainer) -> None:
                    help="the score that metrics, thresholds and decisions use (every one is computed "
                         "and logged): paper, the paper's blend of D's outputs; <space>_<distance>, a "
                         "window's distance from the normal training windows in the encoders' or D's "
-                        f"features (release layout {PAPER_SCORE}, WAV and demo {FEATURE_SCORE_DEFAULT})")
+                        f"features (release layout {PAPER_SCORE}, WAV and demo {DEFAULT_SCORE})")
     g.add_argument("--threshold_quantile", type=_fraction, default=0.9,
                    help="no labelled test set: the decision threshold is this quantile of the held-out "
                         "clips' scores, so about 1 - q of normal recordings are flagged")
@@ -554,3 +555,14 @@ def refuse_test_options(given: Collection[str]) -> None:
     if ignored:
         raise UserError(f"{', '.join(ignored)}: test.py's option{'s' * (len(ignored) > 1)}, which training would "
                         "ignore; train without it, then score with python test.py")
+
+
+def settings(kind: type[SettingsT], opt: argparse.Namespace) -> SettingsT:
+    """One of the library's frozen settings dataclasses, each field the option of its name: the library
+    takes the values it uses, and only the scripts see the parsed options."""
+    return kind(**{field.name: getattr(opt, field.name) for field in dataclasses.fields(kind)})
+
+
+def data_settings(opt: argparse.Namespace) -> DataSettings:
+    """What the data layer reads: which clips, and how they are decoded and cut."""
+    return settings(DataSettings, opt)

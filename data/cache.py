@@ -8,7 +8,6 @@ and message of a first decode is repeated. The folder is ``$XDG_CACHE_HOME/grlne
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -42,20 +41,20 @@ def cache_folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grlnet" / "decoded"
 
 
-def entry_path(paths: list[Path], opt: argparse.Namespace) -> Path | None:
-    """The entry of these files decoded as ``opt`` says; None where a file cannot be looked at (decoding
-    then says what is wrong with it)."""
+def entry_path(paths: list[Path], sample_rate: int | None, mess_length: int) -> Path | None:
+    """The entry of these files decoded at ``sample_rate`` (None: each file's own) to ``mess_length``
+    samples; None where a file cannot be looked at (decoding then says what is wrong with it)."""
     try:
         identity = [(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in paths]
     except OSError:
         return None
-    text = json.dumps([CACHE_FORMAT, opt.sample_rate, opt.mess_length, identity])
+    text = json.dumps([CACHE_FORMAT, sample_rate, mess_length, identity])
     return cache_folder() / f"{hashlib.sha256(text.encode()).hexdigest()[:40]}.npz"
 
 
-def load(paths: list[Path], opt: argparse.Namespace) -> Decoded | None:
-    """The cached decode of ``paths``, or None: none kept, ``--no-cache``, or an unreadable entry (ignored)."""
-    entry = entry_path(paths, opt) if opt.cache else None
+def load(paths: list[Path], sample_rate: int | None, mess_length: int) -> Decoded | None:
+    """The cached decode of ``paths`` (``entry_path``), or None: none kept, or an unreadable entry (ignored)."""
+    entry = entry_path(paths, sample_rate, mess_length)
     if entry is None or not entry.is_file():
         return None
     try:
@@ -64,16 +63,16 @@ def load(paths: list[Path], opt: argparse.Namespace) -> Decoded | None:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         log.warning("warning: %s: unreadable decoded-cache entry (%s); decoding the files again", entry, err)
         return None
-    if decoded.signals.shape != (len(paths), opt.mess_length):
+    if decoded.signals.shape != (len(paths), mess_length):
         log.warning("warning: %s: decoded-cache entry of another shape; decoding the files again", entry)
         return None
     return decoded
 
 
-def save(paths: list[Path], opt: argparse.Namespace, decoded: Decoded) -> None:
+def save(paths: list[Path], sample_rate: int | None, mess_length: int, decoded: Decoded) -> None:
     """Keep ``decoded`` for the next run (written atomically, data.files); a cache that cannot be written
     is skipped with a warning, never an error."""
-    entry = entry_path(paths, opt) if opt.cache else None
+    entry = entry_path(paths, sample_rate, mess_length)
     if entry is None:
         return
     try:

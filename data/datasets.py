@@ -1,7 +1,6 @@
 """Decoded data sets held in memory (decoded once per run, never re-parsed per epoch) and their windows."""
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,29 @@ from data.signals import fit_length, is_audio, is_indexed_csv, read_csv_signal, 
 from data.synthetic import SAMPLE_RATE, make_synthetic_set
 
 log = logging.getLogger("grlnet.data")  # under cli's "grlnet" log: its console and log file once set up
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which clips a run reads (a synthetic set, a MIMII/DCASE root, or training and test folders) and
+    how it decodes and cuts them; built once from the command line's data options."""
+
+    data_kind: str  # "synthetic", "csv" or "wav"
+    data_root: str | None
+    train_normal_files: int | None
+    train_root: str | None
+    train_label_path: str | None
+    test_root: str | None
+    test_label_path: str | None
+    seed: int
+    synthetic_train_clips: int
+    synthetic_test_clips: int
+    sample_rate: int | None
+    mess_length: int
+    segment_length: int
+    segment_hop: int
+    cache: bool
+    quiet: bool
 
 
 @dataclass
@@ -84,7 +106,7 @@ def drawn_windows(signals: torch.Tensor, length: int, per_clip: int, seed: int, 
     return windows.reshape(clips * per_clip, 1, length)
 
 
-def _check_file(path: Path, length: int, rate: int, opt: argparse.Namespace, rates: dict[int, Path]) -> None:
+def _check_file(path: Path, length: int, rate: int, settings: DataSettings, rates: dict[int, Path]) -> None:
     """Refuse a file whose sample rate differs from the run's others (``rates``: each rate seen so far and
     its first file; 0 is a CSV signal's unknown rate) or that is shorter than one window."""
     if rate:
@@ -93,21 +115,21 @@ def _check_file(path: Path, length: int, rate: int, opt: argparse.Namespace, rat
             raise UserError(f"{path}: sample rate {rate} Hz differs from {first_rate} Hz of "
                             f"{first_path}; give --sample_rate to resample all files")
         rates.setdefault(rate, path)
-    if length < opt.segment_length:
+    if length < settings.segment_length:
         raise UserError(f"{path}: {length} samples, shorter than one window (--segment_length "
-                        f"{opt.segment_length}); give a smaller --segment_length or longer recordings")
+                        f"{settings.segment_length}); give a smaller --segment_length or longer recordings")
 
 
-def _decode_files(paths: list[Path], opt: argparse.Namespace, what: str, rates: dict[int, Path]) -> Decoded:
+def _decode_files(paths: list[Path], settings: DataSettings, what: str, rates: dict[int, Path]) -> Decoded:
     """Decode every file, check it as soon as it is decoded, and bring it to ``mess_length``."""
     signals, lengths, channels, file_rates = [], [], [], []
-    for path in progress(paths, desc=f"reading {what}", unit="file", quiet=opt.quiet):
+    for path in progress(paths, desc=f"reading {what}", unit="file", quiet=settings.quiet):
         if path.suffix.lower() == ".csv":
             signal, rate, count = read_csv_signal(path), 0, 1
         else:
-            signal, rate, count = read_wav(path, opt.sample_rate)
-        _check_file(path, signal.shape[0], rate, opt, rates)
-        signals.append(fit_length(signal, opt.mess_length, str(path)))
+            signal, rate, count = read_wav(path, settings.sample_rate)
+        _check_file(path, signal.shape[0], rate, settings, rates)
+        signals.append(fit_length(signal, settings.mess_length, str(path)))
         lengths.append(signal.shape[0])
         channels.append(count)
         file_rates.append(rate)
@@ -140,24 +162,25 @@ def available_memory() -> int | None:
     return None
 
 
-def memory_needed(files: int, opt: argparse.Namespace) -> int:
+def memory_needed(files: int, settings: DataSettings) -> int:
     """Bytes that holding ``files`` clips needs at their peak: the decoded float32 signals twice while they
     are stacked, and the training windows, a copy of the overlapping windows cut from them."""
-    signals = files * opt.mess_length * 4
-    windows = signals * opt.segment_length / opt.segment_hop if opt.segment_length else signals
+    signals = files * settings.mess_length * 4
+    windows = signals * settings.segment_length / settings.segment_hop if settings.segment_length else signals
     return int(2 * signals + windows)
 
 
-def _require_memory(files: int, opt: argparse.Namespace, what: str) -> None:
+def _require_memory(files: int, settings: DataSettings, what: str) -> None:
     """Refuse, before decoding anything, a data set that would not fit in the memory available."""
-    needed, available = memory_needed(files, opt), available_memory()
+    needed, available = memory_needed(files, settings), available_memory()
     if available is not None and needed > available:
-        raise UserError(f"{files} {what} of {opt.mess_length} samples need about {needed / 2**30:.1f} GiB of memory "
+        raise UserError(f"{files} {what} of {settings.mess_length} samples need about {needed / 2**30:.1f} GiB of "
+                        "memory "
                         f"and {available / 2**30:.1f} GiB is available; use fewer files, a shorter --mess_length "
                         "or a larger --segment_hop")
 
 
-def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
+def _decode(items: list[layouts.Item], settings: DataSettings, what: str,
             rates: dict[int, Path] | None = None) -> ClipSet:
     """Every file decoded once (or read from the decoded cache, data/cache.py), checked, and brought to
     ``mess_length``.
@@ -165,22 +188,24 @@ def _decode(items: list[layouts.Item], opt: argparse.Namespace, what: str,
     ``rates`` maps each sample rate seen so far in the run to its first file: all must agree.
     """
     paths, rates = [path for path, _ in items], {} if rates is None else rates
-    decoded = cache.load(paths, opt)
+    cached = settings.sample_rate, settings.mess_length
+    decoded = cache.load(paths, *cached) if settings.cache else None
     if decoded is None:
-        decoded = _decode_files(paths, opt, what, rates)
-        cache.save(paths, opt, decoded)
+        decoded = _decode_files(paths, settings, what, rates)
+        if settings.cache:
+            cache.save(paths, *cached, decoded)
     else:
         log.info("%s: %d decoded recordings read from the cache (%s; --no-cache decodes them again)",
                  what, len(paths), cache.cache_folder())
         for path, length, rate in zip(paths, decoded.lengths.tolist(), decoded.rates.tolist(), strict=True):
-            _check_file(path, length, rate, opt, rates)
-    _warn_about_lengths(list(zip(paths, decoded.lengths.tolist(), strict=True)), what, opt.mess_length)
+            _check_file(path, length, rate, settings, rates)
+    _warn_about_lengths(list(zip(paths, decoded.lengths.tolist(), strict=True)), what, settings.mess_length)
     mixed = [path for path, count in zip(paths, decoded.channels.tolist(), strict=True) if count > 1]
     if mixed:
         log.info("note: %d of %d %s have several channels, mixed to mono by averaging channels (the first: %s)",
                  len(mixed), len(items), what, mixed[0])
     labels = np.array([label for _, label in items], dtype=np.int64)
-    return ClipSet([str(path) for path in paths], decoded.signals, labels, next(iter(rates), opt.sample_rate))
+    return ClipSet([str(path) for path in paths], decoded.signals, labels, next(iter(rates), settings.sample_rate))
 
 
 def _require_normal(items: list[layouts.Item]) -> None:
@@ -207,12 +232,12 @@ def _require_both_classes(clips: ClipSet, where: str) -> None:
         raise UserError(f"{where}: the test set has no {missing} items; AUC needs both classes")
 
 
-def _synthetic(opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
-    train_signals, train_labels = make_synthetic_set(opt.seed, opt.mess_length,
-                                                     opt.synthetic_train_clips, 0)
-    half = opt.synthetic_test_clips // 2
-    test_signals, test_labels = make_synthetic_set(opt.seed + 1_000_003, opt.mess_length,
-                                                   opt.synthetic_test_clips - half, half)
+def _synthetic(settings: DataSettings) -> tuple[ClipSet, ClipSet]:
+    train_signals, train_labels = make_synthetic_set(settings.seed, settings.mess_length,
+                                                     settings.synthetic_train_clips, 0)
+    half = settings.synthetic_test_clips // 2
+    test_signals, test_labels = make_synthetic_set(settings.seed + 1_000_003, settings.mess_length,
+                                                   settings.synthetic_test_clips - half, half)
     name = "synthetic/{}_{:04d}".format
     train = ClipSet([name("normal", i) for i in range(len(train_labels))], train_signals, train_labels, SAMPLE_RATE)
     test = ClipSet([name("normal" if y == 0 else "cavitation", i) for i, y in enumerate(test_labels)],
@@ -220,41 +245,41 @@ def _synthetic(opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
     return train, test
 
 
-def load_datasets(opt: argparse.Namespace, need_train: bool = True) -> tuple[ClipSet | None, ClipSet | None]:
-    """The training set (normal clips only) and the labelled test set that ``opt`` names.
+def load_datasets(settings: DataSettings, need_train: bool = True) -> tuple[ClipSet | None, ClipSet | None]:
+    """The training set (normal clips only) and the labelled test set that ``settings`` names.
 
     Training needs no test set (None): a run on normal recordings alone sets its decision threshold
     on held-out training clips instead (``--threshold_clips``).
     """
-    if opt.data_kind == "synthetic":
-        return _synthetic(opt)
-    if opt.data_root:
-        train_items, test_items = layouts.split_data_root(opt.data_root, opt.train_normal_files)
-        where = opt.data_root
-    elif opt.data_kind == "csv":
-        train_items = layouts.csv_items(opt.train_root, opt.train_label_path) \
-            if need_train and opt.train_root else None
-        test_items = layouts.csv_items(opt.test_root, opt.test_label_path) if opt.test_root else None
-        where = opt.test_root
+    if settings.data_kind == "synthetic":
+        return _synthetic(settings)
+    if settings.data_root:
+        train_items, test_items = layouts.split_data_root(settings.data_root, settings.train_normal_files)
+        where = settings.data_root
+    elif settings.data_kind == "csv":
+        train_items = layouts.csv_items(settings.train_root, settings.train_label_path) \
+            if need_train and settings.train_root else None
+        test_items = layouts.csv_items(settings.test_root, settings.test_label_path) if settings.test_root else None
+        where = settings.test_root
     else:
-        train_items = (layouts.labelled_wav_items(opt.train_root, training=True)
-                       if need_train and opt.train_root else None)
-        test_items = layouts.labelled_wav_items(opt.test_root) if opt.test_root else None
-        where = opt.test_root
+        train_items = (layouts.labelled_wav_items(settings.train_root, training=True)
+                       if need_train and settings.train_root else None)
+        test_items = layouts.labelled_wav_items(settings.test_root) if settings.test_root else None
+        where = settings.test_root
     if test_items is None and not (need_train and train_items):
         raise UserError("no test data: give --test_root (or --data_root), or score unlabelled "
                         "recordings with --input")
     if need_train and train_items is None:
         raise UserError("no training data: give --train_root (or --data_root)")
-    _require_memory(len(train_items or []) * need_train + len(test_items or []), opt, "files")
+    _require_memory(len(train_items or []) * need_train + len(test_items or []), settings, "files")
     train, rates = None, {}
     if need_train:
         _require_normal(train_items)
         _require_disjoint(train_items, test_items or [])
-        train = _decode(train_items, opt, "training files", rates)
+        train = _decode(train_items, settings, "training files", rates)
     if test_items is None:
         return train, None
-    test = _decode(test_items, opt, "test files", rates)
+    test = _decode(test_items, settings, "test files", rates)
     _require_both_classes(test, where)
     return train, test
 
@@ -269,11 +294,10 @@ def hold_out_last(train: ClipSet, count: int, option: str) -> tuple[ClipSet, Cli
     return train.part(slice(None, keep)), train.part(slice(keep, None))
 
 
-def hold_out_for_threshold(train: ClipSet, opt: argparse.Namespace) -> tuple[ClipSet, ClipSet]:
-    """Without a labelled test set: the clips that train, and the last ``--threshold_clips`` (name order),
-    held out to set the decision threshold on; by default a tenth of them, rounded down, at least 2 (the
-    same clips again when a run resumes on the same files)."""
-    count = opt.threshold_clips
+def hold_out_for_threshold(train: ClipSet, count: int | None) -> tuple[ClipSet, ClipSet]:
+    """Without a labelled test set: the clips that train, and the last ``count`` (``--threshold_clips``,
+    name order), held out to set the decision threshold on; by default (None) a tenth of them, rounded
+    down, at least 2 (the same clips again when a run resumes on the same files)."""
     if count is None:
         count = max(2, len(train) // 10)
         if count >= len(train):
@@ -295,10 +319,10 @@ def _unlabelled_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_unlabelled(paths: list[str], opt: argparse.Namespace) -> ClipSet:
+def load_unlabelled(paths: list[str], settings: DataSettings) -> ClipSet:
     """Audio or CSV files (or folders of them) to score without labels."""
     files = [f for p in paths for f in _unlabelled_files(Path(p))]
-    _require_memory(len(files), opt, "files to score")
-    clips = _decode([(f, -1) for f in files], opt, "files to score")
+    _require_memory(len(files), settings, "files to score")
+    clips = _decode([(f, -1) for f in files], settings, "files to score")
     clips.labels = None
     return clips

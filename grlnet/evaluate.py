@@ -16,12 +16,13 @@ from data.console import UserError, make_folder
 from data.files import check_writable, identity, write_json
 from grlnet.checkpoint import RELEASED_FILES, load_released, load_train_checkpoint, load_weights
 from grlnet.cli import configure_logging, log
-from grlnet.features import PAPER_SCORE, FeatureScorer
+from grlnet.features import FeatureScorer
 from grlnet.metrics import format_labelled_metrics, labelled_metrics
 from grlnet.plots import redraw
 from grlnet.results import decide, is_score_file, save_reconstruction_examples, write_group_tables, write_scores_csv
 from grlnet.run_folder import LOCK_FILE, lock_run_folder, new_folder, owning_run
 from grlnet.runtime import autocast_context, choose_kernels, place_model, resolve_device
+from grlnet.scores import PAPER_SCORE
 from grlnet.scoring import score_clips
 from network import NETWORKS, GRLNet
 from opts import RELEASE_PRESET, build_parser, given_option_names, group_options, network_length, resolve_presets
@@ -270,7 +271,7 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
         log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
     source = "--threshold" if opt.threshold is not None else restored.threshold_source
     log.info("threshold %.6f (%s)", threshold, source)
-    write_scores_csv(clips, scores, output, threshold)
+    write_scores_csv(clips, scores, output, opt.score, threshold)
     log.info("scores written to %s", output)
 
 
@@ -281,7 +282,7 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     _require_trained_rate(opt, restored.sample_rate, test_set)
     scores = score_clips(model, test_set, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
-    write_scores_csv(test_set, scores, folder / "scores.csv")
+    write_scores_csv(test_set, scores, folder / "scores.csv", opt.score)
     write_json(folder / "metrics.json", metrics, "metrics file")
     write_group_tables(metrics, folder)
     save_reconstruction_examples(model, test_set, opt, device, folder / "figures" / "examples.npz")

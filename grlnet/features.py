@@ -20,13 +20,9 @@ from sklearn.preprocessing import StandardScaler
 
 from data.console import DivergedError, UserError
 from data.datasets import evenly_spaced
+from grlnet.scores import FEATURE_SPACES, feature_score
 from network import GRLNet
 
-FEATURE_SPACES = ("encoder", "discriminator")
-DISTANCES = ("mahalanobis", "knn")
-FEATURE_SCORES = tuple(f"{space}_{distance}" for space in FEATURE_SPACES for distance in DISTANCES)
-PAPER_SCORE = "paper"
-SCORES = (PAPER_SCORE, *FEATURE_SCORES)
 NEIGHBOURS = 5  # nearest normal windows averaged by the kNN distance
 MAX_FIT_WINDOWS = 512  # normal windows a feature model is fitted on (evenly spaced): bounds time and checkpoint size
 SPACE_ENTRIES = ("mean", "scale", "location", "precision", "reference")
@@ -96,9 +92,9 @@ class FeatureScorer:
             standardised = (features[space].numpy() - model["mean"]) / model["scale"]
             centred = standardised - model["location"]
             # (x - m)^T P (x - m) per row: sklearn's mahalanobis() goes through pairwise_distances, 16x slower here
-            scores[f"{space}_mahalanobis"] = ((centred @ model["precision"]) * centred).sum(axis=1)
+            scores[feature_score(space, "mahalanobis")] = ((centred @ model["precision"]) * centred).sum(axis=1)
             distances, _ = self.neighbours[space].kneighbors(standardised)
-            scores[f"{space}_knn"] = distances.mean(axis=1)
+            scores[feature_score(space, "knn")] = distances.mean(axis=1)
         return scores
 
 

@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 
 from data.console import UserError
 from data.layouts import dcase_machine_ids, dcase_sections
-from grlnet.features import SCORES
+from grlnet.scores import SCORES
 
 MAX_FPR = 0.1
 BOOTSTRAP_RESAMPLES = 2000

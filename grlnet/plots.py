@@ -16,9 +16,9 @@ from sklearn.metrics import roc_curve
 
 from data.console import UserError
 from data.files import atomic_write
-from grlnet.features import PAPER_SCORE
 from grlnet.metrics import MAX_FPR, SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, compute_metrics, equal_error_rate
 from grlnet.results import EXAMPLE_SIGNALS, chosen_score, has_labels, read_columns, read_scores
+from grlnet.scores import PAPER_SCORE
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)

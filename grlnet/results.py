@@ -13,8 +13,7 @@ import torch
 from data import ClipSet
 from data.console import UserError, make_folder, printable
 from data.files import atomic_write
-from grlnet.features import FEATURE_SCORES, PAPER_SCORE, SCORES
-from grlnet.scoring import CHOSEN, TERMS
+from grlnet.scores import CHOSEN, CHOSEN_NAME, FEATURE_SCORES, PAPER_SCORE, TERMS
 from network import GRLNet
 
 # DCASE's per-group metrics: their files, and the keys that metrics.csv leaves out
@@ -48,33 +47,34 @@ def write_group_tables(metrics: dict, folder: Path) -> None:
         write_rows_csv(metrics["sections"], folder / GROUP_TABLES["sections"])
 
 
-def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path,
+def write_scores_csv(clips: ClipSet, scores: dict[str, np.ndarray], path: Path, score_name: str,
                      threshold: float | None = None) -> None:
     """One row per clip: file, label (empty when unknown), each of ``scores``' columns (GRLNet's D(x),
-    D(R(x)), D(Lo(x)) and score; the baseline's score) and, with ``threshold``, the decision at it."""
+    D(R(x)), D(Lo(x)) and score; the baseline's score), the name of the score in the ``score`` column
+    (``score_name``, which ``chosen_score`` reads back) and, with ``threshold``, the decision at it."""
     decided = ("decision",) if threshold is not None else ()
     with atomic_write(path, what="score file") as handle:
         writer = csv.writer(handle)
-        writer.writerow(("file", "label", *scores, *decided))
+        writer.writerow(("file", "label", *scores, CHOSEN_NAME, *decided))
         for i, name in enumerate(clips.names):
             label = "" if clips.labels is None else int(clips.labels[i])
-            decision = (decide(scores["score"][i], threshold),) if decided else ()
+            decision = (decide(scores[CHOSEN][i], threshold),) if decided else ()
             writer.writerow((printable(name), label, *(repr(float(column[i])) for column in scores.values()),
-                             *decision))
+                             score_name, *decision))
 
 
 def is_score_file(path: Path) -> bool:
     """Whether ``path`` is a score file ``write_scores_csv`` wrote, told by its header: file, label, D's three
-    terms, the paper's score, any feature scores, score and, with a threshold, decision; no label file
-    has that set of columns, however it names its first two."""
+    terms, the paper's score, any feature scores, score, score_name and, with a threshold, decision; no label
+    file has that set of columns, however it names its first two."""
     try:
         with path.open(newline="") as handle:
             header = tuple(next(csv.reader(handle), []))
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
     header = header[:-1] if header[-1:] == ("decision",) else header
-    opening, features, ending = header[:len(SCORE_FILE_OPENING)], header[len(SCORE_FILE_OPENING):-1], header[-1:]
-    return opening == SCORE_FILE_OPENING and set(features) <= set(FEATURE_SCORES) and ending == (CHOSEN,)
+    opening, features, ending = header[:len(SCORE_FILE_OPENING)], header[len(SCORE_FILE_OPENING):-2], header[-2:]
+    return opening == SCORE_FILE_OPENING and set(features) <= set(FEATURE_SCORES) and ending == (CHOSEN, CHOSEN_NAME)
 
 
 def decide(score: float, threshold: float) -> str:
@@ -137,11 +137,10 @@ def _is_finite_number(cell: float | str) -> bool:
 
 
 def chosen_score(scores_csv: str | Path) -> str | None:
-    """Which score the ``score`` column of scores.csv is (the run's --score), told by the score column equal to
-    it; None where no column of a named score is."""
-    columns = read_columns(scores_csv)
-    return next((name for name in SCORES if name in columns and np.array_equal(columns[name], columns["score"])),
-                None)
+    """The name of the score in scores.csv's ``score`` column, as ``write_scores_csv`` wrote it beside; None
+    where the file names none."""
+    names = read_columns(scores_csv).get(CHOSEN_NAME)
+    return None if names is None else str(names[0])
 
 
 def read_scores(scores_csv: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -11,27 +11,13 @@ import torch
 from data import ClipSet
 from data.console import UserError, progress
 from grlnet.distributed import SINGLE_PROCESS, Process, gather_values
-from grlnet.features import (
-    FEATURE_SCORES,
-    PAPER_SCORE,
-    FeatureScorer,
-    fit_feature_models,
-    fit_windows,
-    space_features,
-    window_features,
-)
+from grlnet.features import FeatureScorer, fit_feature_models, fit_windows, space_features, window_features
+from grlnet.scores import CHOSEN, FEATURE_SCORES, PAPER_SCORE, TERMS, blend
 from network import GRLNet
 
-TERMS = ("d_real", "d_regional", "d_local")  # D(x), D(R(x)), D(Lo(x)): the paper's score blends them
-CHOSEN = "score"  # the column of the score ``--score`` picks
 # Windows per scoring batch on a CPU: batches of 8 to 32 score at one speed there, larger ones slower
 # and with more memory (BENCHMARKS.md, experiments/tools/scoring_batches.py).
 CPU_SCORING_WINDOWS = 16
-
-
-def blend(d_real: np.ndarray, d_regional: np.ndarray, d_local: np.ndarray, gamma: float) -> np.ndarray:
-    """The paper's score: gamma * (D(R(x)) + D(Lo(x))) + (1 - gamma) * D(x); higher = more anomalous."""
-    return gamma * (d_regional + d_local) + (1 - gamma) * d_real
 
 
 def scoring_batch_size(opt: argparse.Namespace, device: torch.device) -> int:

@@ -11,12 +11,12 @@ from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_
 
 from data import load_datasets
 from data.console import UserError
-from opts import parse_opts
+from opts import data_settings, parse_opts
 
 
 def _load_wav(root: Path, *extra: str):
-    return load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length",
-                                     "256", "--train_normal_files", "1", "--quiet", *extra]))
+    return load_datasets(data_settings(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length",
+                                     "256", "--train_normal_files", "1", "--quiet", *extra])))
 
 
 def _refused(message: str, call) -> None:
@@ -51,7 +51,7 @@ def _csv_sets(tmp_path: Path, test_files: int = 4):
 
 
 def _load_csv(train, test):
-    return load_datasets(csv_opts(*train, *test, "--mess_length", "64"))
+    return load_datasets(data_settings(csv_opts(*train, *test, "--mess_length", "64")))
 
 
 def test_blank_label_line_is_refused_not_skipped(tmp_path):
@@ -276,8 +276,8 @@ def test_mimii_abnormal_names_are_abnormal_in_a_training_folder(tmp_path):
     write_wav(tmp_path / "test" / "normal_id_02_00000001.wav", tone(seed=1))
     write_wav(tmp_path / "test" / "anomaly_id_02_00000001.wav", tone(frequency=900, seed=1))
     with pytest.raises(UserError, match=f"^{re.escape(str(abnormal))}: the training set holds 1 abnormal file"):
-        load_datasets(parse_opts(["--train_root", str(tmp_path / "flat"), "--test_root", str(tmp_path / "test"),
-                                  "--mess_length", "1024"]))
+        load_datasets(data_settings(parse_opts(["--train_root", str(tmp_path / "flat"), "--test_root", str(tmp_path / "test"),
+                                  "--mess_length", "1024"])))
 
 
 def test_a_file_both_trained_on_and_tested_is_refused(tmp_path):
@@ -286,8 +286,8 @@ def test_a_file_both_trained_on_and_tested_is_refused(tmp_path):
     _refused(f"{shared}: in the training set and in the test set (2 such files); a model scores its own "
              "training clips as more normal than new ones, so the metrics would flatter it: keep the test "
              "files out of --train_root",
-             lambda: load_datasets(parse_opts(["--train_root", str(root / "normal"), "--test_root", str(root),
-                                               "--mess_length", "1024"])))
+             lambda: load_datasets(data_settings(parse_opts(["--train_root", str(root / "normal"), "--test_root", str(root),
+                                               "--mess_length", "1024"]))))
 
 
 def test_a_folder_or_a_superscript_named_like_a_signal_file_is_no_signal_file(tmp_path):

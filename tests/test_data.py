@@ -16,7 +16,7 @@ from experiments.baselines.dcase_autoencoder import parse_baseline_args
 from grlnet.evaluate import parse_test_args
 from grlnet.evaluate import test as score_checkpoint
 from main import train
-from opts import parse_opts
+from opts import data_settings, parse_opts
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
@@ -60,7 +60,7 @@ def test_release_csv_layout(tmp_path):
     test = write_release_csv(tmp_path / "test", signals, [0, 1, 0, 3])
     opt = csv_opts(*train, *test, "--mess_length", "256")
     assert opt.data_kind == "csv" and opt.epochs == 1 and opt.batch_size == 2
-    train_set, test_set = load_datasets(opt)
+    train_set, test_set = load_datasets(data_settings(opt))
     assert train_set.signals.shape == (3, 256) and test_set.signals.shape == (4, 256)
     np.testing.assert_allclose(test_set.signals[0, :100], signals[0], rtol=1e-6)
     assert not test_set.signals[0, 100:].any()  # zero-padded
@@ -89,13 +89,13 @@ def test_dcase_layout_and_resampling(tmp_path):
     write_wav(tmp_path / "test" / "normal_id_00_00000009.wav", tone(seed=5))
     write_wav(tmp_path / "test" / "anomaly_id_00_00000001.wav", tone(frequency=900, seed=6))
     opt = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1600", "--segment_length", "0"])
-    train_set, test_set = load_datasets(opt)
+    train_set, test_set = load_datasets(data_settings(opt))
     assert len(train_set) == 2 and test_set.labels.tolist() == [1, 0]  # name order: anomaly_ first
     expected = soundfile.read(tmp_path / "test" / "anomaly_id_00_00000001.wav", dtype="float32")[0]
     np.testing.assert_allclose(test_set.signals[0], expected[:1600])
     resampled = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1600", "--sample_rate", "8000",
                            "--segment_length", "512"])
-    _, test_8k = load_datasets(resampled)
+    _, test_8k = load_datasets(data_settings(resampled))
     assert np.count_nonzero(test_8k.signals[0]) == pytest.approx(800, abs=2)  # 0.1 s at 8 kHz, padded
 
 
@@ -107,14 +107,14 @@ def test_dcase_2021_to_2024_names(tmp_path):
              "Section_02_Source_Test_Anomaly_0001.wav"]
     for i, name in enumerate(names):
         write_wav(tmp_path / "test" / name, tone(frequency=300 + 300 * i, seed=i))
-    train_set, test_set = load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
+    train_set, test_set = load_datasets(data_settings(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"])))
     assert len(train_set) == 2 and train_set.labels.tolist() == [0, 0]
     assert {Path(n).name: y for n, y in zip(test_set.names, test_set.labels.tolist(), strict=True)} == {
         names[0]: 0, names[1]: 1, names[2]: 1}
     unlabelled = tmp_path / "test" / "section_00_source_test_0004.wav"
     write_wav(unlabelled, tone(seed=9))
     with pytest.raises(UserError, match="section_00_source_test_0004.wav: cannot tell its label"):
-        load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"]))
+        load_datasets(data_settings(parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024"])))
 
 
 def write_dcase_2021_set(root: Path, seconds: float) -> Path:
@@ -210,16 +210,16 @@ def test_training_folder_names_need_no_label(tmp_path):
     write_wav(tmp_path / "test" / "abnormal" / "b.wav", tone(frequency=900))
     opt = parse_opts(["--train_root", str(tmp_path / "mine"), "--test_root", str(tmp_path / "test"),
                       "--mess_length", "1024"])
-    train_set, _ = load_datasets(opt)
+    train_set, _ = load_datasets(data_settings(opt))
     assert [Path(n).name for n in train_set.names] == ["pump_2026-11-01.wav", "pump_2026-11-02.wav"]
     assert train_set.labels.tolist() == [0, 0]
     write_wav(tmp_path / "mine" / "anomaly_0001.wav", tone(frequency=900))
     with pytest.raises(UserError, match="anomaly_0001.wav: the training set holds 1 abnormal file"):
-        load_datasets(opt)
+        load_datasets(data_settings(opt))
     swapped = parse_opts(["--train_root", str(tmp_path / "test"), "--test_root", str(tmp_path / "mine"),
                           "--mess_length", "1024"])
     with pytest.raises(UserError, match="pump_2026-11-01.wav: cannot tell its label"):
-        load_datasets(swapped)
+        load_datasets(data_settings(swapped))
 
 
 def test_mimii_layout_split(tmp_path):
@@ -227,7 +227,7 @@ def test_mimii_layout_split(tmp_path):
         write_wav(tmp_path / "normal" / f"{i:08d}.wav", tone(seed=i))
     write_wav(tmp_path / "abnormal" / "00000000.wav", tone(frequency=900))
     opt = parse_opts(["--data_root", str(tmp_path), "--mess_length", "1024", "--train_normal_files", "3"])
-    train_set, test_set = load_datasets(opt)
+    train_set, test_set = load_datasets(data_settings(opt))
     assert [Path(n).name for n in train_set.names] == ["00000000.wav", "00000001.wav", "00000002.wav"]
     assert test_set.labels.tolist() == [0, 1]
     assert opt.segment_length == 1024 and opt.data_kind == "wav"
@@ -238,7 +238,7 @@ def test_a_dcase_folder_is_split_already(tmp_path):
     write_wav(tmp_path / "test" / "anomaly_id_00_00000000.wav", tone(frequency=900))
     with pytest.raises(UserError, match=r"--train_normal_files splits normal/ in the MIMII layout; this folder's "
                                         r"train/ and test/ \(DCASE layout\) are already split"):
-        load_datasets(parse_opts(["--data_root", str(tmp_path), "--train_normal_files", "1"]))
+        load_datasets(data_settings(parse_opts(["--data_root", str(tmp_path), "--train_normal_files", "1"])))
 
 
 def test_windows_and_clip_index():
@@ -255,7 +255,7 @@ def test_unlabelled_files_and_folders(tmp_path):
     write_wav(tmp_path / "a" / "x.wav", tone())
     np.savetxt(tmp_path / "y.csv", tone()[:300])
     opt = parse_opts(["--mess_length", "512", "--segment_length", "0", "--quiet"])
-    clips = load_unlabelled([str(tmp_path / "a"), str(tmp_path / "y.csv")], opt)
+    clips = load_unlabelled([str(tmp_path / "a"), str(tmp_path / "y.csv")], data_settings(opt))
     assert clips.labels is None and clips.signals.shape == (2, 512)
 
 
@@ -267,14 +267,14 @@ def test_a_folder_to_score_gives_its_audio_and_signal_files_not_other_csv_files(
     (tmp_path / "in" / "scores.csv").write_text("file,label,score\nx.WAV,,0.5\n")
     (tmp_path / "in" / "attributes_00.csv").write_text("file_name,d1p,d1v\nx.wav,a,1\n")
     opt = parse_opts(["--mess_length", "512", "--segment_length", "0", "--quiet"])
-    clips = load_unlabelled([str(tmp_path / "in")], opt)
+    clips = load_unlabelled([str(tmp_path / "in")], data_settings(opt))
     assert [Path(name).name for name in clips.names] == ["2.CSV", "x.WAV"]
     np.testing.assert_allclose(clips.signals[0, :300], tone()[:300], rtol=1e-6)
     only_other = tmp_path / "other"
     only_other.mkdir()
     (only_other / "labels.csv").write_text("label\n0\n")
     with pytest.raises(UserError, match=f"^{only_other}: no audio .* or <index>.csv signal files"):
-        load_unlabelled([str(only_other)], opt)
+        load_unlabelled([str(only_other)], data_settings(opt))
 
 
 def test_synthetic_set_is_deterministic_and_not_separable_by_level():
@@ -289,7 +289,7 @@ def test_synthetic_set_is_deterministic_and_not_separable_by_level():
 def test_real_mimii_recordings(shared_data):
     opt = parse_opts(["--data_root", str(shared_data / "mimii_fan_id02"), "--train_normal_files", "5",
                       "--mess_length", "16000", "--quiet"])
-    train_set, test_set = load_datasets(opt)
+    train_set, test_set = load_datasets(data_settings(opt))
     assert len(train_set) == 5 and len(test_set) == 15 and test_set.binary_labels().sum() == 10
     assert train_set.sample_rate == test_set.sample_rate == 16000
     assert np.abs(train_set.signals).max() <= 1.0 and train_set.signals.std() > 1e-4
@@ -298,7 +298,7 @@ def test_real_mimii_recordings(shared_data):
 def test_real_dcase_recordings(shared_data):
     opt = parse_opts(["--data_root", str(shared_data / "dcase2020_slider_id00"), "--mess_length", "4096",
                       "--quiet"])
-    train_set, test_set = load_datasets(opt)
+    train_set, test_set = load_datasets(data_settings(opt))
     assert len(train_set) == 75 and test_set.binary_labels().tolist().count(1) == 3
 
 
@@ -307,7 +307,7 @@ def test_real_lite_folder_labelled_by_names(shared_data):
                       "--test_root", str(shared_data / "dcase2020_lite" / "valve" / "test"),
                       "--mess_length", "2048"])
     with pytest.raises(UserError, match="training set holds 3 abnormal"):
-        load_datasets(opt)
+        load_datasets(data_settings(opt))
 
 
 def test_untrained_model_scores_the_demo_set_near_chance_with_the_papers_score():
@@ -320,30 +320,30 @@ def test_untrained_model_scores_the_demo_set_near_chance_with_the_papers_score()
 
     opt = parse_opts(["--quiet", "--score", "paper"])  # the demo preset
     torch.manual_seed(0)
-    _, test_set = load_datasets(opt)
+    _, test_set = load_datasets(data_settings(opt))
     scores = score_clips(GRLNet(network_length(opt)), test_set, opt, torch.device("cpu"))
     assert 0.35 < compute_metrics(test_set.binary_labels(), scores["paper"])["auc"] < 0.65
 
 
 def test_memory_needed_counts_signals_twice_and_the_training_windows():
     opt = parse_opts(["--mess_length", "1000", "--segment_length", "100", "--segment_hop", "50"])
-    assert datasets.memory_needed(10, opt) == 2 * 10 * 1000 * 4 + 10 * 1000 * 4 * 2  # windows overlap by half
+    assert datasets.memory_needed(10, data_settings(opt)) == 2 * 10 * 1000 * 4 + 10 * 1000 * 4 * 2  # windows overlap by half
     whole = parse_opts(["--mess_length", "1000", "--segment_length", "0"])
-    assert datasets.memory_needed(10, whole) == 3 * 10 * 1000 * 4
+    assert datasets.memory_needed(10, data_settings(whole)) == 3 * 10 * 1000 * 4
 
 
 def test_a_data_set_larger_than_the_memory_available_is_refused_before_decoding(tmp_path, monkeypatch):
     root = write_mimii_set(tmp_path)
     opt = parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length", "1024"])
     files = len(list(root.rglob("*.wav")))
-    monkeypatch.setattr(datasets, "available_memory", lambda: datasets.memory_needed(files, opt) - 1)
+    monkeypatch.setattr(datasets, "available_memory", lambda: datasets.memory_needed(files, data_settings(opt)) - 1)
     monkeypatch.setattr(datasets, "read_wav", lambda *args: pytest.fail("decoded a file"))
     with pytest.raises(UserError, match=rf"^{files} files of 1024 samples need about 0.0 GiB of memory and 0.0 GiB "
                                         "is available; use fewer files, a shorter --mess_length or a larger "
                                         "--segment_hop$"):
-        load_datasets(opt)
+        load_datasets(data_settings(opt))
     monkeypatch.undo()
-    train_set, test_set = load_datasets(opt)
+    train_set, test_set = load_datasets(data_settings(opt))
     assert len(train_set) + len(test_set) == files
 
 
@@ -355,27 +355,27 @@ def test_a_second_load_reads_the_decoded_cache_and_repeats_the_first_loads_check
     data_log = logging.getLogger("grlnet.data")  # the scripts' log may not reach the root logger caplog reads
     data_log.addHandler(caplog.handler)
     request.addfinalizer(lambda: data_log.removeHandler(caplog.handler))
-    first = load_datasets(opt)
+    first = load_datasets(data_settings(opt))
     first_warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("shorter than half of --mess_length 1024" in message for message in first_warnings)
     caplog.clear()
     monkeypatch.setattr(datasets, "read_wav", lambda *args: pytest.fail("decoded a file again"))
-    again = load_datasets(opt)
+    again = load_datasets(data_settings(opt))
     for before, after in zip(first, again, strict=True):
         assert after.names == before.names and np.array_equal(after.signals, before.signals)
         assert np.array_equal(after.labels, before.labels) and after.sample_rate == before.sample_rate == 16000
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == first_warnings
     with pytest.raises(UserError, match=r"2.wav: 320 samples, shorter than one window \(--segment_length 512\)"):
-        load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length", "512"]))
+        load_datasets(data_settings(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--segment_length", "512"])))
     write_wav(root / "normal" / "0.wav", tone(seed=7))  # a changed file is decoded again
     monkeypatch.undo()
-    assert not np.array_equal(load_datasets(opt)[0].signals[0], first[0].signals[0])
+    assert not np.array_equal(load_datasets(data_settings(opt))[0].signals[0], first[0].signals[0])
 
 
 def test_no_cache_neither_reads_nor_writes_the_decoded_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = write_mimii_set(tmp_path / "data")
-    load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--no-cache"]))
+    load_datasets(data_settings(parse_opts(["--data_root", str(root), "--mess_length", "1024", "--no-cache"])))
     assert not (tmp_path / "cache").exists()
-    load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024"]))
+    load_datasets(data_settings(parse_opts(["--data_root", str(root), "--mess_length", "1024"])))
     assert len(list((tmp_path / "cache" / "grlnet" / "decoded").glob("*.npz"))) == 2  # training and test files

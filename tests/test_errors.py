@@ -17,7 +17,7 @@ from data.console import UserError
 from grlnet.cli import run_cli
 from grlnet.evaluate import parse_test_args
 from grlnet.results import write_scores_csv
-from opts import parse_opts
+from opts import data_settings, parse_opts
 
 
 def _good_csv_sets(tmp_path: Path, test_labels=(0, 1)):
@@ -28,7 +28,7 @@ def _good_csv_sets(tmp_path: Path, test_labels=(0, 1)):
 
 
 def _load_csv(train, test):
-    return load_datasets(csv_opts(*train, *test, "--mess_length", "64"))
+    return load_datasets(data_settings(csv_opts(*train, *test, "--mess_length", "64")))
 
 
 def _expect(message: str, path: Path, call):
@@ -39,17 +39,17 @@ def _expect(message: str, path: Path, call):
 
 def test_missing_and_empty_folders(tmp_path):
     _expect("data folder not found", tmp_path / "nope",
-            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path / "nope")])))
+            lambda: load_datasets(data_settings(parse_opts(["--data_root", str(tmp_path / "nope")]))))
     (tmp_path / "empty").mkdir()
     _expect("data folder is empty", tmp_path / "empty",
-            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path / "empty")])))
+            lambda: load_datasets(data_settings(parse_opts(["--data_root", str(tmp_path / "empty")]))))
 
 
 def test_folder_without_supported_files(tmp_path):
     (tmp_path / "normal").mkdir()
     (tmp_path / "normal" / "notes.txt").write_text("hello")
     _expect("no audio files (.wav, .flac, .ogg or another format soundfile reads)", tmp_path / "normal",
-            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path)])))
+            lambda: load_datasets(data_settings(parse_opts(["--data_root", str(tmp_path)]))))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -93,18 +93,18 @@ def test_training_set_with_abnormal_files_is_refused(tmp_path):
 
 
 def _load_wav(root: Path, *extra: str):
-    return load_datasets(parse_opts(["--data_root", str(root), "--mess_length", "1024",
-                                     "--train_normal_files", "1", *extra]))
+    return load_datasets(data_settings(parse_opts(["--data_root", str(root), "--mess_length", "1024",
+                                     "--train_normal_files", "1", *extra])))
 
 
 def test_mimii_split_of_one_normal_clip_names_the_clip_count(tmp_path):
     root = write_mimii_set(tmp_path)
     (root / "normal" / "1.wav").unlink()
     opt = parse_opts(["--data_root", str(root), "--mess_length", "1024"])
-    _expect("1 normal clip(s) in normal/; the MIMII split needs at least 2", root, lambda: load_datasets(opt))
+    _expect("1 normal clip(s) in normal/; the MIMII split needs at least 2", root, lambda: load_datasets(data_settings(opt)))
     opt = parse_opts(["--data_root", str(root), "--mess_length", "1024", "--train_normal_files", "1"])
     _expect("--train_normal_files 1 leaves no normal clips to test (there are 1)", root,
-            lambda: load_datasets(opt))
+            lambda: load_datasets(data_settings(opt)))
 
 
 def test_truncated_wav(tmp_path):
@@ -147,8 +147,8 @@ def test_sample_rates_must_agree_across_training_and_test_sets(tmp_path):
     write_wav(tmp_path / "test" / "normal_id_00_00000001.wav", tone())
     odd = write_wav(tmp_path / "test" / "anomaly_id_00_00000002.wav", tone(rate=8000), rate=8000)
     _expect("differs from 16000 Hz", odd,
-            lambda: load_datasets(parse_opts(["--data_root", str(tmp_path), "--mess_length", "800",
-                                                   "--segment_length", "0"])))
+            lambda: load_datasets(data_settings(parse_opts(["--data_root", str(tmp_path), "--mess_length", "800",
+                                                   "--segment_length", "0"]))))
 
 
 @pytest.mark.parametrize("options, message", [
@@ -291,4 +291,4 @@ def test_a_result_file_that_cannot_be_written_is_named(tmp_path):
     clips = ClipSet(["a.wav"], np.zeros((1, 64), np.float32), None)
     with pytest.raises(UserError, match=f"^{re.escape(str(a_file / 'scores.csv'))}: cannot save the score file "
                                         r"\(Not a directory\); no score file is saved$"):
-        write_scores_csv(clips, {"score": np.array([0.5])}, a_file / "scores.csv")
+        write_scores_csv(clips, {"score": np.array([0.5])}, a_file / "scores.csv", "paper")

@@ -15,10 +15,11 @@ from data.console import UserError
 from grlnet import evaluate
 from grlnet.checkpoint import load_file
 from grlnet.evaluate import parse_test_args
-from grlnet.features import FEATURE_SCORES, SCORES, FeatureScorer, fit_space, fit_windows, pooled
+from grlnet.features import FeatureScorer, fit_space, fit_windows, pooled
+from grlnet.scores import DEFAULT_SCORE, FEATURE_SCORES, SCORES
 from grlnet.scoring import fit_normal_windows, score_clips, scoring_batch_size
 from network import GRLNet
-from opts import FEATURE_SCORE_DEFAULT, network_length, parse_opts
+from opts import data_settings, network_length, parse_opts
 
 
 def corners(centre: tuple[float, float], half_widths: tuple[float, float]) -> np.ndarray:
@@ -89,12 +90,12 @@ def test_d_inverted_by_construction_while_the_feature_distance_ranks_right():
     scores = score_clips(model, test, opt, torch.device("cpu"), scorer=scorer)
     assert roc_auc_score(test.labels, scores["paper"]) == 0.0  # every anomaly scores as more normal
     assert roc_auc_score(test.labels, scores["discriminator_mahalanobis"]) == 1.0
-    assert np.array_equal(scores["score"], scores[FEATURE_SCORE_DEFAULT])
+    assert np.array_equal(scores["score"], scores[DEFAULT_SCORE])
 
 
 def test_calibration_clips_fit_the_feature_scores_on_held_out_clips_only():
     opt = parse_opts([*TINY, "--synthetic_train_clips", "6"])
-    train, test = load_datasets(opt)
+    train, test = load_datasets(data_settings(opt))
     kept, held_out = hold_out_last(train, 2, "--calibration_clips")
     assert kept.names == train.names[:4] and held_out.names == train.names[4:]
     with pytest.raises(UserError, match="--calibration_clips 6 leaves no training clip"):
@@ -112,7 +113,7 @@ def test_a_cpu_scores_in_batches_of_16_windows_whatever_the_training_batch(monke
     """A GPU scores 8 training batches at once; a CPU, where larger batches were slower, 16 windows."""
     opt = parse_opts([*TINY, "--synthetic_train_clips", "20", "--batch_size", "32"])
     assert scoring_batch_size(opt, torch.device("cuda")) == 256
-    train, _ = load_datasets(opt)
+    train, _ = load_datasets(data_settings(opt))
     torch.manual_seed(0)
     model = GRLNet(network_length(opt)).eval()
     encode, sizes = model.regional.encode, []
@@ -138,10 +139,10 @@ def read_rows(path):
 
 def test_every_score_is_logged_stored_and_reproduced_by_test_py(run, tmp_path):
     folder, trained = run
-    assert f"score: {FEATURE_SCORE_DEFAULT} (--score)" in trained.stdout
+    assert f"score: {DEFAULT_SCORE} (--score)" in trained.stdout
     rows = read_rows(folder / "scores.csv")
     assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", *SCORES, "score"]
-    assert all(row["score"] == row[FEATURE_SCORE_DEFAULT] for row in rows)
+    assert all(row["score"] == row[DEFAULT_SCORE] for row in rows)
     metrics = read_rows(folder / "metrics.csv")[-1]
     labels = [int(row["label"]) for row in rows]
     for name in SCORES:
@@ -166,7 +167,7 @@ def test_input_decisions_use_the_chosen_scores_stored_threshold(run, tmp_path):
                                    "--output_dir", str(tmp_path / "log"), "--quiet"]))
     rows = read_rows(out)
     assert [row["decision"] for row in rows] == [
-        "ABNORMAL" if float(row[FEATURE_SCORE_DEFAULT]) >= threshold else "normal" for row in rows]
+        "ABNORMAL" if float(row[DEFAULT_SCORE]) >= threshold else "normal" for row in rows]
     with pytest.raises(UserError, match="no decision threshold for --score paper"):
         evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--score", "paper",
                                        "--output", str(tmp_path / "other.csv"), "--output_dir", str(tmp_path / "log2"),

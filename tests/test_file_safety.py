@@ -76,7 +76,7 @@ def many_clips(count: int = 400) -> tuple[ClipSet, dict[str, np.ndarray]]:
 # ---------------------------------------------------------------- 1, 7: written whole or not at all
 
 def _write_scores(path: Path) -> None:
-    results.write_scores_csv(*many_clips(), path)
+    results.write_scores_csv(*many_clips(), path, "paper")
 
 
 def _write_metrics(path: Path) -> None:
@@ -275,9 +275,10 @@ def test_a_label_file_is_not_taken_for_a_score_file(run, tmp_path):
 
 @pytest.mark.parametrize("header, own", [
     ("file,label", False), ("file,label,score", False), ("file,label,machine,section", False),
-    ("file,label,d_real,d_regional,d_local,paper,score", True),
-    ("file,label,d_real,d_regional,d_local,paper,encoder_knn,score,decision", True),
-    ("file,label,d_real,d_regional,d_local,paper,notes,score", False)])
+    ("file,label,d_real,d_regional,d_local,paper,score,score_name", True),
+    ("file,label,d_real,d_regional,d_local,paper,encoder_knn,score,score_name,decision", True),
+    ("file,label,d_real,d_regional,d_local,paper,score", False),
+    ("file,label,d_real,d_regional,d_local,paper,notes,score,score_name", False)])
 def test_score_files_are_told_by_the_columns_test_py_writes(tmp_path, header, own):
     path = tmp_path / "file.csv"
     path.write_text(header + "\n")

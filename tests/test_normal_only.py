@@ -36,8 +36,7 @@ def test_threshold_is_the_quantile_of_the_held_out_scores():
 
 @pytest.mark.parametrize("count, held_out", [(30, 3), (29, 2), (6, 2)])
 def test_default_count_is_a_tenth_of_the_clips_at_least_two(count, held_out):
-    opt = parse_opts(["--train_root", "mine"])
-    kept, threshold_set = hold_out_for_threshold(_clips(count), opt)
+    kept, threshold_set = hold_out_for_threshold(_clips(count), parse_opts(["--train_root", "mine"]).threshold_clips)
     assert held_out == len(threshold_set)
     assert threshold_set.names == [f"{i:02d}.wav" for i in range(count - held_out, count)]
     assert len(kept) == count - held_out
@@ -45,9 +44,9 @@ def test_default_count_is_a_tenth_of_the_clips_at_least_two(count, held_out):
 
 def test_too_few_clips_and_contradictory_options_are_refused():
     with pytest.raises(UserError, match="2 normal training clips and no labelled test set: too few"):
-        hold_out_for_threshold(_clips(2), parse_opts(["--train_root", "mine"]))
+        hold_out_for_threshold(_clips(2), None)
     with pytest.raises(UserError, match="--threshold_clips 4 leaves no training clip"):
-        hold_out_for_threshold(_clips(4), parse_opts(["--train_root", "mine", "--threshold_clips", "4"]))
+        hold_out_for_threshold(_clips(4), 4)
     with pytest.raises(UserError, match="--threshold_clips sets the decision threshold of a run without"):
         parse_opts(["--train_root", "mine", "--test_root", "theirs", "--threshold_clips", "2"])
     with pytest.raises(UserError, match="--threshold_clips sets the decision threshold of a run without"):

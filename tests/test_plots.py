@@ -168,15 +168,16 @@ def test_saved_examples_are_first_windows_and_redraw(tmp_path):
 
 
 def test_the_histograms_name_the_score_the_run_decided_with(tmp_path):
-    """scores.csv's ``score`` column is one of the named scores' columns; the axis names that one."""
+    """scores.csv names the score in its ``score`` column, and that name is read back, never inferred from the
+    values: here the paper's column equals the chosen one, but the file says encoder_knn."""
     write_scores(tmp_path)
-    assert results.chosen_score(tmp_path / "scores.csv") is None
+    assert results.chosen_score(tmp_path / "scores.csv") is None  # a file that names no score
     assert plots.score_axis_label(None) == "anomaly score  (no unit)"
-    rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    clips = ClipSet(["a.wav", "b.wav"], np.zeros((2, 8), np.float32), np.array([0, 1]))
+    same = np.array([0.25, 0.75])
     for chosen in ("paper", "encoder_knn"):
-        write_csv(tmp_path / "scores.csv", [
-            {**row, "paper": float(row["score"]) + (chosen != "paper"), "encoder_knn": float(row["score"]) + (
-                chosen != "encoder_knn")} for row in rows])
-        assert results.chosen_score(tmp_path / "scores.csv") == chosen
+        results.write_scores_csv(clips, {"paper": same, "encoder_knn": same + 1, "score": same}, tmp_path / "s.csv",
+                                 chosen)
+        assert results.chosen_score(tmp_path / "s.csv") == chosen
     assert plots.score_axis_label("encoder_knn") == "anomaly score: encoder_knn  (no unit)"
     assert plots.score_axis_label("paper").startswith("anomaly score: the paper's, γ·(D(R(x)) + D(Lo(x)))")

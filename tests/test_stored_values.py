@@ -269,7 +269,7 @@ def test_a_cut_score_file_is_called_cut_not_diverged(run, tmp_path):
     lines = text.decode().count("\n")
     result = run_script("-m", "grlnet.plots", str(tmp_path / "run"), check=False)
     assert result.returncode == 2
-    assert re.fullmatch(rf"error: {re.escape(str(scores))}, line {lines}: \d+ cells where the header names 11 "
+    assert re.fullmatch(rf"error: {re.escape(str(scores))}, line {lines}: \d+ cells where the header names 12 "
                         r"columns; the file is cut short or damaged", result.stdout.splitlines()[-1])
 
 

@@ -29,7 +29,7 @@ from grlnet.cli import run_cli
 from grlnet.metrics import format_labelled_metrics, labelled_metrics
 from grlnet.results import write_group_tables, write_scores_csv
 from grlnet.runtime import resolve_device
-from opts import build_parser, has_labelled_test_set, positive_int, resolve_presets
+from opts import build_parser, data_settings, has_labelled_test_set, positive_int, resolve_presets
 
 N_MELS, N_FFT, HOP_LENGTH, POWER, FRAMES = 128, 1024, 512, 2.0, 5
 INPUT_DIM = N_MELS * FRAMES
@@ -137,14 +137,14 @@ def sample_rate_of(clips: ClipSet) -> int:
 def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
     """Train and score the baseline on the split ``opt`` names, with GRLNet's metrics (per machine id or
     section too, for DCASE names); writes scores.csv (and machine_ids.csv or sections.csv) to ``opt.output_dir``."""
-    train, test = load_datasets(opt)
+    train, test = load_datasets(data_settings(opt))
     rate = sample_rate_of(train)
     model = train_baseline(train, rate, epochs, opt.seed, resolve_device(opt))
     scores = score_baseline(model, test, rate)
     metrics = labelled_metrics(test.binary_labels(), scores, test.names)
     if opt.output_dir:  # None unless given: the baseline makes no run folder of its own
         folder = make_folder(opt.output_dir, "output folder (--output_dir)")
-        write_scores_csv(test, {"score": scores}, folder / "scores.csv")
+        write_scores_csv(test, {"score": scores}, folder / "scores.csv", "dcase_autoencoder")
         write_group_tables(metrics, folder)
     return metrics
 

@@ -3,7 +3,7 @@
 For each score, its final-epoch AUC per seed on each data set (results.json of the GRLNet method); the
 default is the score with the highest worst-case mean over the data sets among those with no seed
 below 0.5 on any of them, or, where none qualifies, the highest worst-case mean, reported as failing.
-Ties go to the first in features.SCORES (the paper's, then Mahalanobis before kNN, encoder before D).
+Ties go to the first in scores.SCORES (the paper's, then Mahalanobis before kNN, encoder before D).
 
     python -m experiments.tools.choose_score reproduction/mimii_fan_id02/results.json \
         reproduction/dcase2020_slider_id00/results.json
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data.console import UserError
-from grlnet.features import SCORES
+from grlnet.scores import SCORES
 
 METHOD = "grlnet_standard"  # the project's defaults
 CHANCE = 0.5

@@ -14,10 +14,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from data import ClipSet, load_datasets
-from grlnet.features import FEATURE_SCORES, FeatureScorer, fit_space, fit_windows
+from grlnet.features import FeatureScorer, fit_space, fit_windows
+from grlnet.scores import FEATURE_SCORES
 from grlnet.scoring import fit_normal_windows, score_clips
 from network import GRLNet
-from opts import network_length, parse_opts, seed_value
+from opts import data_settings, network_length, parse_opts, seed_value
 
 LOG_FLOOR = 1e-12  # added to the power spectrum before the logarithm (silent bins)
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("train_options", nargs="*", help="train.py's data options, after --")
     args = parser.parse_args(argv)
     opt = parse_opts([*args.train_options, "--quiet"])
-    train, test = load_datasets(opt)
+    train, test = load_datasets(data_settings(opt))
     print("| control | " + " | ".join(("paper", *FEATURE_SCORES)) + " |")
     print("|---" * (len(FEATURE_SCORES) + 2) + "|")
     for seed in args.seeds:

@@ -11,7 +11,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
-from grlnet.features import PAPER_SCORE, FeatureScorer
+from grlnet.features import FeatureScorer
+from grlnet.scores import PAPER_SCORE
 from grlnet.scoring import fit_normal_windows, score_clips
 from main import Trainer, set_up
 from opts import parse_opts

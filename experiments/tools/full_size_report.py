@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from experiments.repro.runs import BASELINE
-from grlnet.features import PAPER_SCORE, SCORES
 from grlnet.metrics import clip_bootstrap_interval, mean_auc, mean_official_score, mean_pauc
 from grlnet.plots import styled_figure, whole_epoch_axis
 from grlnet.results import read_columns
+from grlnet.scores import PAPER_SCORE, SCORES
 
 METHOD = "grlnet_standard"
 DEFAULT_SCORE = "encoder_knn"
