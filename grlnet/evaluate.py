@@ -25,7 +25,15 @@ from grlnet.runtime import autocast_context, choose_kernels, place_model, resolv
 from grlnet.scores import PAPER_SCORE
 from grlnet.scoring import score_clips
 from network import NETWORKS, GRLNet
-from opts import RELEASE_PRESET, build_parser, given_option_names, group_options, network_length, resolve_presets
+from opts import (
+    RELEASE_PRESET,
+    build_parser,
+    data_settings,
+    given_option_names,
+    group_options,
+    network_length,
+    resolve_presets,
+)
 
 # test.py's --help: what scoring reads; the training options stay accepted (a checkpoint brings them).
 TEST_GROUPS = ("paths", "clips", "signal", "windows", "model", "score", "speed", "run_folder", "test")
@@ -263,7 +271,7 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     output = Path(opt.output or folder / "scores.csv")
     _check_output(output, _files_read(opt), opt.overwrite)
     make_folder(output.parent, "folder of --output")
-    clips = load_unlabelled(opt.input, opt)
+    clips = load_unlabelled(opt.input, data_settings(opt))
     _refuse_read(output, clips.names)  # a file reached through a link in an input folder
     _require_trained_rate(opt, restored.sample_rate, clips)
     scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
@@ -278,7 +286,7 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
 def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) -> dict:
     """Score a labelled test set; write scores.csv, metrics.json, group tables and figures; return the metrics."""
     opt, model = restored.opt, restored.model
-    _, test_set = load_datasets(opt, need_train=False)
+    _, test_set = load_datasets(data_settings(opt), need_train=False)
     _require_trained_rate(opt, restored.sample_rate, test_set)
     scores = score_clips(model, test_set, opt, device, autocast_context(device, opt), scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
