@@ -75,6 +75,7 @@ from opts import (
     parse_opts,
     positive_int,
     positive_number,
+    scoring_settings,
     seed_value,
     test_clip_count,
 )
@@ -303,7 +304,7 @@ def release_bench(opt: argparse.Namespace, device: torch.device, train_set: Clip
         released_step(nets, model, optimizers, x.to(device), opt, contextlib.nullcontext())
 
     def score() -> None:
-        score_clips(model, test_set, opt, device, contextlib.nullcontext())
+        score_clips(model, test_set, scoring_settings(opt), device, contextlib.nullcontext())
         model.train()
 
     return Bench("release", step, step, score=score)
@@ -343,11 +344,11 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
     fitted = {}
 
     def fit() -> None:
-        fitted["models"] = fit_normal_windows(model, train_set, opt, device, autocast())
+        fitted["models"] = fit_normal_windows(model, train_set, scoring_settings(opt), device, autocast())
         model.train()
 
     def score() -> None:
-        score_clips(model, test_set, opt, device, autocast(), scorer=FeatureScorer(fitted["models"]))
+        score_clips(model, test_set, scoring_settings(opt), device, autocast(), scorer=FeatureScorer(fitted["models"]))
         model.train()
 
     return Bench("fast", step_with(compile_networks(model, device, opt, compile_mode=compile_mode)),
@@ -459,8 +460,8 @@ def run_batch(opt: argparse.Namespace, args: argparse.Namespace, device: torch.d
 def score_auc(model: GRLNet, train_set: ClipSet, test_set: ClipSet, opt: argparse.Namespace, device: torch.device,
               autocast: contextlib.AbstractContextManager) -> float:
     """The test AUC of ``model``'s score (``--score``), its feature statistics fitted and applied under ``autocast``."""
-    scorer = FeatureScorer(fit_normal_windows(model, train_set, opt, device, autocast))
-    scores = score_clips(model, test_set, opt, device, autocast, scorer=scorer)
+    scorer = FeatureScorer(fit_normal_windows(model, train_set, scoring_settings(opt), device, autocast))
+    scores = score_clips(model, test_set, scoring_settings(opt), device, autocast, scorer=scorer)
     return compute_metrics(test_set.binary_labels(), scores["score"])["auc"]
 
 

@@ -54,7 +54,7 @@ from grlnet.runtime import (
 )
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
-from opts import RESUME_MAY_CHANGE, changed_options, data_settings, total_epochs
+from opts import RESUME_MAY_CHANGE, changed_options, data_settings, scoring_settings, total_epochs
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
 # The options of the three learning rates, which a diverged run is told to lower.
@@ -436,9 +436,9 @@ class Trainer:
         started = time.perf_counter()
         clips = data.threshold if data.test is None else data.test
         try:
-            self.feature_models = fit_normal_windows(run.model, normal, run.opt, run.device, autocast, per_clip)
+            self.feature_models = fit_normal_windows(run.model, normal, scoring_settings(run.opt), run.device, autocast, per_clip)
             self.fit_seconds = round(time.perf_counter() - started, 2)
-            scores = score_clips(run.model, clips, run.opt, run.device, autocast, run.process,
+            scores = score_clips(run.model, clips, scoring_settings(run.opt), run.device, autocast, run.process,
                                  FeatureScorer(self.feature_models), per_clip)
         except DivergedError as err:  # features.require_finite: the networks' outputs overflow
             raise diverged(f"{err} in the evaluation after epoch {self.epoch}", self.last_checkpoint, run.opt) from None
@@ -513,7 +513,7 @@ class Trainer:
         else:
             write_scores_csv(run.data.test, scores, run.folder / "scores.csv", run.opt.score)
             write_group_tables(final, run.folder)
-            save_reconstruction_examples(run.model, run.data.test, run.opt, run.device,
+            save_reconstruction_examples(run.model, run.data.test, run.opt.segment_length, run.opt.segment_hop, run.device,
                                          run.folder / "figures" / "examples.npz")
         log.info("figures: %s", ", ".join(p.name for p in redraw(run.folder)))
         if run.data.test is None:

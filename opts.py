@@ -18,6 +18,7 @@ from typing import NamedTuple, TypeVar
 from data import DataSettings
 from data.console import UserError
 from grlnet.scores import DEFAULT_SCORE, PAPER_SCORE, SCORES
+from grlnet.scoring import ScoringSettings
 from network import GLOBAL_FILTERS, discriminator_feature_length
 
 SettingsT = TypeVar("SettingsT")
@@ -566,3 +567,8 @@ def settings(kind: type[SettingsT], opt: argparse.Namespace) -> SettingsT:
 def data_settings(opt: argparse.Namespace) -> DataSettings:
     """What the data layer reads: which clips, and how they are decoded and cut."""
     return settings(DataSettings, opt)
+
+
+def scoring_settings(opt: argparse.Namespace) -> ScoringSettings:
+    """What scoring reads: the windows, the batch, the paper's blend factor and the chosen score."""
+    return settings(ScoringSettings, opt)

@@ -2,17 +2,18 @@
 and running a script's body so that mistakes a user can fix print one line instead of a traceback."""
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from data.console import DivergedError, UserError, printable
 
 log = logging.getLogger("grlnet")
+Options = TypeVar("Options")  # a script's parsed options, which only the script reads
 
 
 def close_logging() -> None:
@@ -51,8 +52,8 @@ def log_to_files(line: str) -> None:
             handler.handle(record)
 
 
-def run_cli(main_function: Callable[[argparse.Namespace], object],
-            parse: Callable[[], argparse.Namespace], interrupted: str = "interrupted") -> None:
+def run_cli(main_function: Callable[[Options], object], parse: Callable[[], Options],
+            interrupted: str = "interrupted") -> None:
     """Parse a script's options and run its body; user errors, in the options too, and running out of
     memory print one line and exit non-zero (traceback with --debug)."""
     opt = None
@@ -73,7 +74,7 @@ def run_cli(main_function: Callable[[argparse.Namespace], object],
         raise SystemExit(130) from None
 
 
-def out_of_memory_message(err: BaseException, opt: argparse.Namespace | None) -> str:
+def out_of_memory_message(err: BaseException, opt: object | None) -> str:
     """Say which memory ran out and which options size what was being allocated."""
     where = "GPU memory" if isinstance(err, torch.OutOfMemoryError) else "memory"
     sizes = [f"{name} {getattr(opt, name[2:])}" for name in ("--mess_length", "--segment_length", "--batch_size")

@@ -33,6 +33,7 @@ from opts import (
     group_options,
     network_length,
     resolve_presets,
+    scoring_settings,
 )
 
 # test.py's --help: what scoring reads; the training options stay accepted (a checkpoint brings them).
@@ -274,7 +275,7 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     clips = load_unlabelled(opt.input, data_settings(opt))
     _refuse_read(output, clips.names)  # a file reached through a link in an input folder
     _require_trained_rate(opt, restored.sample_rate, clips)
-    scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
+    scores = score_clips(model, clips, scoring_settings(opt), device, autocast_context(device, opt), scorer=restored.scorer)
     for name, score in zip(clips.names, scores["score"], strict=True):
         log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
     source = "--threshold" if opt.threshold is not None else restored.threshold_source
@@ -288,12 +289,13 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     opt, model = restored.opt, restored.model
     _, test_set = load_datasets(data_settings(opt), need_train=False)
     _require_trained_rate(opt, restored.sample_rate, test_set)
-    scores = score_clips(model, test_set, opt, device, autocast_context(device, opt), scorer=restored.scorer)
+    scores = score_clips(model, test_set, scoring_settings(opt), device, autocast_context(device, opt), scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv", opt.score)
     write_json(folder / "metrics.json", metrics, "metrics file")
     write_group_tables(metrics, folder)
-    save_reconstruction_examples(model, test_set, opt, device, folder / "figures" / "examples.npz")
+    save_reconstruction_examples(model, test_set, opt.segment_length, opt.segment_hop, device,
+                                 folder / "figures" / "examples.npz")
     figures = redraw(folder)
     log.info("%d test clips scored; in %s: scores.csv, metrics.json, test.log, figures/ (%s)", len(test_set),
              folder, ", ".join(p.name for p in figures))

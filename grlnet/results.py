@@ -2,7 +2,6 @@
 DCASE's per-group tables, and the reconstruction examples the figures draw."""
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from pathlib import Path
@@ -156,13 +155,14 @@ def has_labels(scores_csv: str | Path) -> bool:
 # ---------------------------------------------------------------- the reconstruction examples
 
 @torch.no_grad()
-def save_reconstruction_examples(model: GRLNet, clips: ClipSet, opt: argparse.Namespace,
+def save_reconstruction_examples(model: GRLNet, clips: ClipSet, segment_length: int, segment_hop: int,
                                  device: torch.device, path: str | Path) -> None:
-    """Store the first window of the first normal and abnormal clip with both reconstructions (.npz)."""
+    """Store the first window (``segment_length`` samples, 0: the whole clip) of the first normal and abnormal
+    clip with both reconstructions (.npz)."""
     if clips.labels is None or set(clips.binary_labels().tolist()) != {0, 1}:
         raise UserError("reconstruction examples need a labelled set with normal and abnormal clips")
     labels = clips.binary_labels()
-    x = torch.cat([_first_window(clips, int(np.flatnonzero(labels == value)[0]), opt)
+    x = torch.cat([_first_window(clips, int(np.flatnonzero(labels == value)[0]), segment_length, segment_hop)
                    for value in (0, 1)]).to(device)
     was_training = model.training
     model.eval()
@@ -175,6 +175,6 @@ def save_reconstruction_examples(model: GRLNet, clips: ClipSet, opt: argparse.Na
         np.savez(handle, sample_rate=clips.sample_rate or 0, **arrays)  # 0: unknown (CSV signals)
 
 
-def _first_window(clips: ClipSet, index: int, opt: argparse.Namespace) -> torch.Tensor:
+def _first_window(clips: ClipSet, index: int, segment_length: int, segment_hop: int) -> torch.Tensor:
     """Clip ``index``'s first window as the networks see it, [1, 1, length]."""
-    return clips.part(slice(index, index + 1)).windows(opt.segment_length, opt.segment_hop)[0][:1]
+    return clips.part(slice(index, index + 1)).windows(segment_length, segment_hop)[0][:1]

@@ -2,8 +2,8 @@
 each averaged over a clip's windows, and the one ``--score`` picks for metrics and decisions."""
 from __future__ import annotations
 
-import argparse
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,14 +20,27 @@ from network import GRLNet
 CPU_SCORING_WINDOWS = 16
 
 
-def scoring_batch_size(opt: argparse.Namespace, device: torch.device) -> int:
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How clips are scored: cut into windows at a hop, in batches sized from the training batch, the paper's
+    blend factor, the score that decides; built once from the options (opts.scoring_settings)."""
+
+    segment_length: int
+    segment_hop: int
+    batch_size: int
+    comprehensive_output_factor: float
+    score: str
+    quiet: bool
+
+
+def scoring_batch_size(settings: ScoringSettings, device: torch.device) -> int:
     """Windows per scoring batch: on a GPU 8 training batches, since nothing is kept for a backward
     pass and larger batches fill the device; on a CPU ``CPU_SCORING_WINDOWS`` whatever the training batch."""
-    return CPU_SCORING_WINDOWS if device.type == "cpu" else max(opt.batch_size, 1) * 8
+    return CPU_SCORING_WINDOWS if device.type == "cpu" else max(settings.batch_size, 1) * 8
 
 
 @torch.no_grad()
-def outputs_per_window(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
+def outputs_per_window(model: GRLNet, clips: ClipSet, settings: ScoringSettings, device: torch.device,
                        autocast: contextlib.AbstractContextManager | None = None,
                        scorer: FeatureScorer | None = None,
                        windows_per_clip: int = 0) -> tuple[list[str], torch.Tensor, torch.Tensor]:
@@ -39,11 +52,11 @@ def outputs_per_window(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, d
     and the features alike.
     """
     model.eval()
-    windows, clip_index = clips.windows(opt.segment_length, opt.segment_hop, windows_per_clip)
+    windows, clip_index = clips.windows(settings.segment_length, settings.segment_hop, windows_per_clip)
     names = [*TERMS, *(FEATURE_SCORES if scorer is not None else ())]
     outputs = torch.empty(len(windows), len(names), dtype=torch.float64)
-    batch_size = scoring_batch_size(opt, device)
-    for start in progress(range(0, len(windows), batch_size), desc="scoring", unit="batch", quiet=opt.quiet):
+    batch_size = scoring_batch_size(settings, device)
+    for start in progress(range(0, len(windows), batch_size), desc="scoring", unit="batch", quiet=settings.quiet):
         x = windows[start:start + batch_size].to(device, non_blocking=True)
         outputs[start:start + batch_size] = score_batch(model, x, autocast, scorer)
     return names, outputs, clip_index
@@ -68,16 +81,16 @@ def score_batch(model: GRLNet, x: torch.Tensor, autocast: contextlib.AbstractCon
 
 
 @torch.no_grad()
-def fit_normal_windows(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
+def fit_normal_windows(model: GRLNet, clips: ClipSet, settings: ScoringSettings, device: torch.device,
                        autocast: contextlib.AbstractContextManager | None = None, windows_per_clip: int = 0
                        ) -> dict[str, dict[str, torch.Tensor]]:
     """The feature models (features.fit_feature_models) fitted on normal clips' windows (all, or
     ``windows_per_clip`` of each clip), at most ``features.MAX_FIT_WINDOWS`` of them, evenly spaced;
     networks in eval mode, without noise."""
     model.eval()
-    windows, _ = clips.windows(opt.segment_length, opt.segment_hop, windows_per_clip)
+    windows, _ = clips.windows(settings.segment_length, settings.segment_hop, windows_per_clip)
     chosen = windows[torch.from_numpy(fit_windows(len(windows)))]
-    batch_size = scoring_batch_size(opt, device)
+    batch_size = scoring_batch_size(settings, device)
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(chosen), batch_size):
         with autocast or contextlib.nullcontext():
@@ -87,21 +100,21 @@ def fit_normal_windows(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, d
     return fit_feature_models({space: torch.cat(values).numpy() for space, values in parts.items()})
 
 
-def clip_outputs(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
+def clip_outputs(model: GRLNet, clips: ClipSet, settings: ScoringSettings, device: torch.device,
                  autocast: contextlib.AbstractContextManager | None = None,
                  scorer: FeatureScorer | None = None, windows_per_clip: int = 0) -> tuple[list[str], torch.Tensor]:
     """``outputs_per_window``'s names and values per clip, [N, K] float64: the mean over each clip's windows."""
-    names, outputs, clip_index = outputs_per_window(model, clips, opt, device, autocast, scorer, windows_per_clip)
+    names, outputs, clip_index = outputs_per_window(model, clips, settings, device, autocast, scorer, windows_per_clip)
     per_clip = torch.zeros(len(clips), len(names), dtype=torch.float64).index_add_(0, clip_index, outputs)
     return names, per_clip / torch.bincount(clip_index, minlength=len(clips)).unsqueeze(1)
 
 
-def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: torch.device,
+def score_clips(model: GRLNet, clips: ClipSet, settings: ScoringSettings, device: torch.device,
                 autocast: contextlib.AbstractContextManager | None = None,
                 process: Process = SINGLE_PROCESS, scorer: FeatureScorer | None = None,
                 windows_per_clip: int = 0) -> dict[str, np.ndarray]:
     """Every clip's D(x), D(R(x)), D(Lo(x)), the paper's score, with a ``scorer`` each feature score,
-    and last ("score") the one ``opt.score`` picks, in clip order; each the mean over the clip's windows
+    and last ("score") the one ``settings.score`` picks, in clip order; each the mean over the clip's windows
     (all, or ``windows_per_clip`` evenly spaced ones).
 
     Over several processes each scores every world_size-th clip and the results are gathered,
@@ -109,7 +122,7 @@ def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: 
     """
     mine = list(range(process.rank, len(clips), process.world_size))
     share = clips.part(slice(process.rank, None, process.world_size))  # views, not copies
-    names, outputs = clip_outputs(model, share, opt, device, autocast, scorer, windows_per_clip)
+    names, outputs = clip_outputs(model, share, settings, device, autocast, scorer, windows_per_clip)
     per_clip = torch.empty(len(clips), len(names), dtype=torch.float64)
     covered = torch.zeros(len(clips), dtype=torch.long)
     for indices, values in gather_values((mine, outputs), process):
@@ -118,8 +131,8 @@ def score_clips(model: GRLNet, clips: ClipSet, opt: argparse.Namespace, device: 
     if not torch.all(covered == 1):
         raise RuntimeError(f"clips scored {covered.tolist()} times across processes; expected once each")
     columns = dict(zip(names, per_clip.numpy().T, strict=True))
-    columns[PAPER_SCORE] = blend(*(columns[t] for t in TERMS), opt.comprehensive_output_factor)
+    columns[PAPER_SCORE] = blend(*(columns[t] for t in TERMS), settings.comprehensive_output_factor)
     ordered = {name: columns[name] for name in (*TERMS, PAPER_SCORE, *FEATURE_SCORES) if name in columns}
-    if opt.score not in ordered:
-        raise UserError(f"--score {opt.score} needs the statistics of normal windows, and none were given")
-    return {**ordered, CHOSEN: ordered[opt.score]}
+    if settings.score not in ordered:
+        raise UserError(f"--score {settings.score} needs the statistics of normal windows, and none were given")
+    return {**ordered, CHOSEN: ordered[settings.score]}

@@ -16,7 +16,7 @@ from experiments.baselines.dcase_autoencoder import parse_baseline_args
 from grlnet.evaluate import parse_test_args
 from grlnet.evaluate import test as score_checkpoint
 from main import train
-from opts import data_settings, parse_opts
+from opts import data_settings, parse_opts, scoring_settings
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
@@ -321,7 +321,7 @@ def test_untrained_model_scores_the_demo_set_near_chance_with_the_papers_score()
     opt = parse_opts(["--quiet", "--score", "paper"])  # the demo preset
     torch.manual_seed(0)
     _, test_set = load_datasets(data_settings(opt))
-    scores = score_clips(GRLNet(network_length(opt)), test_set, opt, torch.device("cpu"))
+    scores = score_clips(GRLNet(network_length(opt)), test_set, scoring_settings(opt), torch.device("cpu"))
     assert 0.35 < compute_metrics(test_set.binary_labels(), scores["paper"])["auc"] < 0.65
 
 

@@ -88,7 +88,7 @@ def test_release_option_names_on_csv_layout_and_released_weights(tmp_path):
     rows = read_rows(tmp_path / "test" / "scores.csv")
     assert [r["label"] for r in rows] == ["0", "1", "0", "1", "0", "1"]
     # the release's files hold no statistics of normal windows: the paper's score alone
-    assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", "paper", "score"]
+    assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", "paper", "score", "score_name"]
     assert all(row["score"] == row["paper"] for row in rows)
 
 

@@ -19,7 +19,7 @@ from grlnet.features import FeatureScorer, fit_space, fit_windows, pooled
 from grlnet.scores import DEFAULT_SCORE, FEATURE_SCORES, SCORES
 from grlnet.scoring import fit_normal_windows, score_clips, scoring_batch_size
 from network import GRLNet
-from opts import data_settings, network_length, parse_opts
+from opts import data_settings, network_length, parse_opts, scoring_settings
 
 
 def corners(centre: tuple[float, float], half_widths: tuple[float, float]) -> np.ndarray:
@@ -86,8 +86,8 @@ def test_d_inverted_by_construction_while_the_feature_distance_ranks_right():
         anomaly_direction = features[8:].mean(0) - features[:8].mean(0)
         model.discriminator.discriminator[-2].weight.copy_(-anomaly_direction.reshape(1, -1))
         model.discriminator.discriminator[-2].bias.zero_()
-    scorer = FeatureScorer(fit_normal_windows(model, train, opt, torch.device("cpu")))
-    scores = score_clips(model, test, opt, torch.device("cpu"), scorer=scorer)
+    scorer = FeatureScorer(fit_normal_windows(model, train, scoring_settings(opt), torch.device("cpu")))
+    scores = score_clips(model, test, scoring_settings(opt), torch.device("cpu"), scorer=scorer)
     assert roc_auc_score(test.labels, scores["paper"]) == 0.0  # every anomaly scores as more normal
     assert roc_auc_score(test.labels, scores["discriminator_mahalanobis"]) == 1.0
     assert np.array_equal(scores["score"], scores[DEFAULT_SCORE])
@@ -102,26 +102,26 @@ def test_calibration_clips_fit_the_feature_scores_on_held_out_clips_only():
         hold_out_last(train, 6, "--calibration_clips")
     torch.manual_seed(0)
     model, cpu = GRLNet(network_length(opt)), torch.device("cpu")
-    on_held_out = fit_normal_windows(model, held_out, opt, cpu)
+    on_held_out = fit_normal_windows(model, held_out, scoring_settings(opt), cpu)
     windows, _ = held_out.windows(opt.segment_length, opt.segment_hop)
     assert on_held_out["encoder"]["reference"].shape == (len(windows), 2048)
     assert on_held_out["discriminator"]["reference"].shape == (len(windows), 1024)
-    assert not torch.equal(on_held_out["encoder"]["mean"], fit_normal_windows(model, kept, opt, cpu)["encoder"]["mean"])
+    assert not torch.equal(on_held_out["encoder"]["mean"], fit_normal_windows(model, kept, scoring_settings(opt), cpu)["encoder"]["mean"])
 
 
 def test_a_cpu_scores_in_batches_of_16_windows_whatever_the_training_batch(monkeypatch):
     """A GPU scores 8 training batches at once; a CPU, where larger batches were slower, 16 windows."""
     opt = parse_opts([*TINY, "--synthetic_train_clips", "20", "--batch_size", "32"])
-    assert scoring_batch_size(opt, torch.device("cuda")) == 256
+    assert scoring_batch_size(scoring_settings(opt), torch.device("cuda")) == 256
     train, _ = load_datasets(data_settings(opt))
     torch.manual_seed(0)
     model = GRLNet(network_length(opt)).eval()
     encode, sizes = model.regional.encode, []
     monkeypatch.setattr(model.regional, "encode", lambda x: sizes.append(len(x)) or encode(x))
-    scorer = FeatureScorer(fit_normal_windows(model, train, opt, torch.device("cpu")))
+    scorer = FeatureScorer(fit_normal_windows(model, train, scoring_settings(opt), torch.device("cpu")))
     assert sizes == [16, 16, 8]  # 20 clips of 512 samples: 40 windows of 256
     sizes.clear()
-    score_clips(model, train, opt, torch.device("cpu"), scorer=scorer)
+    score_clips(model, train, scoring_settings(opt), torch.device("cpu"), scorer=scorer)
     assert sizes == [16, 16, 8]
 
 
@@ -141,8 +141,8 @@ def test_every_score_is_logged_stored_and_reproduced_by_test_py(run, tmp_path):
     folder, trained = run
     assert f"score: {DEFAULT_SCORE} (--score)" in trained.stdout
     rows = read_rows(folder / "scores.csv")
-    assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", *SCORES, "score"]
-    assert all(row["score"] == row[DEFAULT_SCORE] for row in rows)
+    assert list(rows[0]) == ["file", "label", "d_real", "d_regional", "d_local", *SCORES, "score", "score_name"]
+    assert all(row["score"] == row[DEFAULT_SCORE] and row["score_name"] == DEFAULT_SCORE for row in rows)
     metrics = read_rows(folder / "metrics.csv")[-1]
     labels = [int(row["label"]) for row in rows]
     for name in SCORES:

@@ -1,7 +1,6 @@
 """Figures: drawn from a run folder's files alone, the EER point agrees with metrics, the CLI's errors."""
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
@@ -138,9 +137,8 @@ def test_axes_are_in_samples_where_the_sample_rate_is_unknown(tmp_path):
     assert plots.axis_units(0.0) == (1.0, "time (samples)", "frequency (cycles per sample)")
     clips = ClipSet(["normal", "abnormal"], np.random.default_rng(2).normal(size=(2, 64)).astype(np.float32),
                     np.array([0, 1]), sample_rate=None)  # CSV data
-    opt = argparse.Namespace(segment_length=0, segment_hop=0)
-    results.save_reconstruction_examples(GRLNet(64), clips, opt, torch.device("cpu"),
-                                       tmp_path / "figures" / "examples.npz")
+    results.save_reconstruction_examples(GRLNet(64), clips, 0, 0, torch.device("cpu"),
+                                         tmp_path / "figures" / "examples.npz")
     with np.load(tmp_path / "figures" / "examples.npz") as stored:
         assert float(stored["sample_rate"]) == 0
     assert plots.redraw(tmp_path) == [tmp_path / "figures" / "reconstructions.png"]
@@ -150,10 +148,9 @@ def test_saved_examples_are_first_windows_and_redraw(tmp_path):
     torch.manual_seed(0)
     signals = np.random.default_rng(1).normal(size=(4, 128)).astype(np.float32)
     clips = ClipSet([f"c{i}" for i in range(4)], signals, np.array([2, 0, 1, 0]), sample_rate=8000)
-    opt = argparse.Namespace(segment_length=64, segment_hop=64)
     model = GRLNet(64).train()
     examples = tmp_path / "figures" / "examples.npz"
-    results.save_reconstruction_examples(model, clips, opt, torch.device("cpu"), examples)
+    results.save_reconstruction_examples(model, clips, 64, 64, torch.device("cpu"), examples)
     assert model.training
     with torch.no_grad():
         expected = model.eval().local(torch.from_numpy(signals[[1], :64]).unsqueeze(1))[0, 0].numpy()

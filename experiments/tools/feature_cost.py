@@ -15,7 +15,7 @@ from grlnet.features import FeatureScorer
 from grlnet.scores import PAPER_SCORE
 from grlnet.scoring import fit_normal_windows, score_clips
 from main import Trainer, set_up
-from opts import parse_opts
+from opts import parse_opts, scoring_settings
 
 
 def timed(work: Callable[[], object]) -> tuple[float, object]:
@@ -35,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         model, device, test = run.model, run.device, run.data.test
         training, _ = timed(Trainer(run).train_epoch)
         paper_opt = argparse.Namespace(**{**vars(opt), "score": PAPER_SCORE})
-        paper, _ = timed(lambda: score_clips(model, test, paper_opt, device))
-        fitting, models = timed(lambda: fit_normal_windows(model, run.data.train, opt, device))
-        with_features, _ = timed(lambda: score_clips(model, test, opt, device, scorer=FeatureScorer(models)))
+        paper, _ = timed(lambda: score_clips(model, test, scoring_settings(paper_opt), device))
+        fitting, models = timed(lambda: fit_normal_windows(model, run.data.train, scoring_settings(opt), device))
+        with_features, _ = timed(lambda: score_clips(model, test, scoring_settings(opt), device, scorer=FeatureScorer(models)))
     epoch = training + paper
     added = fitting + with_features - paper
     print(f"training steps {training:.1f} s, scoring (paper's score) {paper:.1f} s: an epoch without feature "

@@ -18,7 +18,7 @@ from data import ClipSet
 from grlnet.features import FeatureScorer
 from grlnet.scoring import fit_normal_windows, score_batch
 from network import GRLNet
-from opts import WAV_PRESET, parse_opts
+from opts import WAV_PRESET, parse_opts, scoring_settings
 
 
 def windows_per_second(model: GRLNet, windows: torch.Tensor, batch: int, scorer: FeatureScorer,
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = GRLNet(length).to(device)
     clips = ClipSet([f"w{i}" for i in range(args.windows)],
                     np.random.default_rng(0).standard_normal((args.windows, length), dtype=np.float32), None)
-    scorer = FeatureScorer(fit_normal_windows(model, clips, opt, device))  # also puts the networks in eval mode
+    scorer = FeatureScorer(fit_normal_windows(model, clips, scoring_settings(opt), device))  # also puts the networks in eval mode
     windows = clips.windows(length, length)[0].to(device)
     print(f"{args.windows} windows of {length} samples on {device.type} "
           f"({torch.get_num_threads()} threads), networks and feature scores", flush=True)
