@@ -1,4 +1,4 @@
-"""bench.py runs both training paths and ends with the ratio; bf16 autocast agrees with fp32."""
+"""experiments/bench.py runs both training paths and ends with the ratio; bf16 autocast agrees with fp32."""
 import re
 import sys
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import run_script
 
-import bench
 from data.console import UserError
+from experiments import bench
 from network import GRLNet
 
 # Measured on 5 seeds (fresh networks, eval mode, input 0.05-0.1 * randn [2, 1, 1024], PyTorch 2.13
@@ -18,7 +18,7 @@ D_ATOL = 0.01
 
 
 def test_bench_prints_both_paths_and_the_ratio_last():
-    result = run_script("bench.py", "--device", "cpu", "--mess_length", "512", "--batch_sizes", "2",
+    result = run_script("-m", "experiments.bench", "--device", "cpu", "--mess_length", "512", "--batch_sizes", "2",
                         "--steps", "2", "--warmup", "1", "--clips", "6")
     lines = result.stdout.strip().splitlines()
     assert re.fullmatch(r"ratio (\d+\.?\d*(e[-+]?\d+)?)", lines[-1]) and float(lines[-1].split()[1]) > 0
@@ -27,8 +27,8 @@ def test_bench_prints_both_paths_and_the_ratio_last():
 
 
 def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths_at_each_batch():
-    result = run_script("bench.py", "--device", "cpu", "--preset", "wav", "--mess_length", "8192", "--clips", "2",
-                        "--test_clips", "2", "--steps", "1", "--warmup", "0", "--batch_sizes", "2", "4")
+    result = run_script("-m", "experiments.bench", "--device", "cpu", "--preset", "wav", "--mess_length", "8192",
+                        "--clips", "2", "--test_clips", "2", "--steps", "1", "--warmup", "0", "--batch_sizes", "2", "4")
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("device cpu") and "wav preset: length 8192, windows of 1024 every 4096" in lines[1]
     for path in ("release", "fast"):

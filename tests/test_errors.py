@@ -240,7 +240,7 @@ def test_option_errors_print_one_line_from_every_script(tmp_path):
          f"error: {a_file / 'tiny'}: cannot create the output folder (--out) there"),
         (["reproduce.py", "--protocol", "tiny", "--grlnet_args", '--snr "2'],
          "error: --grlnet_args '--snr \"2': No closing quotation"),
-        (["bench.py", "--device", "cpu", "--profile", str(a_file)],
+        (["-m", "experiments.bench", "--device", "cpu", "--profile", str(a_file)],
          f"error: {a_file}: cannot create the profile folder (--profile) there"),
     ]
     for args, message in cases:
