@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, run_script
-from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
+from conftest import REPO, TINY, csv_opts, run_script, tone, write_mimii_set, write_release_csv, write_wav
 
 from data import ClipSet, load_datasets
 from data.console import UserError
