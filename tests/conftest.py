@@ -1,6 +1,8 @@
-"""Shared helpers: tiny settings that train in seconds on a 2-core CPU, and the real data folder."""
+"""Shared helpers: tiny settings that train in seconds on a 2-core CPU, the real data folder, recordings
+and release CSV sets written for a test, and the options a training step reads."""
 from __future__ import annotations
 
+import argparse
 import atexit
 import os
 import shutil
@@ -10,13 +12,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+import librosa
+import numpy as np
 import pytest
+import soundfile
 
 # One thread per process: the tests' tensors are small, and two OpenMP threads on a 2-core machine
 # that is doing anything else spin-wait each other to a crawl. Subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402  (after the thread setting)
+
+from network import GRLNet  # noqa: E402
+from opts import parse_opts  # noqa: E402
 
 # The decoded-recordings cache of the tests' runs (data/cache.py): a folder of their own, removed at the end.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="grlnet-test-cache-")
@@ -53,3 +61,67 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real recordings not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------- data sets written for a test
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    """``samples`` as a 16-bit PCM WAV file at ``rate``, its folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+def tone(seconds: float = 0.1, rate: int = 16000, frequency: float = 440.0, seed: int = 0) -> np.ndarray:
+    """A sine of amplitude 0.3 with a little seeded noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).normal(0, 0.01, t.size)
+    return (0.3 * np.sin(2 * np.pi * frequency * t) + noise).astype(np.float32)
+
+
+def write_mimii_set(root: Path) -> Path:
+    """Two normal and one abnormal 0.1 s tone at 16 kHz, in the MIMII layout."""
+    for i in range(2):
+        write_wav(root / "normal" / f"{i}.wav", tone(seed=i))
+    write_wav(root / "abnormal" / "0.wav", tone(frequency=900))
+    return root
+
+
+def write_release_csv(root: Path, signals: list[np.ndarray], labels: list[int]) -> tuple[Path, Path]:
+    """Signals in the release's CSV layout (``root/<i>.csv`` and ``<root>_label.csv``); the folder and label file."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i, signal_values in enumerate(signals):
+        np.savetxt(root / f"{i}.csv", signal_values, delimiter=",")
+    label_file = root.parent / f"{root.name}_label.csv"
+    label_file.write_text("label\n" + "".join(f"{y}\n" for y in labels))
+    return root, label_file
+
+
+def csv_opts(train: Path, train_labels: Path, test: Path, test_labels: Path, *extra: str) -> argparse.Namespace:
+    """The options of a run on release CSV sets, with ``extra`` options added."""
+    return parse_opts(["--train_root", str(train), "--train_label_path", str(train_labels),
+                       "--test_root", str(test), "--test_label_path", str(test_labels), "--quiet", *extra])
+
+
+def write_clips(folder: Path, rate: int) -> Path:
+    """Two normal (440 Hz) and two abnormal (1500 Hz) clips with DCASE names, made at 16 kHz and
+    written at ``rate``: the same sound at every rate."""
+    for i in range(2):
+        for kind, frequency in (("normal", 440.0), ("anomaly", 1500.0)):
+            clip = librosa.resample(tone(0.05, frequency=frequency, seed=i), orig_sr=16000, target_sr=rate)
+            write_wav(folder / f"{kind}_id_00_{i:08d}.wav", clip, rate)
+    return folder
+
+
+# ---------------------------------------------------------------- a training step's inputs
+
+def step_options(**overrides) -> argparse.Namespace:
+    """The options a training step reads, at the defaults' values unless overridden."""
+    base = dict(alpha=0.5, adversarial_training_factor=0.5, noise="snr", snr=2.0,
+                label_smoothing=0.0, instance_noise_snr=None)
+    return argparse.Namespace(**{**base, **overrides})
+
+
+def sgd_optimizers(model: GRLNet) -> dict:
+    """Plain SGD with lr 1 per network: a parameter's change is minus the gradient its optimizer received."""
+    return {name: torch.optim.SGD(module.parameters(), lr=1.0) for name, module in model.named_children()}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
+from conftest import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 
 from data import load_datasets
 from data.console import UserError

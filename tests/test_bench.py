@@ -1,4 +1,4 @@
-"""bench.py runs both training paths and ends with the ratio; bf16 autocast agrees with fp32."""
+"""experiments/bench.py runs both training paths and ends with the ratio; bf16 autocast agrees with fp32."""
 import re
 import sys
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import run_script
 
-import bench
 from data.console import UserError
+from experiments import bench
 from network import GRLNet
 
 # Measured on 5 seeds (fresh networks, eval mode, input 0.05-0.1 * randn [2, 1, 1024], PyTorch 2.13
@@ -15,20 +15,56 @@ from network import GRLNet
 # tolerances below leave about four times that margin.
 RECONSTRUCTION_RTOL = 0.03
 D_ATOL = 0.01
+NUMBER = r"(\d+\.\d+)"
+
+
+def printed_rate(lines: list[str], pattern: str) -> float:
+    """The one number ``pattern`` (with one group) finds in the lines, as printed."""
+    (value,) = [float(m.group(1)) for line in lines if (m := re.search(pattern, line))]
+    return value
+
+
+def quotient_bounds(numerator: float, denominator: float, half_unit: float) -> tuple[float, float]:
+    """The smallest and largest quotient of two numbers printed as these, each rounded by at most ``half_unit``."""
+    return ((numerator - half_unit) / (denominator + half_unit), (numerator + half_unit) / (denominator - half_unit))
+
+
+def assert_quotient(printed: float, decimals: int, numerator: float, denominator: float) -> None:
+    """``printed`` (rounded to ``decimals``) is the quotient of two rates printed with three decimals."""
+    low, high = quotient_bounds(numerator, denominator, 0.0005)
+    assert low - 0.5 * 10 ** -decimals <= printed <= high + 0.5 * 10 ** -decimals, (printed, numerator, denominator)
+
+
+def assert_speedups_are_the_printed_rates_quotients(lines: list[str], unit: str, batches: tuple[int, ...]) -> None:
+    """Each batch's fast / release line and the last line's ratio (at batch 2) follow from the rates printed."""
+    for batch in batches:
+        fast, release = (printed_rate(lines, rf"^{path} +batch {batch}: {NUMBER} {unit}/s")
+                         for path in ("fast", "release"))
+        assert_quotient(printed_rate(lines, rf"^batch {batch}: fast / release {unit}/s = {NUMBER}$"), 3, fast, release)
+        if batch == 2:
+            assert re.fullmatch(rf"ratio {NUMBER}", lines[-1]), lines[-1]
+            assert_quotient(float(lines[-1].split()[1]), 4, fast, release)
+
+
+def test_the_ratio_is_the_quotient_whatever_the_rounding():
+    assert quotient_bounds(3.0, 2.0, 0.0005) == pytest.approx((2.9995 / 2.0005, 3.0005 / 1.9995))
+    assert_quotient(1.5, 4, 3.0, 2.0)
+    with pytest.raises(AssertionError):
+        assert_quotient(1.5010, 4, 3.0, 2.0)  # beyond what rounding the rates to 3 decimals can explain
 
 
 def test_bench_prints_both_paths_and_the_ratio_last():
-    result = run_script("bench.py", "--device", "cpu", "--mess_length", "512", "--batch_sizes", "2",
+    result = run_script("-m", "experiments.bench", "--device", "cpu", "--mess_length", "512", "--batch_sizes", "2",
                         "--steps", "2", "--warmup", "1", "--clips", "6")
     lines = result.stdout.strip().splitlines()
-    assert re.fullmatch(r"ratio (\d+\.?\d*(e[-+]?\d+)?)", lines[-1]) and float(lines[-1].split()[1]) > 0
     for path in ("release", "fast"):
         assert any(line.startswith(path) and "samples/s" in line for line in lines), result.stdout
+    assert_speedups_are_the_printed_rates_quotients(lines, "samples", (2,))
 
 
 def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths_at_each_batch():
-    result = run_script("bench.py", "--device", "cpu", "--preset", "wav", "--mess_length", "8192", "--clips", "2",
-                        "--test_clips", "2", "--steps", "1", "--warmup", "0", "--batch_sizes", "2", "4")
+    result = run_script("-m", "experiments.bench", "--device", "cpu", "--preset", "wav", "--mess_length", "8192",
+                        "--clips", "2", "--test_clips", "2", "--steps", "1", "--warmup", "0", "--batch_sizes", "2", "4")
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("device cpu") and "wav preset: length 8192, windows of 1024 every 4096" in lines[1]
     for path in ("release", "fast"):
@@ -37,9 +73,11 @@ def test_bench_wav_preset_times_training_windows_and_scoring_clips_of_both_paths
         for batch, line in zip((2, 4), batch_lines, strict=True):
             assert re.search(rf"batch {batch}: \d+\.\d+ windows/s, .*; scoring \d+\.\d+ clips/s", line), line
             assert ("after fitting the feature statistics in" in line) == (path == "fast")
-    assert any(line.startswith("scoring at batch 2: fast / release clips/s = ") for line in lines)
+    fast, release = (printed_rate([line for line in lines if line.startswith(f"{path} ") and "batch 2:" in line],
+                                  rf"scoring {NUMBER} clips/s") for path in ("fast", "release"))
+    assert_quotient(printed_rate(lines, rf"^scoring at batch 2: fast / release clips/s = {NUMBER}$"), 3, fast, release)
     assert any(line.startswith("peak host memory of the process: ") for line in lines)
-    assert re.fullmatch(r"ratio \d+\.\d+", lines[-1]) and float(lines[-1].split()[1]) > 0
+    assert_speedups_are_the_printed_rates_quotients(lines, "windows", (2, 4))
 
 
 @pytest.mark.parametrize("options, message", [

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from conftest import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
 from sklearn.metrics import roc_auc_score
 
 from data import datasets, layouts, load_datasets, load_unlabelled
@@ -17,40 +18,6 @@ from grlnet.evaluate import parse_test_args
 from grlnet.evaluate import test as score_checkpoint
 from main import train
 from opts import data_settings, parse_opts, scoring_settings
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, samples, rate, subtype="PCM_16")
-    return path
-
-
-def tone(seconds: float = 0.1, rate: int = 16000, frequency: float = 440.0, seed: int = 0) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    noise = np.random.default_rng(seed).normal(0, 0.01, t.size)
-    return (0.3 * np.sin(2 * np.pi * frequency * t) + noise).astype(np.float32)
-
-
-def write_mimii_set(root: Path) -> Path:
-    """Two normal and one abnormal 0.1 s tone at 16 kHz, in the MIMII layout."""
-    for i in range(2):
-        write_wav(root / "normal" / f"{i}.wav", tone(seed=i))
-    write_wav(root / "abnormal" / "0.wav", tone(frequency=900))
-    return root
-
-
-def write_release_csv(root: Path, signals: list[np.ndarray], labels: list[int]) -> tuple[Path, Path]:
-    root.mkdir(parents=True, exist_ok=True)
-    for i, signal in enumerate(signals):
-        np.savetxt(root / f"{i}.csv", signal, delimiter=",")
-    label_file = root.parent / f"{root.name}_label.csv"
-    label_file.write_text("label\n" + "".join(f"{y}\n" for y in labels))
-    return root, label_file
-
-
-def csv_opts(train, train_labels, test, test_labels, *extra):
-    return parse_opts(["--train_root", str(train), "--train_label_path", str(train_labels),
-                       "--test_root", str(test), "--test_label_path", str(test_labels), "--quiet", *extra])
 
 
 def test_release_csv_layout(tmp_path):

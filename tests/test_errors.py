@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, run_script
-from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_wav
+from conftest import REPO, TINY, csv_opts, run_script, tone, write_mimii_set, write_release_csv, write_wav
 
 from data import ClipSet, load_datasets
 from data.console import UserError
@@ -240,7 +239,7 @@ def test_option_errors_print_one_line_from_every_script(tmp_path):
          f"error: {a_file / 'tiny'}: cannot create the output folder (--out) there"),
         (["reproduce.py", "--protocol", "tiny", "--grlnet_args", '--snr "2'],
          "error: --grlnet_args '--snr \"2': No closing quotation"),
-        (["bench.py", "--device", "cpu", "--profile", str(a_file)],
+        (["-m", "experiments.bench", "--device", "cpu", "--profile", str(a_file)],
          f"error: {a_file}: cannot create the profile folder (--profile) there"),
     ]
     for args, message in cases:

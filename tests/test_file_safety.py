@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_script
-from test_scoring_inputs import write_clips
+from conftest import TINY, run_script, write_clips
 
 import main
 from data import ClipSet

@@ -5,8 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY, run_script
-from test_data import tone, write_wav
+from conftest import TINY, run_script, tone, write_wav
 
 from data import ClipSet, hold_out_for_threshold
 from data.console import UserError

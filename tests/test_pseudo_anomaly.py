@@ -5,8 +5,7 @@ import csv
 
 import torch
 import torch.nn.functional as F
-from conftest import TINY, run_script
-from test_step import _opt, _sgd
+from conftest import TINY, run_script, sgd_optimizers, step_options
 
 from grlnet.checkpoint import load_file
 from grlnet.steps import STEP_STATS, Networks, pseudo_anomaly_step
@@ -48,7 +47,7 @@ def test_pseudo_anomaly_step_trains_d_as_defined_and_leaves_the_generators_alone
     generators_before = copy.deepcopy({"regional": model.regional.state_dict(), "local": model.local.state_dict()})
     torch.manual_seed(1)
     nets = Networks(model.regional, model.local, model.discriminator.logits)
-    stats = pseudo_anomaly_step(nets, model, _sgd(model), x, _opt(), contextlib.nullcontext())
+    stats = pseudo_anomaly_step(nets, model, sgd_optimizers(model), x, step_options(), contextlib.nullcontext())
     changes = [b - a for a, b in zip(model.discriminator.parameters(), d_before.parameters(), strict=True)]
     for change, gradient in zip(changes, expected, strict=True):
         torch.testing.assert_close(change, gradient, rtol=2e-3, atol=1e-6)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile
 from conftest import REPO, run_script
+from sklearn.metrics import roc_auc_score
 
 from data.console import UserError
 from data.layouts import split_data_root
@@ -43,7 +44,11 @@ def test_tiny_protocol_writes_results_and_figures(serial_out):
     for method in METHODS:
         auc = methods[method]["auc"]
         assert len(auc["per_seed"]) == len(results["seeds"]) == 1
-        assert all(0.0 <= value <= 1.0 for value in auc["per_seed"])
+        for run, value, pauc in zip(methods[method]["runs"], auc["per_seed"], methods[method]["pauc"]["per_seed"],
+                                    strict=True):  # each seed's figures recomputed from its scores.csv
+            scores = read_columns(Path(run["output_dir"]) / "scores.csv", ("label", "score"))
+            assert value == pytest.approx(roc_auc_score(scores["label"], scores["score"]), abs=1e-12)
+            assert pauc == pytest.approx(roc_auc_score(scores["label"], scores["score"], max_fpr=0.1), abs=1e-12)
         assert auc["mean"] == pytest.approx(np.mean(auc["per_seed"]))
     markdown = (folder / "results.md").read_text()
     assert "python reproduce.py --protocol tiny" in markdown

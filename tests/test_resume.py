@@ -11,8 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, TINY, run_script
-from test_data import tone, write_wav
+from conftest import REPO, TINY, run_script, tone, write_wav
 
 import main
 from data.console import DivergedError, UserError

@@ -4,12 +4,10 @@ import csv
 import re
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_script
-from test_data import tone, write_wav
+from conftest import TINY, run_script, tone, write_clips, write_wav
 
 import main
 from data.console import UserError
@@ -26,16 +24,6 @@ def checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     main.train(parse_opts([*TINY, "--output_dir", str(folder)]))
     return folder / "checkpoints" / "last.pt"
-
-
-def write_clips(folder: Path, rate: int) -> Path:
-    """Two normal (440 Hz) and two abnormal (1500 Hz) clips with DCASE names, made at 16 kHz and
-    written at ``rate``: the same sound at every rate."""
-    for i in range(2):
-        for kind, frequency in (("normal", 440.0), ("anomaly", 1500.0)):
-            clip = librosa.resample(tone(0.05, frequency=frequency, seed=i), orig_sr=16000, target_sr=rate)
-            write_wav(folder / f"{kind}_id_00_{i:08d}.wav", clip, rate)
-    return folder
 
 
 def scores_of(path: Path) -> dict[str, float]:

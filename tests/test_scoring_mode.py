@@ -3,8 +3,7 @@ import csv
 import io
 
 import torch
-from conftest import run_script
-from test_data import tone, write_wav
+from conftest import run_script, tone, write_wav
 
 from data.console import progress
 

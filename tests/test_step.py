@@ -1,22 +1,16 @@
 """The training step: the release's joint update against standard alternation, and noise."""
-import argparse
 import contextlib
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import sgd_optimizers, step_options
 
 from grlnet.steps import STEP_STATS, Networks, add_noise, released_step, standard_step
 from network import GRLNet
 
 LENGTH = 256
-
-
-def _opt(**overrides) -> argparse.Namespace:
-    base = dict(alpha=0.5, adversarial_training_factor=0.5, noise="snr", snr=2.0,
-                label_smoothing=0.0, instance_noise_snr=None)
-    return argparse.Namespace(**{**base, **overrides})
 
 
 def _setup(seed: int = 0):
@@ -26,11 +20,6 @@ def _setup(seed: int = 0):
     return model, x
 
 
-def _sgd(model: GRLNet) -> dict:
-    # Plain SGD with lr 1: a parameter's change is minus the gradient its optimizer received.
-    return {name: torch.optim.SGD(module.parameters(), lr=1.0) for name, module in model.named_children()}
-
-
 def _nets(model: GRLNet) -> Networks:
     return Networks(model.regional, model.local, model.discriminator.logits)
 
@@ -38,7 +27,7 @@ def _nets(model: GRLNet) -> Networks:
 def _d_update(model: GRLNet, x: torch.Tensor, step, opt) -> list[torch.Tensor]:
     before = copy.deepcopy(model.discriminator)
     torch.manual_seed(1)
-    step(_nets(model), model, _sgd(model), x, opt, contextlib.nullcontext())
+    step(_nets(model), model, sgd_optimizers(model), x, opt, contextlib.nullcontext())
     return [b - a for a, b in zip(model.discriminator.parameters(), before.parameters(), strict=True)]
 
 
@@ -73,7 +62,7 @@ def test_discriminator_gradient(step, joint, regularisation):
     """Released: D steps on grad(D loss) + grad(G loss through D). Standard: grad(D loss) only.
     With the D-regularisation options, D's real target is the smoothing value and D sees noisy inputs."""
     model, x = _setup()
-    opt = _opt(**regularisation)
+    opt = step_options(**regularisation)
     expected = _reference_gradients(copy.deepcopy(model), x, opt, include_generator_loss=joint)
     for change, gradient in zip(_d_update(model, x, step, opt), expected, strict=True):
         torch.testing.assert_close(change, gradient, rtol=2e-3, atol=1e-6)
@@ -94,7 +83,7 @@ def test_standard_step_updates_d_and_restores_its_gradient_flags():
     model, x = _setup(3)
     d_before = copy.deepcopy(model.discriminator.state_dict())
     torch.manual_seed(1)
-    stats = standard_step(_nets(model), model, _sgd(model), x, _opt(), contextlib.nullcontext())
+    stats = standard_step(_nets(model), model, sgd_optimizers(model), x, step_options(), contextlib.nullcontext())
     assert stats.shape == (len(STEP_STATS),) and torch.isfinite(stats).all()
     assert all(p.requires_grad for p in model.discriminator.parameters())
     changed = [not torch.equal(d_before[k], v) for k, v in model.discriminator.state_dict().items()]
@@ -111,7 +100,7 @@ def test_gradient_norms_are_those_each_optimizer_stepped_on(step):
     model, x = _setup(2)
     before = copy.deepcopy(model)
     torch.manual_seed(1)
-    stats = step(_nets(model), model, _sgd(model), x, _opt(), contextlib.nullcontext())
+    stats = step(_nets(model), model, sgd_optimizers(model), x, step_options(), contextlib.nullcontext())
     for name, column in GRADIENT_COLUMNS.items():
         pairs = zip(getattr(before, name).parameters(), getattr(model, name).parameters(), strict=True)
         change = torch.linalg.vector_norm(torch.cat([(b - a).flatten() for b, a in pairs]))
@@ -123,7 +112,7 @@ def test_snr_noise_has_the_stated_power():
     torch.manual_seed(0)
     x = torch.randn(4, 1, 200_000) * torch.tensor([0.01, 0.05, 0.1, 1.0]).view(4, 1, 1)
     for snr in (2.0, 10.0, -3.0):
-        noise = add_noise(x, _opt(snr=snr)) - x
+        noise = add_noise(x, step_options(snr=snr)) - x
         ratio_db = 10 * torch.log10(x.pow(2).mean(-1) / noise.pow(2).mean(-1))
         torch.testing.assert_close(ratio_db, torch.full_like(ratio_db, snr), atol=0.05, rtol=0)
 
@@ -131,5 +120,5 @@ def test_snr_noise_has_the_stated_power():
 def test_released_noise_is_unit_variance_whatever_the_snr():
     torch.manual_seed(0)
     x = 0.01 * torch.randn(2, 1, 100_000)
-    noise = add_noise(x, _opt(noise="released", snr=30.0)) - x
+    noise = add_noise(x, step_options(noise="released", snr=30.0)) - x
     torch.testing.assert_close(noise.var(-1), torch.ones(2, 1), atol=0.02, rtol=0)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, run_script
-from test_data import tone, write_wav
+from conftest import TINY, run_script, tone, write_wav
 
 import main
 from data.console import DivergedError, UserError

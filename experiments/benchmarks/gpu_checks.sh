@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the speed issue as one device call (BENCHMARKS.md, last GPU section; run on an H200 on 2026-11-29):
-#   1. bench.py at the paper's settings with its bf16-against-fp32 equivalence check: `ratio` and figures,
+#   1. experiments/bench.py at the paper's settings with its bf16-against-fp32 equivalence check: `ratio` and figures,
 #      re-measured since every step also computes three gradient norms;
 #   2. the embedded data set: the default CUDA path (bf16, torch.compile) against fp32 eager, 10 seeds
 #      each, so the two paths' mean AUCs can be compared against their spread over seeds.
@@ -19,13 +19,13 @@
 # per update, all runs at once beside a default run, must give the same metrics and scores to the bit.
 # TRAIN_ARGS adds train.py options for a short dry run: DEVICE=cpu TRAIN_ARGS="--epochs 1" ...
 #
-# The WAV preset (BENCHMARKS.md, "The WAV preset on a CPU" and "Larger batches"), `... wav "$OUT"`: bench.py
+# The WAV preset (BENCHMARKS.md, "The WAV preset on a CPU" and "Larger batches"), `... wav "$OUT"`: experiments/bench.py
 # --preset wav at batches 2, 32 and 128 (training windows/s and scoring clips/s of both paths), then one
 # end-to-end epoch of 1000 clips grown from EPOCH_DATA (default ../shared/data/dcase2020_slider_id00) at batch 32
 # with --learning_rate_scaling sqrt. BENCH_ARGS and EPOCH_CLIPS shrink it for a dry run:
 # DEVICE=cpu BENCH_ARGS="--mess_length 8192 --clips 2 --test_clips 2 --steps 1 --warmup 0 --batch_sizes 2 4" EPOCH_CLIPS=2 ...
 #
-# CUDA graphs (torch.compile's "reduce-overhead" mode, which train.py does not use yet), `... overhead "$OUT"`: bench.py
+# CUDA graphs (torch.compile's "reduce-overhead" mode, which train.py does not use yet), `... overhead "$OUT"`: experiments/bench.py
 # at the WAV preset (batches 2 and 32) and at the paper's settings (batch 2) with --compile_mode reduce-overhead, to set
 # against the default mode's figures of `wav` and `run`; a failure of one is reported and the other still runs.
 # PAPER_ARGS shrinks the second for a dry run: DEVICE=cpu BENCH_ARGS="... --batch_sizes 2" PAPER_ARGS="--mess_length 512" ...
@@ -79,8 +79,8 @@ run_checks() {
     write_environment "$out"
 
     if ! grep -q "^ratio " "$WORK/bench.txt" 2>/dev/null && enough_time 320; then
-        echo "== bench.py --device $device --check_equivalence"
-        timeout -s INT $(($(seconds_left) - 200)) python3 bench.py --device "$device" --check_equivalence \
+        echo "== experiments/bench.py --device $device --check_equivalence"
+        timeout -s INT $(($(seconds_left) - 200)) python3 -m experiments.bench --device "$device" --check_equivalence \
             2>&1 | tee "$WORK/bench.txt"
     fi
     cp "$WORK/bench.txt" "$out/bench.txt" 2>/dev/null
@@ -159,20 +159,20 @@ run_wav_checks() {  # the WAV preset's speed, then (in the same bench run) a 100
         echo "no epoch: $data/train not found (set EPOCH_DATA)" | tee "$out/bench_wav.txt"
     fi
     # shellcheck disable=SC2086  # the options are separate arguments
-    python3 bench.py --device "$device" --preset wav ${BENCH_ARGS:-} "${epoch[@]}" 2>&1 | tee -a "$out/bench_wav.txt"
+    python3 -m experiments.bench --device "$device" --preset wav ${BENCH_ARGS:-} "${epoch[@]}" 2>&1 | tee -a "$out/bench_wav.txt"
 }
 
-run_overhead_checks() {  # bench.py with CUDA graphs at the WAV preset and at the paper's settings
+run_overhead_checks() {  # experiments/bench.py with CUDA graphs at the WAV preset and at the paper's settings
     local out="$1" device="${DEVICE:-cuda}"
     export PYTHONUNBUFFERED=1
     mkdir -p "$out"
     install_wheels
     write_environment "$out"
     # shellcheck disable=SC2086  # the options are separate arguments
-    python3 bench.py --device "$device" --preset wav --batch_sizes 2 32 --compile_mode reduce-overhead ${BENCH_ARGS:-} \
+    python3 -m experiments.bench --device "$device" --preset wav --batch_sizes 2 32 --compile_mode reduce-overhead ${BENCH_ARGS:-} \
         2>&1 | tee "$out/bench_wav_reduce_overhead.txt" || echo "failed: the WAV preset with reduce-overhead"
     # shellcheck disable=SC2086
-    python3 bench.py --device "$device" --batch_sizes 2 --compile_mode reduce-overhead ${PAPER_ARGS:-} \
+    python3 -m experiments.bench --device "$device" --batch_sizes 2 --compile_mode reduce-overhead ${PAPER_ARGS:-} \
         2>&1 | tee "$out/bench_paper_reduce_overhead.txt" || echo "failed: the paper's settings with reduce-overhead"
 }
 

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only bac
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.patches import Circle, FancyBboxPatch  # noqa: E402
 
+from data.files import atomic_write  # noqa: E402
 from network import DISCRIMINATOR_KERNEL, DISCRIMINATOR_STRIDE, LOCAL_KERNEL, REGIONAL_KERNEL  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "Image" / "architecture.png"
@@ -138,8 +139,11 @@ def draw(out_png: Path) -> None:
     draw_real_path(ax)
     draw_outputs(ax)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_write(out_png, "wb", "figure") as handle:
+            fig.savefig(handle, format="png", dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 if __name__ == "__main__":

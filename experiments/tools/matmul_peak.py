@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bench import time_steps
+from experiments.bench import time_steps
 
 
 def tflops(size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bench import time_steps
 from data import ClipSet
+from experiments.bench import time_steps
 from grlnet.features import FeatureScorer
 from grlnet.scoring import fit_normal_windows, score_batch
 from network import GRLNet

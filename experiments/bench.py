@@ -1,5 +1,7 @@
 """Training speed: the release's pipeline against the project's default path, in one process.
 
+    python -m experiments.bench [--device cuda] [--preset wav] ...   (from the repository root)
+
 Two settings (``--preset``):
 
 - ``paper``: whole signals of the paper's length (233472 samples on CUDA), written to a temporary
@@ -49,6 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from data import ClipSet, load_datasets
 from data.console import UserError, make_folder
+from data.files import atomic_write, write_text
 from data.synthetic import make_synthetic_set
 from grlnet.checkpoint import load_file
 from grlnet.cli import run_cli
@@ -80,6 +83,7 @@ from opts import (
     test_clip_count,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 PAPER_BATCH = 2
 DEFAULTS = {  # per preset and device: --mess_length, --batch_sizes, --steps, --warmup (wav: --test_clips)
     "paper": {"cuda": {"mess_length": 233472, "batch_sizes": [2, 8], "steps": 20, "warmup": 5},
@@ -183,9 +187,10 @@ def write_csv_set(folder: Path, signals: np.ndarray, labels: np.ndarray) -> Path
     """Write ``<folder>/<i>.csv`` (one column, no header) and a label file; return the label file."""
     folder.mkdir(parents=True)
     for index, values in enumerate(signals):
-        np.savetxt(folder / f"{index}.csv", values, fmt="%.9g")
+        with atomic_write(folder / f"{index}.csv", "w", "signal file") as handle:
+            np.savetxt(handle, values, fmt="%.9g")
     label_path = folder.with_name(f"{folder.name}_label.csv")
-    label_path.write_text("label\n" + "".join(f"{int(label)}\n" for label in labels))
+    write_text(label_path, "label\n" + "".join(f"{int(label)}\n" for label in labels), "label file")
     return label_path
 
 
@@ -392,7 +397,7 @@ def write_profile(bench: Bench, device: torch.device, folder: Path, title: str) 
     sorts = (["self_device_time_total"] if device.type == "cuda" else []) + ["self_cpu_time_total"]
     tables = [f"sorted by {key}\n{averages.table(sort_by=key, row_limit=PROFILE_ROWS)}" for key in sorts]
     path = folder / f"profile_{bench.name}.txt"
-    path.write_text(f"{title}, {PROFILE_STEPS} steps\n\n" + "\n\n".join(tables))
+    write_text(path, f"{title}, {PROFILE_STEPS} steps\n\n" + "\n\n".join(tables), "profile")
     return path
 
 
@@ -554,7 +559,7 @@ def time_epoch(args: argparse.Namespace, device: torch.device, root: Path) -> No
     """One epoch of the WAV preset through train.py in a fresh process, decoding included (no cache), with
     ``--epoch_args`` added to its options."""
     data = grown_data_set(args.epoch_data, args.epoch_clips, root / "data")
-    command = [sys.executable, str(Path(__file__).resolve().parent / "train.py"), "--data_root", str(data),
+    command = [sys.executable, str(REPO / "train.py"), "--data_root", str(data),
                "--epochs", "1", "--device", device.type, "--seed", str(args.seed), "--no-cache", "--quiet",
                "--bf16", str(args.bf16), "--output_dir", str(root / "run"), *shlex.split(args.epoch_args)]
     seconds, peak = run_measured(command, args.epoch_seconds)
