@@ -53,8 +53,16 @@ from grlnet.runtime import (
     uses_bf16,
 )
 from grlnet.scoring import fit_normal_windows, score_clips
-from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
-from opts import RESUME_MAY_CHANGE, changed_options, data_settings, scoring_settings, total_epochs
+from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, StepSettings, format_step_stats
+from opts import (
+    REMOVED_OPTIONS_COMMIT,
+    RESUME_MAY_CHANGE,
+    changed_options,
+    data_settings,
+    removed_options_used,
+    scoring_settings,
+    step_settings,
+)
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
 # The options of the three learning rates, which a diverged run is told to lower.
@@ -93,9 +101,9 @@ def load_run_data(opt: argparse.Namespace) -> RunData:
 @dataclass
 class Run:
     """What the loop runs with: options, device and process, data, run folder (with its lock), the
-    networks, their optimizers and compiled forms, and on the device what the training windows come from:
-    every training window [W, 1, L] (``--train_windows_per_clip 0``), else the training clips [N, T] that
-    each epoch draws its windows from."""
+    networks, their optimizers and compiled forms, the step's settings, and on the device what the training
+    windows come from: every training window [W, 1, L] (``--train_windows_per_clip 0``), else the training
+    clips [N, T] that each epoch draws its windows from."""
 
     opt: argparse.Namespace
     device: torch.device
@@ -106,6 +114,7 @@ class Run:
     model: nn.Module
     optimizers: dict[str, torch.optim.Optimizer]
     nets: Networks
+    step_settings: StepSettings
     training_signals: torch.Tensor
 
 
@@ -147,7 +156,8 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
     else:
         signals, _ = data.train.windows(opt.segment_length, opt.segment_hop)
     signals = signals.to(device)  # on CUDA: resident on the GPU, no copies per step
-    return Run(opt, device, process, data, folder, lock, model, optimizers, nets, signals), resumed
+    run = Run(opt, device, process, data, folder, lock, model, optimizers, nets, step_settings(opt), signals)
+    return run, resumed
 
 
 def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, process: Process) -> None:
@@ -181,16 +191,6 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
         log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): %s", factor,
                  opt.learning_rate_scaling, opt.batch_size * process.world_size,
                  ", ".join(f"{name} {rate:g}" for name, rate in learning_rates(opt, process.world_size).items()))
-    regularisation = []
-    if opt.label_smoothing:
-        regularisation.append(f"one-sided label smoothing {opt.label_smoothing:g}")
-    if opt.instance_noise_snr is not None:
-        regularisation.append(f"instance noise at {opt.instance_noise_snr:g} dB SNR")
-    if regularisation:
-        log.info("discriminator regularisation: %s", ", ".join(regularisation))
-    if opt.pseudo_anomaly_epochs:
-        log.info("then %d pseudo-anomaly epochs: D alone, generators frozen (OGNet's second phase, "
-                 "--pseudo_anomaly_epochs)", opt.pseudo_anomaly_epochs)
     fitted_on = (f"the windows of {opt.calibration_clips} normal training clips held out of training (the last in "
                  "name order, --calibration_clips)" if opt.calibration_clips else "the training windows")
     log.info("score: %s (--score); every score is computed and logged; the feature scores are fitted on %s",
@@ -206,11 +206,16 @@ def training_files(train: ClipSet) -> list[str]:
 
 def read_resume_checkpoint(opt: argparse.Namespace, world_size: int, train: ClipSet) -> tuple[Path, dict]:
     """The checkpoint ``--resume`` names (bare: the run folder's last one), refused when it is not a
-    train.py checkpoint, was saved with settings that define another run (opts.RESUME_MAY_CHANGE), on
-    other training files than ``train``'s, or inside an epoch by another number of processes (whose
-    batches were other ones)."""
+    train.py checkpoint, was saved with settings that define another run (opts.RESUME_MAY_CHANGE) or with a
+    removed study option (opts.REMOVED_OPTIONS), on other training files than ``train``'s, or inside an
+    epoch by another number of processes (whose batches were other ones)."""
     path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
     state = load_train_checkpoint(path, RESUME_ENTRIES)
+    removed = removed_options_used(state["options"])
+    if removed:
+        raise UserError(f"{path}: saved by a run with {', '.join(removed)}, a study option this version does not "
+                        f"have (docs/STUDIES.md, \"Superseded studies\"); resume it with commit "
+                        f"{REMOVED_OPTIONS_COMMIT}, or start a new run")
     changed = changed_options(state["options"], opt, RESUME_MAY_CHANGE)
     if changed:
         raise UserError(f"{path}: saved by a run with other settings; resume with that run's options or "
@@ -275,10 +280,11 @@ def check_finite(step_stats: torch.Tensor, epoch: int, first_step: int, checkpoi
                  opt: argparse.Namespace) -> None:
     """Stop on the first step whose losses are NaN or infinite, naming it and the loss (checked before every
     save, so no checkpoint holds a step that diverged)."""
-    bad = ~torch.isfinite(step_stats[:, :len(LOSSES)])
+    losses = step_stats[:, [STEP_STATS.index(name) for name in LOSSES]]
+    bad = ~torch.isfinite(losses)
     if bad.any():
         row, column = map(int, bad.nonzero()[0])
-        raise diverged(f"{STEP_STATS[column]} is {step_stats[row, column].item()} at epoch {epoch}, step "
+        raise diverged(f"{LOSSES[column]} is {losses[row, column].item()} at epoch {epoch}, step "
                        f"{first_step + row}", checkpoint, opt)
 
 
@@ -304,7 +310,8 @@ def evaluated_windows(per_clip: int) -> str:
 
 
 def progress_postfix(step_stats: torch.Tensor) -> dict[str, str]:
-    """A step's losses and D's mean outputs on real signals and reconstructions, for the progress bar."""
+    """A step's losses and D's mean outputs on real signals and reconstructions (a stacked row, one host
+    sync), for the progress bar."""
     stats = dict(zip(STEP_STATS, step_stats.tolist(), strict=True))
     shown = {"loss_d": stats["loss_d"], "loss_g": stats["loss_g"], "D(real)": stats["d_real"],
              "D(rec)": (stats["d_regional"] + stats["d_local"]) / 2}
@@ -373,10 +380,6 @@ class Trainer:
 
     # -- the epochs
 
-    def in_pseudo_anomaly_phase(self) -> bool:
-        """Whether this epoch is one of the ``--pseudo_anomaly_epochs`` after the adversarial ones."""
-        return self.epoch >= self.run.opt.epochs
-
     def epoch_windows(self) -> torch.Tensor:
         """This epoch's training windows [W, 1, L]: every window, or those drawn for this epoch
         (``--train_windows_per_clip``), the same after a resume."""
@@ -388,22 +391,19 @@ class Trainer:
     def train_epoch(self) -> None:
         """Train one epoch from ``self.step``; per-step statistics stay on the device."""
         opt, run = self.run.opt, self.run
-        step_fn = pseudo_anomaly_step if self.in_pseudo_anomaly_phase() else STEPS[opt.update]
+        step_fn = STEPS[run.step_settings.update]
         windows = self.epoch_windows()
         batches = batch_order(len(windows), opt, self.epoch, run.process, run.device)
         if self.step_stats is None:
             self.step_stats = torch.zeros(len(batches), len(STEP_STATS), device=run.device)
         run.model.train()
-        if self.in_pseudo_anomaly_phase():  # frozen generators: BatchNorm with its running statistics
-            run.model.regional.eval()
-            run.model.local.eval()
         bar = progress(total=len(batches), initial=self.step, desc=f"epoch {self.epoch}", unit="step",
                        quiet=opt.quiet)
         checked = self.step
         while self.step < len(batches) and not self.stop_requested:
             x = windows[batches[self.step]]
-            self.step_stats[self.step] = step_fn(run.nets, run.model, run.optimizers, x, opt,
-                                                 autocast_context(run.device, opt))
+            stats = step_fn(run.nets, run.model, run.optimizers, x, run.step_settings, autocast_context(run.device, opt))
+            self.step_stats[self.step] = stats.stacked()
             self.step += 1
             bar.update()
             save_due = opt.checkpoint_minutes and time.monotonic() - self.saved_at > 60 * opt.checkpoint_minutes
@@ -422,7 +422,7 @@ class Trainer:
     def evaluated_windows_per_clip(self) -> int:
         """Windows per clip this epoch's evaluation fits and scores on: all (0) in the last epoch,
         else ``--eval_windows_per_clip``."""
-        return 0 if self.epoch >= total_epochs(self.run.opt) - 1 else self.run.opt.eval_windows_per_clip
+        return 0 if self.epoch >= self.run.opt.epochs - 1 else self.run.opt.eval_windows_per_clip
 
     def evaluate(self) -> tuple[dict, dict]:
         """Fit the feature scores on normal windows, then score the labelled test set and compute its
@@ -459,11 +459,11 @@ class Trainer:
         """Train the remaining epochs: (1) train one epoch, (2) fit the feature scores and evaluate,
         (3) log, checkpoint and write metrics.csv; then the final files."""
         opt, scores = self.run.opt, None
-        if self.epoch >= total_epochs(opt):
+        if self.epoch >= opt.epochs:
             log.info("the checkpoint has trained %d epochs and this run asks for %d: nothing is trained; the last "
                      "epoch's results are written again (give a larger --epochs to train on)", self.epoch,
-                     total_epochs(opt))
-        while self.epoch < total_epochs(opt):
+                     opt.epochs)
+        while self.epoch < opt.epochs:
             started = time.perf_counter()
             self.train_epoch()
             if self.stop_requested:
@@ -479,20 +479,18 @@ class Trainer:
         """Log the epoch's line and its evaluation, save the checkpoint, append to metrics.csv, and keep
         best.pt when asked."""
         run = self.run
-        means = average_tensor(self.step_stats.nanmean(0), run.process).tolist()
-        row = {"epoch": self.epoch, **dict(zip(STEP_STATS, means, strict=True)), **metrics, "seconds": round(seconds, 2),
+        means = dict(zip(STEP_STATS, average_tensor(self.step_stats.nanmean(0), run.process).tolist(), strict=True))
+        row = {"epoch": self.epoch, **means, **metrics, "seconds": round(seconds, 2),
                "feature_fit_seconds": self.fit_seconds, "evaluation_seconds": round(evaluation_seconds, 2),
                "evaluated_windows_per_clip": self.evaluated_windows_per_clip()}
         if "confusion" in metrics:
             (tn, fp), (fn, tp) = metrics["confusion"]
             row.update(tn=tn, fp=fp, fn=fn, tp=tp)
         self.history.append(row)
-        phase = " (pseudo-anomalies)" if self.in_pseudo_anomaly_phase() else ""
         summary, details = self.describe_evaluation(metrics)
-        log.info("epoch %d/%d%s  loss_d %.4f  loss_g %.4f  rec %.5f  D(real) %.3f  D(regional) %.3f  "
-                 "D(local) %.3f  grad norm D %.3g  regional %.3g  local %.3g  %s  (%.1f s; evaluation %.1f s on %s)",
-                 self.epoch + 1, total_epochs(run.opt), phase, *means, summary, row["seconds"],
-                 row["evaluation_seconds"], evaluated_windows(row["evaluated_windows_per_clip"]))
+        log.info("epoch %d/%d  %s  %s  (%.1f s; evaluation %.1f s on %s)", self.epoch + 1, run.opt.epochs,
+                 format_step_stats(means), summary, row["seconds"], row["evaluation_seconds"],
+                 evaluated_windows(row["evaluated_windows_per_clip"]))
         log.info("  %s", details.replace("\n", "\n  "))
         self.epoch, self.step, self.step_stats = self.epoch + 1, 0, None
         self.save()

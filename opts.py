@@ -19,6 +19,7 @@ from data import DataSettings
 from data.console import UserError
 from grlnet.scores import DEFAULT_SCORE, PAPER_SCORE, SCORES
 from grlnet.scoring import ScoringSettings
+from grlnet.steps import StepSettings
 from network import GLOBAL_FILTERS, discriminator_feature_length
 
 SettingsT = TypeVar("SettingsT")
@@ -42,8 +43,6 @@ WAV_PRESET = {
 }
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 WINDOW_BUDGETS = ("train_windows_per_clip", "eval_windows_per_clip")  # how many of a clip's windows an epoch uses
-# dB below --snr for the pseudo-anomaly phase's inputs: noisier than training makes poor reconstructions.
-PSEUDO_ANOMALY_SNR_DROP = 10.0
 # The batch the release's learning rates are set for; --learning_rate_scaling sqrt scales from it.
 LEARNING_RATE_BATCH = RELEASE_PRESET["batch_size"]
 
@@ -98,17 +97,13 @@ def positive_number(value: str) -> float:
 MAX_DECIBELS = 300.0  # 10 ** (dB / 10) stays a finite float64 well beyond it; any real SNR lies far inside
 
 
-def _decibels(inf_is_no_noise: bool) -> Callable[[str], float]:
-    """An argparse type: a noise level in dB within ±``MAX_DECIBELS``, and with ``inf_is_no_noise`` also
-    inf (an option that is off by default has no use for it)."""
-    def parse(value: str) -> float:
-        number = float(value)
-        if abs(number) <= MAX_DECIBELS or (inf_is_no_noise and number == math.inf):
-            return number
-        raise argparse.ArgumentTypeError(f"expected a level in dB between -{MAX_DECIBELS:g} and {MAX_DECIBELS:g}"
-                                         f"{' (inf: no noise)' if inf_is_no_noise else ''}, got {value}")
-    parse.__name__ = "decibels"
-    return parse
+def _decibels(value: str) -> float:
+    """A noise level in dB within ±``MAX_DECIBELS``, or inf (no noise)."""
+    number = float(value)
+    if abs(number) <= MAX_DECIBELS or number == math.inf:
+        return number
+    raise argparse.ArgumentTypeError(f"expected a level in dB between -{MAX_DECIBELS:g} and {MAX_DECIBELS:g} "
+                                     f"(inf: no noise), got {value}")
 
 
 def _minutes(value: str) -> float:
@@ -129,13 +124,6 @@ def _fraction(value: str) -> float:
     number = float(value)
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a value in [0, 1], got {value}")
-    return number
-
-
-def _smoothing(value: str) -> float:
-    number = float(value)
-    if not 0.0 <= number < 0.5:
-        raise argparse.ArgumentTypeError(f"expected a value in [0, 0.5), got {value}")
     return number
 
 
@@ -221,7 +209,7 @@ def _training(g: argparse._ActionsContainer) -> None:
                         "released: the release's joint update")
     g.add_argument("--noise", choices=("snr", "released"), default="snr",
                    help="snr: Gaussian noise at --snr dB per signal; released: unit variance")
-    g.add_argument("--snr", type=_decibels(inf_is_no_noise=True), default=2.0,
+    g.add_argument("--snr", type=_decibels, default=2.0,
                    help="signal-to-noise ratio of the input noise (dB)")
     g.add_argument("--r_g_net_learning_rate", type=positive_number, default=0.001)
     g.add_argument("--l_g_net_learning_rate", type=positive_number, default=0.001)
@@ -241,11 +229,6 @@ def _training(g: argparse._ActionsContainer) -> None:
 
 def _duration(g: argparse._ActionsContainer) -> None:
     g.add_argument("--epochs", type=positive_int, default=None)
-    g.add_argument("--pseudo_anomaly_epochs", type=non_negative_int, default=0,
-                   help="after --epochs, this many epochs that train D alone, generators frozen, to tell "
-                        "normal windows and their reconstructions (0) from pseudo-anomalies made of them "
-                        f"(1): reconstructions of inputs noised {PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr, "
-                        "and mixtures of two windows' reconstructions (a study option, see REPRODUCTION.md)")
 
 
 def _score(g: argparse._ActionsContainer) -> None:
@@ -290,14 +273,6 @@ def _run_folder(g: argparse._ActionsContainer) -> None:
     _add_flag(g, "debug", False, "show tracebacks for user errors")
 
 
-def _study(g: argparse._ActionsContainer) -> None:
-    g.add_argument("--label_smoothing", type=_smoothing, default=0.0,
-                   help="one-sided label smoothing: D's target for real signals is this instead of 0")
-    g.add_argument("--instance_noise_snr", type=_decibels(inf_is_no_noise=False), default=None, metavar="DB",
-                   help="instance noise: Gaussian noise at this SNR (dB) on every D input in training, "
-                        "real and reconstructed")
-
-
 def _release(g: argparse._ActionsContainer) -> None:
     """The release's options that change nothing here: --cuda spells --device cuda, the loader's workers
     and the test loader's settings have no loader to act on (data are decoded once into memory, and
@@ -331,7 +306,6 @@ OPTION_GROUPS = {
     "score": OptionGroup("score and decision", _score),
     "speed": OptionGroup("speed and precision", _speed),
     "run_folder": OptionGroup("run folder", _run_folder),
-    "study": OptionGroup("study options (off by default; REPRODUCTION.md)", _study),
     "release": OptionGroup(None, _release),
     "test": OptionGroup("scoring (test.py)", _test),
 }
@@ -382,6 +356,11 @@ RESUME_MAY_CHANGE = frozenset(group_options("paths", "duration", "speed", "run_f
 # before it existed: such a run's checkpoint and options.json read as holding that value, so a new option
 # leaves earlier runs scorable and resumable. An option added later goes here with its earlier behaviour.
 VALUES_BEFORE_ADDED = {"learning_rate_scaling": "none", "train_windows_per_clip": 0, "eval_windows_per_clip": 0}
+# Study options removed after commit REMOVED_OPTIONS_COMMIT (docs/STUDIES.md, "Superseded studies"), each with
+# the value that left its study off. A stored run holding that value reads as any other; one that used the
+# study is scored (the options acted on training only), but neither resumed nor taken for a run of today's options.
+REMOVED_OPTIONS = {"label_smoothing": 0.0, "instance_noise_snr": None, "pseudo_anomaly_epochs": 0}
+REMOVED_OPTIONS_COMMIT = "aed8ce3"
 
 
 def given_option_names(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> frozenset[str]:
@@ -429,10 +408,6 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
         raise UserError(f"--segment_length {opt.segment_length} is longer than --mess_length "
                         f"{opt.mess_length}; give --segment_length 0 (whole signals) or a shorter window")
     check_network_length(network_length(opt), "--segment_length" if opt.segment_length else "--mess_length")
-    if opt.pseudo_anomaly_epochs and opt.snr == math.inf:
-        raise UserError("--pseudo_anomaly_epochs makes pseudo-anomalies from inputs noised "
-                        f"{PSEUDO_ANOMALY_SNR_DROP:g} dB below --snr; with --snr inf (no noise) they are the "
-                        "normal reconstructions themselves, so give a finite --snr")
     if opt.resume and opt.overwrite:
         raise UserError("--overwrite replaces the run in --output_dir and --resume continues it; give one of them")
     if opt.resume == "last" and not opt.output_dir:
@@ -457,11 +432,6 @@ def resolve_presets(opt: argparse.Namespace) -> argparse.Namespace:
 def has_labelled_test_set(opt: argparse.Namespace) -> bool:
     """Whether the data named include a labelled test set (else training holds out clips for a threshold)."""
     return opt.data_kind == "synthetic" or bool(opt.data_root or opt.test_root)
-
-
-def total_epochs(opt: argparse.Namespace) -> int:
-    """Every epoch of a run: the adversarial ones, then any pseudo-anomaly epochs."""
-    return opt.epochs + opt.pseudo_anomaly_epochs
 
 
 def network_length(opt: argparse.Namespace) -> int:
@@ -525,13 +495,20 @@ def _parsed_problem(action: argparse.Action, value: object) -> str | None:
 
 def changed_options(stored: dict, opt: argparse.Namespace, ignore: Collection[str] = ()) -> list[str]:
     """The options, all but ``ignore``, whose values in ``opt`` differ from ``stored`` (a run's
-    options.json or checkpoint) or that ``stored`` lacks, each as "--name: stored -> now"."""
+    options.json or checkpoint) or that ``stored`` lacks, each as "--name: stored -> now", and the removed
+    study options ``stored`` used (``removed_options_used``), which no run of today's options does."""
     changed = []
     for name in option_defaults():
         before, now = stored.get(name, "absent"), getattr(opt, name)
         if name not in ignore and before != now:
             changed.append(f"--{name}: {before!r} -> {now!r}")
-    return changed
+    return changed + [f"{used} -> removed" for used in removed_options_used(stored)]
+
+
+def removed_options_used(stored: dict) -> list[str]:
+    """The removed study options (``REMOVED_OPTIONS``) that ``stored`` (a run's options) sets to other than
+    the value that left its study off, each as "--name VALUE"."""
+    return [f"--{name} {stored[name]}" for name, off in REMOVED_OPTIONS.items() if stored.get(name, off) != off]
 
 
 def check_network_length(length: int, option: str) -> None:
@@ -572,3 +549,8 @@ def data_settings(opt: argparse.Namespace) -> DataSettings:
 def scoring_settings(opt: argparse.Namespace) -> ScoringSettings:
     """What scoring reads: the windows, the batch, the paper's blend factor and the chosen score."""
     return settings(ScoringSettings, opt)
+
+
+def step_settings(opt: argparse.Namespace) -> StepSettings:
+    """What a training step computes with: the update, the generators' noise and the losses' weights."""
+    return settings(StepSettings, opt)

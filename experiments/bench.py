@@ -80,6 +80,7 @@ from opts import (
     positive_number,
     scoring_settings,
     seed_value,
+    step_settings,
     test_clip_count,
 )
 
@@ -302,11 +303,12 @@ def release_bench(opt: argparse.Namespace, device: torch.device, train_set: Clip
     optimizers = {name: torch.optim.Adam(getattr(model, name).parameters(), lr=rate)
                   for name, rate in learning_rates(opt).items()}
     batches, nets = endless(release_loader(opt, train_set)), eager_networks(model, device, opt)
+    settings = step_settings(opt)
 
     def step() -> None:
         batch = next(batches)
         x = batch[0] if isinstance(batch, list) else batch  # TensorDataset items are 1-tuples
-        released_step(nets, model, optimizers, x.to(device), opt, contextlib.nullcontext())
+        released_step(nets, model, optimizers, x.to(device), settings, contextlib.nullcontext())
 
     def score() -> None:
         score_clips(model, test_set, scoring_settings(opt), device, contextlib.nullcontext())
@@ -339,11 +341,11 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
     optimizers = build_optimizers(model, opt, device)
     windows, _ = train_set.windows(opt.segment_length, opt.segment_hop)
     windows = windows.to(device)  # resident on the device, as the Trainer keeps them
-    indices = endless_batch_indices(len(windows), opt, device)
+    indices, settings = endless_batch_indices(len(windows), opt, device), step_settings(opt)
 
     def step_with(nets: Networks) -> Callable[[], None]:
         def step() -> None:
-            standard_step(nets, model, optimizers, windows[next(indices)], opt, autocast())
+            standard_step(nets, model, optimizers, windows[next(indices)], settings, autocast())
         return step
 
     fitted = {}
@@ -480,7 +482,7 @@ def check_equivalence(opt: argparse.Namespace, device: torch.device, train_set: 
     indices, nets = endless_batch_indices(len(windows), opt), eager_networks(model, device, opt)
     for _ in range(EQUIVALENCE_STEPS):
         x = windows[next(indices)].to(device)
-        standard_step(nets, model, optimizers, x, opt, contextlib.nullcontext())
+        standard_step(nets, model, optimizers, x, step_settings(opt), contextlib.nullcontext())
     fp32 = score_auc(model, train_set, test_set, opt, device, contextlib.nullcontext())
     bf16 = score_auc(model, train_set, test_set, opt, device, torch.autocast(device.type, dtype=torch.bfloat16))
     passed = abs(fp32 - bf16) <= EQUIVALENCE_TOLERANCE

@@ -76,7 +76,7 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> None:
         for ax, (curves, ylabel, scale) in zip(axes, panels, strict=True):
             for (column, label), marker, style in zip(curves, "os^dv", ("-", "--", "-.", ":", "-"), strict=False):
                 values = columns[column]
-                if scale == "log":  # frozen generators (pseudo-anomaly epochs) have no gradient: not drawn
+                if scale == "log":  # a log axis has no place for a zero gradient norm: not drawn
                     values = np.where(values > 0, values, np.nan)
                 ax.plot(epochs, values, marker=marker, markersize=4, linestyle=style, label=label)
             ax.set_ylabel(ylabel)

@@ -23,7 +23,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402  (after the thread setting)
 
-from network import GRLNet  # noqa: E402
 from opts import parse_opts  # noqa: E402
 
 # The decoded-recordings cache of the tests' runs (data/cache.py): a folder of their own, removed at the end.
@@ -111,17 +110,3 @@ def write_clips(folder: Path, rate: int) -> Path:
             clip = librosa.resample(tone(0.05, frequency=frequency, seed=i), orig_sr=16000, target_sr=rate)
             write_wav(folder / f"{kind}_id_00_{i:08d}.wav", clip, rate)
     return folder
-
-
-# ---------------------------------------------------------------- a training step's inputs
-
-def step_options(**overrides) -> argparse.Namespace:
-    """The options a training step reads, at the defaults' values unless overridden."""
-    base = dict(alpha=0.5, adversarial_training_factor=0.5, noise="snr", snr=2.0,
-                label_smoothing=0.0, instance_noise_snr=None)
-    return argparse.Namespace(**{**base, **overrides})
-
-
-def sgd_optimizers(model: GRLNet) -> dict:
-    """Plain SGD with lr 1 per network: a parameter's change is minus the gradient its optimizer received."""
-    return {name: torch.optim.SGD(module.parameters(), lr=1.0) for name, module in model.named_children()}

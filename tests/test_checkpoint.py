@@ -11,7 +11,16 @@ import torch
 from data.console import UserError
 from grlnet.checkpoint import load_file, load_weights, save_checkpoint, train_checkpoint_problems
 from network import D_Net, GRLNet
-from opts import VALUES_BEFORE_ADDED, completed_options, option_defaults, parse_opts, stored_option_problems
+from opts import (
+    REMOVED_OPTIONS,
+    VALUES_BEFORE_ADDED,
+    changed_options,
+    completed_options,
+    option_defaults,
+    parse_opts,
+    removed_options_used,
+    stored_option_problems,
+)
 
 
 class _Payload:
@@ -138,6 +147,20 @@ def test_options_added_later_fill_only_what_a_stored_run_lacks():
     assert set(VALUES_BEFORE_ADDED) <= option_defaults().keys()
     assert completed_options({"seed": 4}) == {**VALUES_BEFORE_ADDED, "seed": 4}
     assert completed_options({"learning_rate_scaling": "sqrt"})["learning_rate_scaling"] == "sqrt"
+
+
+def test_removed_study_options_read_as_off_at_their_off_values_and_as_another_run_otherwise():
+    """A run stored before the study options were removed holds them: at the values that left them off it
+    is a run of today's options (resumed, reused); at a study's setting it is not."""
+    opt = parse_opts([])
+    before_removal = {**vars(opt), **REMOVED_OPTIONS}
+    assert not set(REMOVED_OPTIONS) & option_defaults().keys()
+    assert removed_options_used(before_removal) == [] and changed_options(before_removal, opt) == []
+    assert stored_option_problems(before_removal) == []
+    study = {**before_removal, "label_smoothing": 0.1, "instance_noise_snr": 6.0, "pseudo_anomaly_epochs": 3}
+    assert removed_options_used(study) == ["--label_smoothing 0.1", "--instance_noise_snr 6.0",
+                                           "--pseudo_anomaly_epochs 3"]
+    assert changed_options({**before_removal, "pseudo_anomaly_epochs": 1}, opt) == ["--pseudo_anomaly_epochs 1 -> removed"]
 
 
 def test_a_folder_is_named_as_one_with_the_file_to_give(tmp_path):

@@ -122,7 +122,7 @@ def test_reuse_keeps_finished_runs_and_reruns_changed_ones(tmp_path):
     options_json.write_text(json.dumps(options))
     assert "(earlier run, --reuse)" in run_script(*first, "--reuse", timeout=120).stdout
 
-    changed = run_script(*first, "--reuse", "--grlnet_args", "--label_smoothing 0.1", timeout=120)
+    changed = run_script(*first, "--reuse", "--grlnet_args", "--alpha 0.4", timeout=120)
     assert "(earlier run, --reuse)" not in changed.stdout
     assert metrics_csv.stat().st_mtime_ns != written
 

@@ -1,5 +1,6 @@
 """A killed or interrupted run resumes to exactly the metrics of an uninterrupted one, and only with
 the settings it was saved with; divergence stops."""
+import dataclasses
 import errno
 import json
 import os
@@ -19,7 +20,7 @@ from grlnet import steps
 from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.cli import run_cli
 from grlnet.results import write_metrics_csv
-from opts import VALUES_BEFORE_ADDED, parse_opts
+from opts import REMOVED_OPTIONS, VALUES_BEFORE_ADDED, parse_opts
 
 # 40 clips in windows of 256: 40 steps an epoch, long enough to be stopped in the middle of one.
 RUN = [*TINY, "--synthetic_train_clips", "40", "--epochs", "3", "--seed", "3"]
@@ -95,16 +96,24 @@ def test_drawn_windows_resume_exactly_after_ctrl_c(tmp_path):
 
 
 def test_a_run_saved_before_an_option_existed_resumes_exactly(tmp_path, uninterrupted):
-    """A checkpoint without an option added since (opts.VALUES_BEFORE_ADDED) resumes at the option's
-    earlier behaviour, and a checkpoint without any other option is refused."""
+    """A checkpoint without an option added since (opts.VALUES_BEFORE_ADDED), and with the removed study
+    options at the values that left them off (opts.REMOVED_OPTIONS), resumes at the options' earlier
+    behaviour; one whose run used a removed study option, or without any other option, is refused."""
     assert start_and_stop(tmp_path, signal.SIGINT) == 130
     last = tmp_path / "checkpoints" / "last.pt"
     state = load_file(last)
     for name in VALUES_BEFORE_ADDED:
         del state["options"][name]
+    state["options"].update(REMOVED_OPTIONS)
     save_checkpoint(state, last)
     run_script("train.py", *RUN, "--output_dir", str(tmp_path), "--resume")
     assert comparable(tmp_path) == uninterrupted
+
+    save_checkpoint({**state, "options": {**state["options"], "label_smoothing": 0.1}}, last)
+    message = ('last.pt: saved by a run with --label_smoothing 0.1, a study option this version does not have '
+               '(docs/STUDIES.md, "Superseded studies"); resume it with commit aed8ce3, or start a new run')
+    with pytest.raises(UserError, match=f"{re.escape(message)}$"):
+        main.train(parse_opts([*RUN, "--output_dir", str(tmp_path), "--resume"]))
 
     del state["options"]["snr"]
     save_checkpoint(state, last)
@@ -112,8 +121,8 @@ def test_a_run_saved_before_an_option_existed_resumes_exactly(tmp_path, uninterr
         main.train(parse_opts([*RUN, "--output_dir", str(tmp_path), "--resume"]))
 
 
-def _diverge_at(monkeypatch, call: int, column: int, value: float) -> dict:
-    """Make the standard step's ``call``-th call (from 1) report ``value`` as loss ``column``; returns
+def _diverge_at(monkeypatch, call: int, loss: str, value: float) -> dict:
+    """Make the standard step's ``call``-th call (from 1) report ``value`` as its ``loss``; returns
     the call counter, which a test may reset."""
     real_step = steps.STEPS["standard"]
     calls = {"n": 0}
@@ -122,7 +131,7 @@ def _diverge_at(monkeypatch, call: int, column: int, value: float) -> dict:
         calls["n"] += 1
         stats = real_step(*args)
         if calls["n"] == call:
-            stats[column] = value
+            return dataclasses.replace(stats, **{loss: torch.tensor(value)})
         return stats
 
     monkeypatch.setitem(steps.STEPS, "standard", failing_step)
@@ -130,7 +139,7 @@ def _diverge_at(monkeypatch, call: int, column: int, value: float) -> dict:
 
 
 def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
-    calls = _diverge_at(monkeypatch, 8 + 3, 1, float("nan"))  # epoch 1 (second epoch of 8 steps), step 2
+    calls = _diverge_at(monkeypatch, 8 + 3, "loss_g", float("nan"))  # epoch 1 (second epoch of 8 steps), step 2
     opt = parse_opts([*TINY, "--epochs", "3", "--output_dir", str(tmp_path)])
     kept = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(DivergedError, match=f"loss_g is nan at epoch 1, step 2; the last checkpoint, "
@@ -146,7 +155,7 @@ def test_divergence_stops_with_epoch_step_and_loss(tmp_path, monkeypatch):
 
 def test_divergence_before_any_save_says_none_was_saved_and_is_logged(tmp_path, monkeypatch):
     """The error that ends a run is the last line of train.log too, not only of the console."""
-    _diverge_at(monkeypatch, 3, 0, float("inf"))
+    _diverge_at(monkeypatch, 3, "loss_d", float("inf"))
     with pytest.raises(SystemExit) as exit_info:
         run_cli(main.train, lambda: parse_opts([*TINY, "--output_dir", str(tmp_path)]))
     assert exit_info.value.code == 3
@@ -183,7 +192,7 @@ def test_a_full_disk_and_running_out_of_memory_are_logged_in_train_log(tmp_path,
 
 def test_no_checkpoint_holds_the_diverged_step(tmp_path, monkeypatch):
     """A save due at the diverged step itself is not made: last.pt stays at the step before."""
-    _diverge_at(monkeypatch, 3, 0, float("inf"))
+    _diverge_at(monkeypatch, 3, "loss_d", float("inf"))
     opt = parse_opts([*TINY, "--checkpoint_minutes", "1e-9", "--output_dir", str(tmp_path)])
     with pytest.raises(DivergedError, match="loss_d is inf at epoch 0, step 2"):
         main.train(opt)

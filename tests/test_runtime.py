@@ -8,8 +8,8 @@ import torch
 from torch._inductor import config as inductor
 
 from grlnet.runtime import build_model, build_optimizers, choose_kernels, compile_networks
-from grlnet.steps import STEPS, pseudo_anomaly_step
-from opts import parse_opts
+from grlnet.steps import STEPS
+from opts import parse_opts, step_settings
 
 
 @pytest.fixture
@@ -82,6 +82,6 @@ def _check_compile_mode(monkeypatch, mode: str, cuda_graphs: bool) -> None:
     nets = compile_networks(model, torch.device("cuda"), opt, compile_mode=mode)  # wraps only: no GPU needed
     assert modes == [mode] * 3 and nets.cuda_graphs is cuda_graphs
     x = 0.05 * torch.randn(2, 1, 256)
-    for step in (*STEPS.values(), pseudo_anomaly_step):
-        step(nets, model, optimizers, x, opt, contextlib.nullcontext())
-    assert len(marks) == (3 if cuda_graphs else 0)  # one mark at the start of each step
+    for step in STEPS.values():
+        step(nets, model, optimizers, x, step_settings(opt), contextlib.nullcontext())
+    assert len(marks) == (2 if cuda_graphs else 0)  # one mark at the start of each step

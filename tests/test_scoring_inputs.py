@@ -118,6 +118,14 @@ def test_a_checkpoint_saved_before_an_option_existed_scores_as_before(checkpoint
     assert restore(parse_test_args(["--checkpoint", str(older)])).opt.learning_rate_scaling == "none"
 
 
+def test_a_checkpoint_of_a_removed_study_option_scores_as_any_other(checkpoint, tmp_path):
+    """The removed study options (opts.REMOVED_OPTIONS) acted on training alone: a run that used them is
+    scored from its weights as it was stored (resuming it is refused, tests/test_resume.py)."""
+    study = with_changes(checkpoint, tmp_path / "study.pt", lambda state: state["options"].update(
+        label_smoothing=0.1, instance_noise_snr=6.0, pseudo_anomaly_epochs=3))
+    assert score(study, tmp_path / "study") == score(checkpoint, tmp_path / "now")
+
+
 def test_a_checkpoint_saved_inside_an_epoch_is_for_resuming_not_scoring(checkpoint, tmp_path):
     """Its weights are newer than its feature statistics and threshold (the previous epoch's end)."""
     inside = with_changes(checkpoint, tmp_path / "inside.pt", lambda state: state.update(epoch=1, step=5))

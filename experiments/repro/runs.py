@@ -17,7 +17,7 @@ from data.console import UserError
 from experiments.repro.protocols import Task
 from grlnet.metrics import SCORE_AUC_COLUMNS, TERM_AUC_COLUMNS, labelled_metrics
 from grlnet.results import read_columns, read_named_scores
-from opts import build_parser, changed_options, completed_options, given_option_names, parse_opts, total_epochs
+from opts import build_parser, changed_options, completed_options, given_option_names, parse_opts
 
 # Each GRLNet method: the options that make it, given to every one of its runs.
 GRLNET_METHODS = {"grlnet_standard": ["--update", "standard"], "grlnet_released": ["--update", "released"],
@@ -167,7 +167,7 @@ def finished_run(method: str, argv: list[str]) -> dict | None:
         return run_result(method, opt.output_dir) if (folder / "scores.csv").is_file() else None
     if not (stored_options_match(argv) and (folder / "metrics.csv").is_file()):
         return None
-    if len(read_columns(folder / "metrics.csv")["epoch"]) != total_epochs(opt):
+    if len(read_columns(folder / "metrics.csv")["epoch"]) != opt.epochs:
         return None
     return grlnet_result(opt.output_dir)
 
