@@ -13,10 +13,9 @@ from data.console import UserError
 from data.synthetic import make_synthetic_set
 from experiments.baselines.dcase_autoencoder import main as baseline_main
 from experiments.baselines.dcase_autoencoder import parse_baseline_args
-from grlnet.evaluate import parse_test_args
-from grlnet.evaluate import test as score_checkpoint
+from main import test as score_checkpoint
 from main import train
-from opts import parse_opts
+from opts import parse_opts, parse_test_args
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:

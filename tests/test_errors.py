@@ -15,9 +15,8 @@ from test_data import csv_opts, tone, write_mimii_set, write_release_csv, write_
 from data import ClipSet, load_datasets
 from data.console import UserError
 from grlnet.cli import run_cli
-from grlnet.evaluate import parse_test_args
 from grlnet.results import write_scores_csv
-from opts import parse_opts
+from opts import parse_opts, parse_test_args
 
 
 def _good_csv_sets(tmp_path: Path, test_labels=(0, 1)):
