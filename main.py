@@ -1,4 +1,6 @@
-"""GRLNet training: set-up, then the epoch loop (train, evaluate, log, checkpoint), resumable.
+"""GRLNet training: set-up, then the epoch loop (train, evaluate, log, checkpoint), resumable; and
+test.py's body (``test``): the checkpoint's stored options merged with the command line's, then the
+scoring in grlnet/evaluate.py.
 
 The step and its losses are in grlnet/steps.py, where and how the networks run in grlnet/runtime.py,
 the run folder in grlnet/run_folder.py, the files a run writes besides checkpoints and figures in
@@ -22,8 +24,8 @@ from torch.utils.data import DistributedSampler
 
 from data import ClipSet, drawn_windows, hold_out_for_threshold, hold_out_last, load_datasets
 from data.console import DivergedError, UserError, progress
-from grlnet.checkpoint import load_train_checkpoint, load_weights, save_checkpoint
-from grlnet.cli import close_logging, log
+from grlnet.checkpoint import StoredOptions, load_train_checkpoint, load_weights, save_checkpoint
+from grlnet.cli import close_logging, configure_logging, log
 from grlnet.distributed import (
     SINGLE_PROCESS,
     Process,
@@ -34,6 +36,7 @@ from grlnet.distributed import (
     shutdown,
     wait_for_all,
 )
+from grlnet.evaluate import Restored, Scoring, load_scoring_checkpoint, restore_checkpoint, restore_released, run_test
 from grlnet.features import FeatureScorer
 from grlnet.metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
 from grlnet.plots import redraw
@@ -58,10 +61,17 @@ from opts import (
     REMOVED_OPTIONS_COMMIT,
     RESUME_MAY_CHANGE,
     changed_options,
+    checkpoint_test_options,
+    completed_options,
     data_settings,
+    network_length,
+    option_defaults,
+    options_of_every_run,
+    released_test_options,
     removed_options_used,
     scoring_settings,
     step_settings,
+    stored_option_problems,
 )
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
@@ -70,6 +80,8 @@ LEARNING_RATE_OPTIONS = ("r_g_net_learning_rate", "l_g_net_learning_rate", "d_ne
 # A checkpoint's entries that resuming reads.
 RESUME_ENTRIES = {"models", "optimizers", "options", "epoch", "step", "step_stats", "metrics", "rng", "world_size",
                   "train_files", "feature_models"}
+# How a checkpoint's stored options are completed and checked: as the options of this version define them.
+STORED_OPTIONS = StoredOptions(frozenset(option_defaults()), completed_options, stored_option_problems)
 
 
 # ---------------------------------------------------------------- set-up
@@ -137,12 +149,14 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
     choose_kernels(device, opt.deterministic)
     torch.manual_seed(opt.seed)  # the networks' initialisation and the input noise
     if opt.output_dir:
-        refuse_earlier_run(opt, Path(opt.output_dir))  # before minutes of decoding; claimed below
+        refuse_earlier_run(Path(opt.output_dir), resume=opt.resume, overwrite=opt.overwrite,
+                           run_options=options_of_every_run())  # before minutes of decoding; claimed below
     data = load_run_data(opt)
     opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), process)
-    lock = claim_run_folder(opt, process.is_main)
+    lock = claim_run_folder(opt.output_dir, resume=opt.resume, overwrite=opt.overwrite,
+                            run_options=options_of_every_run(), is_main=process.is_main)
     resumed = read_resume_checkpoint(opt, process.world_size, data.train) if opt.resume else None
-    folder = setup_run_folder(opt, process.is_main)
+    folder = setup_run_folder(opt.output_dir, vars(opt), process.is_main)
     describe_run(opt, data, device, process)
     model = build_model(opt, device)
     if opt.sync_batchnorm and process.distributed and device.type == "cuda":
@@ -210,7 +224,7 @@ def read_resume_checkpoint(opt: argparse.Namespace, world_size: int, train: Clip
     removed study option (opts.REMOVED_OPTIONS), on other training files than ``train``'s, or inside an
     epoch by another number of processes (whose batches were other ones)."""
     path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
-    state = load_train_checkpoint(path, RESUME_ENTRIES)
+    state = load_train_checkpoint(path, STORED_OPTIONS, RESUME_ENTRIES)
     removed = removed_options_used(state["options"])
     if removed:
         raise UserError(f"{path}: saved by a run with {', '.join(removed)}, a study option this version does not "
@@ -551,3 +565,33 @@ def train(opt: argparse.Namespace) -> dict:
         shutdown(process)
     close_logging()  # an error leaves the log open: run_cli writes it there
     return final
+
+
+# ---------------------------------------------------------------- test.py
+
+def scoring_of(opt: argparse.Namespace) -> Scoring:
+    """What test.py scores and where it writes, from its resolved options (opts.checkpoint_test_options or
+    opts.released_test_options)."""
+    return Scoring(checkpoint=opt.checkpoint, model_dir=opt.model_dir, inputs=tuple(opt.input or ()),
+                   threshold=opt.threshold, output=opt.output, output_dir=opt.output_dir, overwrite=opt.overwrite,
+                   score=opt.score, network_length=network_length(opt), global_filter=opt.global_filter,
+                   deterministic=opt.deterministic, run_options=options_of_every_run(), data=data_settings(opt),
+                   settings=scoring_settings(opt), options=opt)
+
+
+def restore(opt: argparse.Namespace) -> Restored:
+    """The networks test.py's options name, with what scoring needs besides: a ``--checkpoint`` with the
+    options its run stored merged into the command line's, or the release's files in ``--model_dir``."""
+    if bool(opt.checkpoint) == bool(opt.model_dir):
+        raise UserError("give exactly one of --checkpoint FILE or --model_dir DIR")
+    if opt.checkpoint:
+        state = load_scoring_checkpoint(opt.checkpoint, STORED_OPTIONS)
+        options = checkpoint_test_options(opt, state["options"], state["sample_rate"], opt.checkpoint)
+        return restore_checkpoint(state, scoring_of(options))
+    return restore_released(scoring_of(released_test_options(opt)))
+
+
+def test(opt: argparse.Namespace) -> dict | None:
+    """test.py's body: evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
+    configure_logging()
+    return run_test(restore(opt))

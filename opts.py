@@ -450,6 +450,11 @@ def completed_options(stored: dict) -> dict:
     return {**VALUES_BEFORE_ADDED, **stored}
 
 
+def options_of_every_run() -> frozenset[str]:
+    """The options every options.json train.py wrote holds: all but those added later (VALUES_BEFORE_ADDED)."""
+    return frozenset(option_defaults()) - VALUES_BEFORE_ADDED.keys()
+
+
 def stored_option_problems(stored: dict) -> list[str]:
     """The stored options (a checkpoint's) that no command line parses into, each as "options['name'] is
     VALUE, why": a run stores parsed values only, so each must have its option's type, choices and range."""
@@ -554,3 +559,90 @@ def scoring_settings(opt: argparse.Namespace) -> ScoringSettings:
 def step_settings(opt: argparse.Namespace) -> StepSettings:
     """What a training step computes with: the update, the generators' noise and the losses' weights."""
     return settings(StepSettings, opt)
+
+
+# test.py's --help: what scoring reads; the training options stay accepted (a checkpoint brings them).
+TEST_GROUPS = ("paths", "clips", "signal", "windows", "model", "score", "speed", "run_folder", "test")
+# Stored options that define the networks and the score: a checkpoint always brings its own, and one
+# given on the command line must agree with it. The sample rate is checked on its own (_sample_rate).
+MODEL_OPTIONS = tuple(name for name in group_options("signal", "windows", "model") if name != "sample_rate")
+# Stored options of how it was run: used unless the command line gives them (another --score ranks a
+# labelled test set by another stored score; a larger batch scores faster; --no-bf16 scores in fp32,
+# within rounding of the bf16 scores; a --deterministic run is scored with the same repeatable kernels).
+RUN_OPTIONS = (*group_options("score"), "batch_size", "bf16", "deterministic")
+# Options that name a data set: scoring --input files reads none, so it refuses them.
+DATA_SET_OPTIONS = group_options("paths", "clips")
+# Stored options that name the data: used when the command line names no data, unless it gives them
+# (the seed draws the embedded data set).
+DATA_OPTIONS = (*DATA_SET_OPTIONS, "seed")
+# Options only scoring --input files uses.
+INPUT_OPTIONS = ("threshold", "output")
+
+
+def parse_test_args(argv: Sequence[str] | None = None, description: str = "GRLNet") -> argparse.Namespace:
+    """test.py's options, with ``given_options``: the names the command line sets, which a checkpoint's
+    stored values must never silently replace (a default looks the same as a given value otherwise)."""
+    parser = build_parser(description, shown=TEST_GROUPS)
+    opt = parser.parse_args(argv)
+    opt.given_options = given_option_names(parser, argv)
+    _refuse_ignored_options(opt)
+    return opt
+
+
+def _refuse_ignored_options(opt: argparse.Namespace) -> None:
+    """Refuse options the chosen mode would ignore: data sets when scoring --input files, and --threshold
+    or --output when evaluating a test set."""
+    given = opt.given_options
+    if opt.input:
+        ignored, why = [name for name in DATA_SET_OPTIONS if name in given], "--input files are scored, not a data set"
+    else:
+        ignored, why = [name for name in INPUT_OPTIONS if name in given], "used only when scoring --input files"
+    if ignored:
+        raise UserError(f"{', '.join(f'--{name}' for name in ignored)}: would be ignored ({why}); leave "
+                        f"{'them' if len(ignored) > 1 else 'it'} out")
+
+
+def _refuse_other_value(opt: argparse.Namespace, name: str, stored_value: object, source: str) -> None:
+    """Refuse an option given on the command line that the checkpoint's value would overrule."""
+    value = getattr(opt, name)
+    if name in opt.given_options and value != stored_value:
+        raise UserError(f"--{name} {value} differs from the checkpoint's {stored_value} ({source}); "
+                        "leave it out to use the checkpoint's")
+
+
+def _sample_rate(opt: argparse.Namespace, stored: dict, trained: int | None, source: str) -> int | None:
+    """The rate to resample WAV files to: a given --sample_rate, which must be the rate ``trained`` at
+    (None: unknown), or else the checkpoint's own option (its training data were resampled to it)."""
+    if "sample_rate" not in opt.given_options:
+        return stored["sample_rate"]
+    if trained is not None and opt.sample_rate != trained:
+        raise UserError(f"--sample_rate {opt.sample_rate} differs from the {trained} Hz the checkpoint was "
+                        f"trained at ({source}); give --sample_rate {trained}")
+    return opt.sample_rate
+
+
+def checkpoint_test_options(opt: argparse.Namespace, stored: dict, trained_rate: int | None,
+                            source: str) -> argparse.Namespace:
+    """test.py's options for a checkpoint's networks, as a new namespace with the presets resolved: the
+    checkpoint's model options and sample rate, its run options unless given, and its data (seed included)
+    unless the command line names data or gives them; ``opt`` stays as parsed."""
+    values = {}
+    for name in MODEL_OPTIONS:
+        _refuse_other_value(opt, name, stored[name], source)
+        values[name] = stored[name]
+    values.update((name, stored[name]) for name in RUN_OPTIONS if name not in opt.given_options)
+    values["sample_rate"] = _sample_rate(opt, stored, trained_rate, source)
+    if not (opt.input or opt.data_root or opt.train_root or opt.test_root):
+        values.update((name, stored[name]) for name in DATA_OPTIONS if name not in opt.given_options)
+    return resolve_presets(argparse.Namespace(**{**vars(opt), **values}))
+
+
+def released_test_options(opt: argparse.Namespace) -> argparse.Namespace:
+    """test.py's options for the release's files, as a new namespace with the presets resolved: the
+    release's length unless given (the authors' weights are for it), and the paper's score, the only one
+    they can score with; ``opt`` stays as parsed."""
+    if opt.score not in (None, PAPER_SCORE):
+        raise UserError(f"--score {opt.score}: the release's files hold no statistics of normal windows; they "
+                        f"score with the paper's score only (--score {PAPER_SCORE})")
+    unset = {name: value for name, value in RELEASE_PRESET.items() if getattr(opt, name) is None}
+    return resolve_presets(argparse.Namespace(**{**vars(opt), **unset}))

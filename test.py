@@ -5,7 +5,8 @@
     python test.py --checkpoint last.pt --input new_recordings/ --output scores.csv
 """
 from grlnet.cli import run_cli
-from grlnet.evaluate import parse_test_args, test
+from main import test
+from opts import parse_test_args
 
 if __name__ == "__main__":
     run_cli(test, lambda: parse_test_args(description=__doc__))

@@ -13,7 +13,8 @@ import pickletools
 import re
 import warnings
 import zipfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +25,6 @@ from data.files import atomic_write
 from grlnet.features import SPACE_ENTRIES, feature_model_problems
 from grlnet.steps import STEP_STATS
 from network import NETWORKS
-from opts import completed_options, option_defaults, stored_option_problems
 
 RELEASED_FILES = {"regional": "Regional_Generator.pth", "local": "Local_Generator.pth",
                   "discriminator": "Discirminator.pth"}  # the release's spelling
@@ -194,31 +194,43 @@ def load_released(model: nn.Module, model_dir: str | Path) -> None:
 SCORING_ENTRIES = ("models", "options", "metrics", "epoch", "step", "sample_rate", "threshold_clips")
 
 
-def load_train_checkpoint(path: str | Path, needed: Collection[str] = SCORING_ENTRIES) -> dict:
-    """A checkpoint train.py wrote, with the ``needed`` entries, refused once, naming all that is missing,
-    malformed or holds values no run writes, before any of it is used."""
+@dataclass(frozen=True)
+class StoredOptions:
+    """How a run's stored options are read, as the scripts' options define them (opts.py): every option's
+    name, the completion of a run saved before some options existed, and the problems of stored values
+    (each as "options['name'] is VALUE, why")."""
+
+    names: frozenset[str]
+    complete: Callable[[dict], dict]
+    problems: Callable[[dict], list[str]]
+
+
+def load_train_checkpoint(path: str | Path, options: StoredOptions, needed: Collection[str] = SCORING_ENTRIES) -> dict:
+    """A checkpoint train.py wrote, with the ``needed`` entries and its options completed and checked by
+    ``options``, refused once, naming all that is missing, malformed or holds values no run writes, before
+    any of it is used."""
     state = load_file(path)
     if not isinstance(state, dict) or not set(needed) <= state.keys():
         raise UserError(f"{path}: not a GRLNet checkpoint written by train.py (the release's three .pth "
                         "files are scored with test.py --model_dir)")
     if isinstance(state["options"], dict):
-        state["options"] = completed_options(state["options"])
-    problems = train_checkpoint_problems(state)
+        state["options"] = options.complete(state["options"])
+    problems = train_checkpoint_problems(state, options.names)
     if problems:
         raise UserError(f"{path}: incomplete GRLNet checkpoint: {'; '.join(problems)}")
-    damaged = stored_value_problems(state)
+    damaged = stored_value_problems(state, options.problems)
     if damaged:
         raise UserError(f"{path}: {'; '.join(damaged)}; the checkpoint is damaged")
     return state
 
 
-def train_checkpoint_problems(state: dict) -> list[str]:
-    """What scoring and resuming need from a train.py checkpoint (a dict with 'models' and 'options')
-    and ``state`` lacks, each in a few words."""
+def train_checkpoint_problems(state: dict, option_names: Collection[str]) -> list[str]:
+    """What scoring and resuming need from a train.py checkpoint (a dict with 'models' and 'options', which
+    must hold every one of ``option_names``) and ``state`` lacks, each in a few words."""
     options = state["options"]
     if not isinstance(options, dict):
         return ["'options' is not a dict"]
-    missing = sorted(set(option_defaults()) - options.keys())
+    missing = sorted(set(option_names) - options.keys())
     problems = [f"'options' lacks {', '.join(missing)}"] if missing else []
     models, metrics, feature_models = state["models"], state.get("metrics"), state.get("feature_models")
     if not isinstance(models, dict):
@@ -244,12 +256,12 @@ COUNT_ENTRIES = {"epoch": (0, False), "step": (0, False), "world_size": (1, Fals
 FEATURE_BOUNDS = {"scale": (0.0, True)}
 
 
-def stored_value_problems(state: dict) -> list[str]:
+def stored_value_problems(state: dict, option_problems: Callable[[dict], list[str]]) -> list[str]:
     """The values of a complete train.py checkpoint (``train_checkpoint_problems`` finds none) that scoring
     or resuming would decide with and that no run writes, each naming its entry: options outside their
-    option's type, choices or range, counts, the decision threshold, the feature models and, for resuming,
-    the step statistics and the optimizers' states."""
-    problems = stored_option_problems(state["options"])
+    option's type, choices or range (``option_problems``), counts, the decision threshold, the feature
+    models and, for resuming, the step statistics and the optimizers' states."""
+    problems = option_problems(state["options"])
     problems += _count_problems(state)
     problems += _threshold_problems(state["metrics"])
     if state.get("feature_models") is not None:

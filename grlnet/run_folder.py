@@ -1,19 +1,19 @@
 """A training run's folder: created, locked against a second training, refused when it holds another
 run (unless resumed or overwritten), with the run's options and log written there.
 
-A folder holds a run only when its options.json is one train.py wrote (``is_run_options``); the generic
+A folder holds a run only when its options.json is one train.py wrote (``is_run_options``: it holds
+``run_options``, the option names every run stores, which the caller passes in from opts.py); the generic
 names (train.log, metrics.csv, checkpoints/) alone never make one, and ``--overwrite`` removes only the
 files a run writes, never a folder's other content, nor what a symbolic link in their place points to."""
 from __future__ import annotations
 
-import argparse
 import fcntl
 import itertools
 import json
 import logging
 import os
+from collections.abc import Collection
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import TextIO
 
@@ -22,7 +22,6 @@ from data.files import check_writable, identity, temporaries_of, write_json
 from grlnet.cli import configure_logging
 from grlnet.plots import FIGURES
 from grlnet.results import GROUP_TABLES
-from opts import VALUES_BEFORE_ADDED, option_defaults
 
 LOCK_FILE = ".lock"  # in the run folder, locked by the training that runs there, holding its process id
 OPTIONS_FILE = "options.json"
@@ -93,40 +92,34 @@ def new_folder(base: Path, what: str) -> Path:
         return folder
 
 
-def resumes_its_own_run(opt: argparse.Namespace, folder: Path) -> bool:
-    """Whether ``--resume`` continues the run in ``folder``: the folder's last checkpoint, or a file in it
-    (compared by identity, links resolved)."""
-    if opt.resume == "last":
+def resumes_its_own_run(resume: str, folder: Path) -> bool:
+    """Whether ``--resume`` ``resume`` continues the run in ``folder``: the folder's last checkpoint, or a file
+    in it (compared by identity, links resolved)."""
+    if resume == "last":
         return True
     own = identity(folder)
-    return own is not None and any(identity(place) == own for place in Path(os.path.realpath(opt.resume)).parents)
+    return own is not None and any(identity(place) == own for place in Path(os.path.realpath(resume)).parents)
 
 
-@cache
-def _options_of_every_run() -> frozenset[str]:
-    """The options every options.json train.py wrote holds: all but those added later (VALUES_BEFORE_ADDED)."""
-    return frozenset(option_defaults()) - VALUES_BEFORE_ADDED.keys()
-
-
-def is_run_options(path: Path) -> bool:
-    """Whether ``path`` is an options.json train.py wrote: a JSON object holding the project's own options,
-    which no other tool's file of that name does."""
+def is_run_options(path: Path, run_options: Collection[str]) -> bool:
+    """Whether ``path`` is an options.json train.py wrote: a JSON object holding the project's own options
+    (``run_options``), which no other tool's file of that name does."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(stored, dict) and _options_of_every_run() <= stored.keys()
+    return isinstance(stored, dict) and set(run_options) <= stored.keys()
 
 
-def run_markers_in(folder: Path) -> list[str]:
+def run_markers_in(folder: Path, run_options: Collection[str]) -> list[str]:
     """The files in ``folder`` that show it holds a training run (``RUN_MARKERS``); none unless its
     options.json is train.py's (``is_run_options``)."""
-    if not is_run_options(folder / OPTIONS_FILE):
+    if not is_run_options(folder / OPTIONS_FILE, run_options):
         return []
     return [name for name in RUN_MARKERS if (folder / name).exists()]
 
 
-def owning_run(path: Path, is_folder: bool = False) -> tuple[Path, list[str]] | None:
+def owning_run(path: Path, run_options: Collection[str], is_folder: bool = False) -> tuple[Path, list[str]] | None:
     """The training run among whose own files ``path`` (links resolved) would be, with the files that show
     the run: the run's folder itself (``is_folder``), a file in it, or anything in its checkpoints/ or
     figures/; None otherwise (a folder of one's own inside a run's, such as RUN/test, is not the run's)."""
@@ -134,7 +127,7 @@ def owning_run(path: Path, is_folder: bool = False) -> tuple[Path, list[str]] | 
     candidates = [resolved if is_folder else resolved.parent,
                   *(place.parent for place in (resolved, *resolved.parents) if place.name in RUN_SUBFOLDERS)]
     for place in candidates:
-        found = run_markers_in(place)
+        found = run_markers_in(place, run_options)
         if found:
             return place, found
     return None
@@ -181,27 +174,27 @@ def _refuse_other_files(folder: Path) -> None:
                         "replaces only a GRLNet run: give a new or empty --output_dir")
 
 
-def refuse_earlier_run(opt: argparse.Namespace, folder: Path) -> bool:
+def refuse_earlier_run(folder: Path, *, resume: str | None, overwrite: bool, run_options: Collection[str]) -> bool:
     """Refuse a folder that cannot be written in, that another training holds locked, or that holds another
-    run, unless ``--resume`` continues that run or ``--overwrite`` replaces it, or another tool's files of a
-    run's names; returns whether there
-    is a run to replace. It writes nothing but a probe file it removes, so a run calls it before decoding
-    its data too, to refuse early."""
+    run (its options.json holds ``run_options``), unless ``resume`` (--resume: 'last' or a checkpoint)
+    continues that run or ``overwrite`` replaces it, or another tool's files of a run's names; returns whether
+    there is a run to replace. It writes nothing but a probe file it removes, so a run calls it before
+    decoding its data too, to refuse early."""
     check_writable(folder, "run folder")
     _refuse_locked(folder)
-    found = run_markers_in(folder)
-    if opt.resume and resumes_its_own_run(opt, folder):
-        if opt.resume == "last":
+    found = run_markers_in(folder, run_options)
+    if resume and resumes_its_own_run(resume, folder):
+        if resume == "last":
             _refuse_without_checkpoint(folder, found)
         return False
     if not found:
         _refuse_other_files(folder)
         return False
-    if opt.resume:
-        raise UserError(f"{folder}: already holds a run ({', '.join(found)}), and --resume {opt.resume} continues "
+    if resume:
+        raise UserError(f"{folder}: already holds a run ({', '.join(found)}), and --resume {resume} continues "
                         "a run saved in another folder, which would write over it; give that run's folder as "
                         "--output_dir, or a new one")
-    if not opt.overwrite:
+    if not overwrite:
         if not (folder / "checkpoints" / "last.pt").is_file():
             raise _stopped_run(folder, found)
         raise UserError(f"{folder}: already holds a run ({', '.join(found)}); give --resume to continue it or "
@@ -238,10 +231,10 @@ def _removal_plan(folder: Path) -> list[Path]:
             *(path for name in RUN_SUBFOLDERS for path in _run_subfolder(folder / name))]
 
 
-def check_earlier_run(opt: argparse.Namespace, folder: Path) -> None:
-    """``refuse_earlier_run``, then remove what a run to be replaced (``--overwrite``) wrote, so the new
+def check_earlier_run(folder: Path, *, resume: str | None, overwrite: bool, run_options: Collection[str]) -> None:
+    """``refuse_earlier_run``, then remove what a run to be replaced (``overwrite``) wrote, so the new
     run's files (train.log too) start afresh; a subfolder left empty goes too, one holding other files stays."""
-    if not refuse_earlier_run(opt, folder):
+    if not refuse_earlier_run(folder, resume=resume, overwrite=overwrite, run_options=run_options):
         return
     for path in _removal_plan(folder):
         path.unlink()
@@ -250,27 +243,28 @@ def check_earlier_run(opt: argparse.Namespace, folder: Path) -> None:
             (folder / name).rmdir()
 
 
-def claim_run_folder(opt: argparse.Namespace, is_main: bool = True) -> TextIO | None:
-    """Create and lock the run folder before anything in it is read, and refuse or clear an earlier run
-    there (``check_earlier_run``); returns the lock. Under torchrun only the main process locks."""
+def claim_run_folder(output_dir: str | Path, *, resume: str | None, overwrite: bool, run_options: Collection[str],
+                     is_main: bool = True) -> TextIO | None:
+    """Create and lock the run folder ``output_dir`` before anything in it is read, and refuse or clear an
+    earlier run there (``check_earlier_run``); returns the lock. Under torchrun only the main process locks."""
     if not is_main:
         return None
-    folder = make_folder(opt.output_dir, "run folder")
+    folder = make_folder(output_dir, "run folder")
     lock = lock_run_folder(folder)
-    check_earlier_run(opt, folder)
+    check_earlier_run(folder, resume=resume, overwrite=overwrite, run_options=run_options)
     return lock
 
 
-def setup_run_folder(opt: argparse.Namespace, is_main: bool = True) -> Path:
-    """Log to console and ``train.log`` in the run folder, and store the options there.
+def setup_run_folder(output_dir: str | Path, options: dict, is_main: bool = True) -> Path:
+    """Log to console and ``train.log`` in the run folder ``output_dir``, and store the run's ``options`` there.
 
     Only the main process writes; the others log warnings to the console alone.
     """
-    folder = Path(opt.output_dir)
+    folder = Path(output_dir)
     if not is_main:
         configure_logging(level=logging.WARNING)
         return folder
-    write_json(folder / OPTIONS_FILE, vars(opt), "options file")  # first: it tells the folder holds a run
+    write_json(folder / OPTIONS_FILE, options, "options file")  # first: it tells the folder holds a run
     make_folder(folder / "checkpoints", "checkpoint folder")
     configure_logging(folder / "train.log")
     return folder

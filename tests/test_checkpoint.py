@@ -136,11 +136,12 @@ def test_flipped_bits_in_a_saved_tensor_are_refused_not_loaded(tmp_path):
 def test_stored_lengths_must_be_whole_numbers_and_every_option_stored():
     options = {**vars(parse_opts([])), "mess_length": "4096", "segment_length": 1024, "segment_hop": -1}
     state = {"models": {name: {} for name in ("regional", "local", "discriminator")}, "metrics": [], "options": options}
-    assert train_checkpoint_problems(state) == []  # complete: the values are stored_option_problems' to judge
+    # complete: the values are stored_option_problems' to judge
+    assert train_checkpoint_problems(state, option_defaults()) == []
     assert stored_option_problems(options) == ["options['mess_length'] is '4096', of type str, not int",
                                                "options['segment_hop'] is -1, expected an integer >= 0, got -1"]
     del options["mess_length"], options["seed"]
-    assert train_checkpoint_problems(state) == ["'options' lacks mess_length, seed"]
+    assert train_checkpoint_problems(state, option_defaults()) == ["'options' lacks mess_length, seed"]
 
 
 def test_options_added_later_fill_only_what_a_stored_run_lacks():

@@ -14,10 +14,9 @@ from data.console import UserError
 from data.synthetic import make_synthetic_set
 from experiments.baselines.dcase_autoencoder import main as baseline_main
 from experiments.baselines.dcase_autoencoder import parse_baseline_args
-from grlnet.evaluate import parse_test_args
-from grlnet.evaluate import test as score_checkpoint
+from main import test as score_checkpoint
 from main import train
-from opts import data_settings, parse_opts, scoring_settings
+from opts import data_settings, parse_opts, parse_test_args, scoring_settings
 
 
 def test_release_csv_layout(tmp_path):

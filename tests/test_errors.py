@@ -14,9 +14,8 @@ from conftest import REPO, TINY, csv_opts, run_script, tone, write_mimii_set, wr
 from data import ClipSet, load_datasets
 from data.console import UserError
 from grlnet.cli import run_cli
-from grlnet.evaluate import parse_test_args
 from grlnet.results import write_scores_csv
-from opts import data_settings, parse_opts
+from opts import data_settings, parse_opts, parse_test_args
 
 
 def _good_csv_sets(tmp_path: Path, test_labels=(0, 1)):

@@ -10,16 +10,15 @@ import torch
 from conftest import TINY, run_script
 from sklearn.metrics import roc_auc_score
 
+import main
 from data import ClipSet, hold_out_last, load_datasets
 from data.console import UserError
-from grlnet import evaluate
 from grlnet.checkpoint import load_file
-from grlnet.evaluate import parse_test_args
 from grlnet.features import FeatureScorer, fit_space, fit_windows, pooled
 from grlnet.scores import DEFAULT_SCORE, FEATURE_SCORES, SCORES
 from grlnet.scoring import fit_normal_windows, score_clips, scoring_batch_size
 from network import GRLNet
-from opts import data_settings, network_length, parse_opts, scoring_settings
+from opts import data_settings, network_length, parse_opts, parse_test_args, scoring_settings
 
 
 def corners(centre: tuple[float, float], half_widths: tuple[float, float]) -> np.ndarray:
@@ -163,21 +162,21 @@ def test_input_decisions_use_the_chosen_scores_stored_threshold(run, tmp_path):
     for i, signal in enumerate(noise_windows(3, 512, 7, tone=0.3 * np.arange(3)[:, None])):
         np.savetxt(clips / f"{i}.csv", signal)
     out = tmp_path / "decided.csv"
-    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(out),
-                                   "--output_dir", str(tmp_path / "log"), "--quiet"]))
+    main.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(out),
+                               "--output_dir", str(tmp_path / "log"), "--quiet"]))
     rows = read_rows(out)
     assert [row["decision"] for row in rows] == [
         "ABNORMAL" if float(row[DEFAULT_SCORE]) >= threshold else "normal" for row in rows]
     with pytest.raises(UserError, match="no decision threshold for --score paper"):
-        evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--score", "paper",
-                                       "--output", str(tmp_path / "other.csv"), "--output_dir", str(tmp_path / "log2"),
-                                       "--quiet"]))
+        main.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--score", "paper",
+                                   "--output", str(tmp_path / "other.csv"), "--output_dir", str(tmp_path / "log2"),
+                                   "--quiet"]))
 
 
 def test_another_stored_score_ranks_a_labelled_test_set(run, tmp_path):
     folder, _ = run
-    metrics = evaluate.test(parse_test_args(["--checkpoint", str(folder / "checkpoints" / "last.pt"), "--score",
-                                             "discriminator_knn", "--output_dir", str(tmp_path), "--quiet"]))
+    metrics = main.test(parse_test_args(["--checkpoint", str(folder / "checkpoints" / "last.pt"), "--score",
+                                         "discriminator_knn", "--output_dir", str(tmp_path), "--quiet"]))
     rows = read_rows(tmp_path / "scores.csv")
     assert all(row["score"] == row["discriminator_knn"] for row in rows)
     assert metrics["auc"] == pytest.approx(metrics["auc_discriminator_knn"])
@@ -185,5 +184,5 @@ def test_another_stored_score_ranks_a_labelled_test_set(run, tmp_path):
 
 def test_the_release_files_score_with_the_paper_score_only():
     with pytest.raises(UserError, match="the release's files hold no statistics of normal windows"):
-        evaluate.restore(parse_test_args(["--model_dir", "models", "--score", "encoder_knn"]))
+        main.restore(parse_test_args(["--model_dir", "models", "--score", "encoder_knn"]))
     assert set(FEATURE_SCORES) < set(SCORES)

@@ -28,9 +28,8 @@ from data.files import atomic_write, write_json
 from grlnet import evaluate, plots, results
 from grlnet.checkpoint import load_file, save_checkpoint
 from grlnet.cli import close_logging
-from grlnet.evaluate import parse_test_args
 from grlnet.run_folder import lock_run_folder, setup_run_folder
-from opts import parse_opts
+from opts import parse_opts, parse_test_args
 
 LIMIT = 4096  # bytes a file may grow to while ``files_limited``: every larger write fails as on a full disk
 
@@ -158,7 +157,7 @@ def test_test_py_on_a_full_disk_keeps_its_previous_output(run, tmp_path, monkeyp
     output = tmp_path / "prev.csv"
     args = ["--checkpoint", str(run / "checkpoints" / "last.pt"), "--input", str(clips), "--output", str(output),
             "--output_dir", str(tmp_path / "out"), "--quiet"]
-    evaluate.test(parse_test_args(args))
+    main.test(parse_test_args(args))
     before = output.read_bytes()
     real_writer = csv.writer
 
@@ -175,7 +174,7 @@ def test_test_py_on_a_full_disk_keeps_its_previous_output(run, tmp_path, monkeyp
     monkeypatch.setattr(csv, "writer", FullDisk)
     with pytest.raises(UserError, match=f"^{re.escape(str(output))}: cannot save the score file \\(No space left on "
                                         r"device\); the previous score file there is kept$"):
-        evaluate.test(parse_test_args(args))
+        main.test(parse_test_args(args))
     assert output.read_bytes() == before and not temporaries(tmp_path)
 
 
@@ -206,9 +205,9 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_tempora
 # ---------------------------------------------------------------- 2: outputs compared by identity
 
 def _score_to(run: Path, clips: Path, output: Path, *args: str) -> None:
-    evaluate.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--input", str(clips),
-                                   "--output", str(output), "--output_dir", str(clips.parent / "out"), "--quiet",
-                                   *args]))
+    main.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--input", str(clips),
+                               "--output", str(output), "--output_dir", str(clips.parent / "out"), "--quiet",
+                               *args]))
 
 
 def test_a_link_to_a_runs_scores_is_refused_as_output(run, tmp_path):
@@ -253,8 +252,8 @@ def test_a_folder_inside_a_run_is_refused_as_test_output_folder(run, tmp_path):
     for folder in (run / "figures", link):
         with pytest.raises(UserError, match=f"^{re.escape(str(folder))}: --output_dir lies in the training run's "
                                             f"folder {re.escape(str(run))} "):
-            evaluate.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
-                                           str(folder), "--overwrite", "--quiet"]))
+            main.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
+                                       str(folder), "--overwrite", "--quiet"]))
     assert contents(run / "figures") == before
 
 
@@ -296,7 +295,7 @@ def test_two_test_runs_in_the_same_second_get_their_own_folders(run, tmp_path, m
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(evaluate, "datetime", _SameSecond)
     for _ in range(2):
-        evaluate.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--quiet"]))
+        main.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--quiet"]))
     close_logging()
     folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert folders == ["test-20240102-030405", "test-20240102-030405-2"]
@@ -312,8 +311,8 @@ def test_test_py_locks_its_output_folder(run, tmp_path):
     try:
         with pytest.raises(UserError, match=f"^{re.escape(str(folder))}: another test.py run or training \\(process "
                                             f"{os.getpid()}\\) is running in this run folder"):
-            evaluate.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
-                                           str(folder), "--quiet"]))
+            main.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
+                                       str(folder), "--quiet"]))
     finally:
         lock.close()
 
@@ -421,15 +420,16 @@ def test_test_py_refuses_a_read_only_folder_before_decoding(run, read_only_folde
     monkeypatch.setattr(evaluate, "load_datasets", decoding)
     with pytest.raises(UserError, match=f"^{re.escape(str(read_only_folder))}: cannot write in the output folder "
                                         r"\((Read-only file system|Permission denied)\)$"):
-        evaluate.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
-                                       str(read_only_folder), "--quiet"]))
+        main.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--output_dir",
+                                   str(read_only_folder), "--quiet"]))
 
 
 # ---------------------------------------------------------------- 11: a run stopped before its first checkpoint
 
 def test_a_run_stopped_before_its_first_checkpoint_says_to_overwrite(tmp_path):
     """What a run killed before its first checkpoint leaves: options.json, an empty checkpoints/, train.log."""
-    setup_run_folder(parse_opts([*TINY, "--output_dir", str(tmp_path)]))
+    opt = parse_opts([*TINY, "--output_dir", str(tmp_path)])
+    setup_run_folder(opt.output_dir, vars(opt))
     close_logging()
     message = (f"{tmp_path}: already holds a run that saved no checkpoint (options.json, train.log; it was stopped "
                "before its first one), so there is nothing to --resume; give --overwrite to start it again, or a new "

@@ -9,11 +9,10 @@ from conftest import TINY, run_script, tone, write_wav
 
 from data import ClipSet, hold_out_for_threshold
 from data.console import UserError
-from grlnet.evaluate import parse_test_args
-from grlnet.evaluate import test as score_checkpoint
 from grlnet.metrics import held_out_threshold
+from main import test as score_checkpoint
 from main import train
-from opts import parse_opts
+from opts import parse_opts, parse_test_args
 
 
 def _rows(path) -> list[dict]:

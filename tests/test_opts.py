@@ -5,7 +5,6 @@ import argparse
 import opts
 import test as test_script
 import train
-from grlnet import evaluate
 from opts import OPTION_GROUPS, build_parser, group_options, parse_opts
 
 
@@ -28,7 +27,7 @@ def _help_options(parser: argparse.ArgumentParser) -> set[str]:
 
 def test_train_help_lists_no_test_or_release_option_and_test_help_lists_its_own():
     train_help = _help_options(build_parser(description=train.__doc__))
-    test_help = _help_options(build_parser(description=test_script.__doc__, shown=evaluate.TEST_GROUPS))
+    test_help = _help_options(build_parser(description=test_script.__doc__, shown=opts.TEST_GROUPS))
     hidden = {f"--{name}" for name in (*opts.TEST_ONLY_OPTIONS, *group_options("release"))}
     assert "--checkpoint" in hidden and "--n_threads" in hidden
     assert not train_help & hidden and "--update" in train_help and "--score" in train_help
@@ -52,7 +51,7 @@ def test_every_option_is_in_one_group_and_the_lists_are_the_groups_options():
     assert set(opts.TEST_ONLY_OPTIONS) == headings["scoring (test.py)"]
     assert opts.RESUME_MAY_CHANGE == set(group_options("paths", "duration", "speed", "run_folder", "release", "test"))
     paths, clips = (headings[OPTION_GROUPS[name].title] for name in ("paths", "clips"))
-    assert set(evaluate.DATA_SET_OPTIONS) == paths | clips
+    assert set(opts.DATA_SET_OPTIONS) == paths | clips
 
 
 def test_an_option_added_to_a_group_reaches_the_parsers_and_the_lists_derived_from_it(monkeypatch):
@@ -64,7 +63,7 @@ def test_an_option_added_to_a_group_reaches_the_parsers_and_the_lists_derived_fr
 
     monkeypatch.setitem(OPTION_GROUPS, "paths", opts.OptionGroup(paths.title, paths_and_one_more))
     assert "another_root" in group_options("paths")
-    assert "another_root" in group_options("paths", "clips")  # evaluate's DATA_SET_OPTIONS
+    assert "another_root" in group_options("paths", "clips")  # opts.DATA_SET_OPTIONS
     assert parse_opts(["--another_root", "x"]).another_root == "x"
     assert "--another_root" in build_parser().format_help()
 

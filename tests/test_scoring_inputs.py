@@ -12,10 +12,8 @@ from conftest import TINY, run_script, tone, write_clips, write_wav
 import main
 from data.console import UserError
 from data.signals import read_wav
-from grlnet import evaluate
 from grlnet.checkpoint import load_file, save_checkpoint
-from grlnet.evaluate import parse_test_args, restore
-from opts import VALUES_BEFORE_ADDED, parse_opts
+from opts import VALUES_BEFORE_ADDED, parse_opts, parse_test_args
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +31,8 @@ def scores_of(path: Path) -> dict[str, float]:
 
 def score(checkpoint: Path, out: Path, *args: str) -> dict[str, float]:
     """Run test.py's work in this process and read back its scores."""
-    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--output_dir", str(out), "--quiet",
-                                   *args]))
+    main.test(parse_test_args(["--checkpoint", str(checkpoint), "--output_dir", str(out), "--quiet",
+                               *args]))
     return scores_of(out / "scores.csv")
 
 
@@ -71,7 +69,7 @@ def test_sample_rate_resamples_to_the_trained_rate(checkpoint, tmp_path):
     assert resampled == pytest.approx(expected, rel=1e-2)
     with pytest.raises(UserError, match=r"^--sample_rate 44100 differs from the 16000 Hz the checkpoint was "
                                         r"trained at \(.*last.pt\); give --sample_rate 16000$"):
-        restore(parse_test_args(["--checkpoint", str(checkpoint), "--sample_rate", "44100"]))
+        main.restore(parse_test_args(["--checkpoint", str(checkpoint), "--sample_rate", "44100"]))
 
 
 def test_a_run_resampled_in_training_resamples_its_test_data_again(tmp_path):
@@ -104,7 +102,7 @@ def test_a_run_resampled_in_training_resamples_its_test_data_again(tmp_path):
 def test_an_incomplete_checkpoint_is_refused_naming_what_it_lacks(checkpoint, tmp_path, change, problem):
     damaged = with_changes(checkpoint, tmp_path / "damaged.pt", change)
     with pytest.raises(UserError, match=f"^{re.escape(str(damaged))}{problem}"):
-        restore(parse_test_args(["--checkpoint", str(damaged)]))
+        main.restore(parse_test_args(["--checkpoint", str(damaged)]))
 
 
 def test_a_checkpoint_saved_before_an_option_existed_scores_as_before(checkpoint, tmp_path):
@@ -115,7 +113,8 @@ def test_a_checkpoint_saved_before_an_option_existed_scores_as_before(checkpoint
 
     older = with_changes(checkpoint, tmp_path / "older.pt", saved_before_the_new_options)
     assert score(older, tmp_path / "older") == score(checkpoint, tmp_path / "now")
-    assert restore(parse_test_args(["--checkpoint", str(older)])).opt.learning_rate_scaling == "none"
+    restored = main.restore(parse_test_args(["--checkpoint", str(older)]))
+    assert restored.scoring.options.learning_rate_scaling == "none"
 
 
 def test_a_checkpoint_of_a_removed_study_option_scores_as_any_other(checkpoint, tmp_path):
@@ -133,7 +132,7 @@ def test_a_checkpoint_saved_inside_an_epoch_is_for_resuming_not_scoring(checkpoi
                "since its feature statistics and threshold were set at the end of the epoch before")
     for score_name in ("encoder_knn", "paper"):
         with pytest.raises(UserError, match=f"^{re.escape(message)}"):
-            restore(parse_test_args(["--checkpoint", str(inside), "--score", score_name]))
+            main.restore(parse_test_args(["--checkpoint", str(inside), "--score", score_name]))
 
 
 def test_given_options_are_told_from_defaults():
@@ -150,7 +149,7 @@ def test_given_options_are_told_from_defaults():
 ])
 def test_a_given_model_option_must_match_the_checkpoint(checkpoint, given, message):
     with pytest.raises(UserError, match=rf"^{message} \(.*last.pt\); leave it out to use the checkpoint's$"):
-        restore(parse_test_args(["--checkpoint", str(checkpoint), *given]))
+        main.restore(parse_test_args(["--checkpoint", str(checkpoint), *given]))
 
 
 def test_batch_size_precision_and_kernels_come_from_the_checkpoint_unless_given(checkpoint, tmp_path):
@@ -159,19 +158,19 @@ def test_batch_size_precision_and_kernels_come_from_the_checkpoint_unless_given(
     state["options"].update(batch_size=4, bf16=False, deterministic=True)
     other = tmp_path / "other.pt"
     save_checkpoint(state, other)
-    stored = restore(parse_test_args(["--checkpoint", str(other)])).opt
+    stored = main.restore(parse_test_args(["--checkpoint", str(other)])).scoring.options
     assert (stored.batch_size, stored.bf16, stored.deterministic) == (4, False, True)
-    given = restore(parse_test_args(["--checkpoint", str(other), "--batch_size", "16", "--bf16",
-                                     "--no-deterministic"])).opt
+    given = main.restore(parse_test_args(["--checkpoint", str(other), "--batch_size", "16", "--bf16",
+                                          "--no-deterministic"])).scoring.options
     assert (given.batch_size, given.bf16, given.deterministic) == (16, True, False)
 
 
 def test_given_options_that_agree_with_the_checkpoint_or_name_its_data_are_kept(checkpoint):
-    same = restore(parse_test_args(["--checkpoint", str(checkpoint), "--segment_length", "256",
-                                    "--global_filter", "released", "--bf16", "True"])).opt
+    same = main.restore(parse_test_args(["--checkpoint", str(checkpoint), "--segment_length", "256",
+                                         "--global_filter", "released", "--bf16", "True"])).scoring.options
     assert (same.segment_length, same.global_filter, same.synthetic_test_clips) == (256, "released", 8)
-    fewer = restore(parse_test_args(["--checkpoint", str(checkpoint), "--synthetic_test_clips", "4"])).opt
-    assert fewer.synthetic_test_clips == 4
+    fewer = main.restore(parse_test_args(["--checkpoint", str(checkpoint), "--synthetic_test_clips", "4"]))
+    assert fewer.scoring.options.synthetic_test_clips == 4
 
 
 def test_cli_refuses_a_segment_length_the_checkpoint_was_not_trained_with(checkpoint):
@@ -187,14 +186,14 @@ def test_output_file_of_input_mode_must_be_a_file_and_gets_its_folder(checkpoint
     with pytest.raises(UserError, match=f"{re.escape(str(tmp_path))}: --output is a folder; give a file name"):
         score(checkpoint, tmp_path / "out", "--input", str(clips), "--output", str(tmp_path))
     nested = tmp_path / "new" / "folder" / "scores.csv"
-    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(nested),
-                                   "--output_dir", str(tmp_path / "out"), "--quiet"]))
+    main.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(nested),
+                               "--output_dir", str(tmp_path / "out"), "--quiet"]))
     assert set(scores_of(nested)) == {path.name for path in clips.iterdir()}
 
 
 def _score_into(checkpoint: Path, clips: Path, output: Path, *args: str) -> None:
-    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(output),
-                                   "--output_dir", str(clips.parent / "out"), "--quiet", *args]))
+    main.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output", str(output),
+                               "--output_dir", str(clips.parent / "out"), "--quiet", *args]))
 
 
 def test_output_that_is_an_input_or_the_checkpoint_is_refused_even_with_overwrite(checkpoint, tmp_path):

@@ -13,11 +13,10 @@ from conftest import TINY, run_script, tone, write_wav
 import main
 from data.console import DivergedError, UserError
 from data.signals import read_wav
-from grlnet import evaluate, plots, steps
+from grlnet import plots, steps
 from grlnet.checkpoint import load_train_checkpoint, load_weights
-from grlnet.evaluate import parse_test_args, restore
 from network import GRLNet
-from opts import parse_opts
+from opts import parse_opts, parse_test_args
 
 NOT_UTF8 = os.fsdecode(b"normal_id_00_\xff.wav")  # a name of bytes that are not UTF-8, as os.listdir gives it
 HUGE_RATES = ["--r_g_net_learning_rate", "1e3", "--l_g_net_learning_rate", "1e3", "--d_net_learning_rate", "1e3"]
@@ -96,7 +95,7 @@ def test_a_damaged_stored_value_is_refused_naming_the_checkpoint_and_the_entry(c
     damaged = edited(checkpoint, tmp_path / "ckpt.pt", change)
     expected = f"{damaged}: {problem}; the checkpoint is damaged"
     with pytest.raises(UserError, match=f"^{re.escape(expected)}$"):
-        restore(parse_test_args(["--checkpoint", str(damaged)]))
+        main.restore(parse_test_args(["--checkpoint", str(damaged)]))
 
 
 @pytest.mark.parametrize("entry, value, problem", [
@@ -110,7 +109,7 @@ def test_batchnorm_statistics_must_be_finite_and_variances_not_negative(checkpoi
     network = entry.split("/")[0]
     expected = f"{damaged} ({network}): {problem} (a diverged or damaged model)"
     with pytest.raises(UserError, match=f"^{re.escape(expected)}$"):
-        restore(parse_test_args(["--checkpoint", str(damaged)]))
+        main.restore(parse_test_args(["--checkpoint", str(damaged)]))
 
 
 def test_the_release_files_batchnorm_variances_are_checked_too():
@@ -134,11 +133,11 @@ def test_a_nan_stored_threshold_never_decides_a_clip(checkpoint, tmp_path):
 
 def test_an_integer_stored_threshold_is_a_threshold(checkpoint, tmp_path):
     whole = edited(checkpoint, tmp_path / "ckpt.pt", set_threshold(300))
-    restored = restore(parse_test_args(["--checkpoint", str(whole)]))
+    restored = main.restore(parse_test_args(["--checkpoint", str(whole)]))
     assert restored.threshold == 300.0 and type(restored.threshold) is float
     clip = write_wav(tmp_path / "clips" / "normal_id_00_00000000.wav", tone(0.05))
-    evaluate.test(parse_test_args(["--checkpoint", str(whole), "--input", str(clip), "--output_dir",
-                                   str(tmp_path / "out"), "--quiet"]))
+    main.test(parse_test_args(["--checkpoint", str(whole), "--input", str(clip), "--output_dir",
+                               str(tmp_path / "out"), "--quiet"]))
     assert "decision" in (tmp_path / "out" / "scores.csv").read_text().splitlines()[0]
 
 
@@ -160,7 +159,7 @@ def test_an_integer_stored_threshold_is_a_threshold(checkpoint, tmp_path):
 def test_a_damaged_resume_state_is_refused_naming_the_entry(checkpoint, tmp_path, change, problem):
     damaged = edited(checkpoint, tmp_path / "ckpt.pt", change)
     with pytest.raises(UserError, match=f"^{re.escape(f'{damaged}: {problem}')}.*; the checkpoint is damaged$"):
-        load_train_checkpoint(damaged, main.RESUME_ENTRIES)
+        load_train_checkpoint(damaged, main.STORED_OPTIONS, main.RESUME_ENTRIES)
 
 
 def test_resume_refuses_a_damaged_learning_rate_before_training(run, tmp_path):
@@ -188,8 +187,8 @@ def test_input_files_named_in_other_bytes_are_scored_and_named_in_escapes(checkp
     write_wav(clips / "plain.wav", tone(0.05))
     shutil.copyfile(clips / "plain.wav", clips / NOT_UTF8)
     out = tmp_path / "out"
-    evaluate.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output_dir", str(out),
-                                   "--quiet", "--no-cache"]))
+    main.test(parse_test_args(["--checkpoint", str(checkpoint), "--input", str(clips), "--output_dir", str(out),
+                               "--quiet", "--no-cache"]))
     rows = (out / "scores.csv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == 3 and any(row.startswith(f"{clips}/normal_id_00_\\xff.wav,") for row in rows)
     assert "normal_id_00_\\xff.wav  score" in (out / "test.log").read_text(encoding="utf-8")
@@ -226,7 +225,7 @@ def test_a_diverged_run_keeps_only_finite_weights_and_says_resuming_diverges_aga
                "--overwrite replaces this run)")
     with pytest.raises(DivergedError, match=f"^training diverged: .*{re.escape(message)}$"):
         main.train(parse_opts(options))
-    state = load_train_checkpoint(kept, main.RESUME_ENTRIES)
+    state = load_train_checkpoint(kept, main.STORED_OPTIONS, main.RESUME_ENTRIES)
     for name, network in GRLNet(256).named_children():
         load_weights(network, state["models"][name], name)  # finite, or refused
     with pytest.raises(DivergedError, match=re.escape(message)):
