@@ -40,21 +40,22 @@ from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
 from grlnet.run_folder import claim_run_folder, default_run_folder, refuse_earlier_run, setup_run_folder
 from grlnet.runtime import (
+    LearningRates,
     autocast_context,
-    build_model,
     build_optimizers,
     choose_kernels,
     compile_networks,
-    learning_rate_factor,
-    learning_rates,
+    place_model,
     random_state,
     resolve_device,
     restore_random_state,
+    step_settings,
     uses_bf16,
 )
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, pseudo_anomaly_step
-from opts import RESUME_MAY_CHANGE, changed_options, total_epochs
+from network import GRLNet
+from opts import RESUME_MAY_CHANGE, changed_options, network_length, total_epochs
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
 # The options of the three learning rates, which a diverged run is told to lower.
@@ -111,7 +112,7 @@ class Run:
 
 def place(opt: argparse.Namespace) -> tuple[torch.device, Process]:
     """The device and, under torchrun, this process's place in the group."""
-    device = resolve_device(opt)
+    device = resolve_device(opt.device)
     process = init_process(device.type)
     if process.distributed and opt.update == "released":
         raise UserError("--update released runs in one process only (its two backward passes "
@@ -119,6 +120,12 @@ def place(opt: argparse.Namespace) -> tuple[torch.device, Process]:
     if device.type == "cuda":
         device = torch.device("cuda", process.local_rank)
     return device, process
+
+
+def learning_rates(opt: argparse.Namespace) -> LearningRates:
+    """The options' learning rates and how they follow the batch (``--learning_rate_scaling``)."""
+    return LearningRates(opt.r_g_net_learning_rate, opt.l_g_net_learning_rate, opt.d_net_learning_rate,
+                         opt.learning_rate_scaling, opt.batch_size)
 
 
 def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
@@ -135,13 +142,14 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
     resumed = read_resume_checkpoint(opt, process.world_size, data.train) if opt.resume else None
     folder = setup_run_folder(opt, process.is_main)
     describe_run(opt, data, device, process)
-    model = build_model(opt, device)
+    model = GRLNet(network_length(opt), opt.global_filter)
     if opt.sync_batchnorm and process.distributed and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # before place_model, whose channels-last keeps it
+    model = place_model(model, device, opt.channels_last)
     if process.rank:
         torch.manual_seed(opt.seed + 7919 * process.rank)  # each process its own noise
-    optimizers = build_optimizers(model, opt, device, process.world_size)
-    nets = compile_networks(model, device, opt, process)
+    optimizers = build_optimizers(model, learning_rates(opt), device, process.world_size)
+    nets = compile_networks(model, device, opt.compile, process)
     if opt.train_windows_per_clip:
         signals = torch.from_numpy(data.train.signals)
     else:
@@ -175,12 +183,12 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
              "s" * (opt.epochs != 1), opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed,
              device, ", deterministic kernels" if opt.deterministic else "",
              f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "",
-             ", bf16 autocast" if uses_bf16(device, opt) else ", fp32")
-    factor = learning_rate_factor(opt, process.world_size)
-    if factor != 1:
-        log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): %s", factor,
-                 opt.learning_rate_scaling, opt.batch_size * process.world_size,
-                 ", ".join(f"{name} {rate:g}" for name, rate in learning_rates(opt, process.world_size).items()))
+             ", bf16 autocast" if uses_bf16(device, opt.bf16) else ", fp32")
+    rates = learning_rates(opt)
+    if rates.factor(process.world_size) != 1:
+        log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): %s",
+                 rates.factor(process.world_size), opt.learning_rate_scaling, opt.batch_size * process.world_size,
+                 ", ".join(f"{name} {rate:g}" for name, rate in rates.by_network(process.world_size).items()))
     regularisation = []
     if opt.label_smoothing:
         regularisation.append(f"one-sided label smoothing {opt.label_smoothing:g}")
@@ -402,8 +410,9 @@ class Trainer:
         checked = self.step
         while self.step < len(batches) and not self.stop_requested:
             x = windows[batches[self.step]]
-            self.step_stats[self.step] = step_fn(run.nets, run.model, run.optimizers, x, opt,
-                                                 autocast_context(run.device, opt))
+            with step_settings(run.device, opt.compile, opt.update):
+                self.step_stats[self.step] = step_fn(run.nets, run.model, run.optimizers, x, opt,
+                                                     autocast_context(run.device, opt.bf16))
             self.step += 1
             bar.update()
             save_due = opt.checkpoint_minutes and time.monotonic() - self.saved_at > 60 * opt.checkpoint_minutes
@@ -430,7 +439,7 @@ class Trainer:
         on every window in the last epoch, on ``--eval_windows_per_clip`` of each clip before it."""
         run, data = self.run, self.run.data
         share_buffers(run.model, run.process)
-        autocast = autocast_context(run.device, run.opt)
+        autocast = autocast_context(run.device, run.opt.bf16)
         normal = data.train if data.feature_fit is None else data.feature_fit
         per_clip = self.evaluated_windows_per_clip()
         started = time.perf_counter()

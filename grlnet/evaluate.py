@@ -265,7 +265,7 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     clips = load_unlabelled(opt.input, opt)
     _refuse_read(output, clips.names)  # a file reached through a link in an input folder
     _require_trained_rate(opt, restored.sample_rate, clips)
-    scores = score_clips(model, clips, opt, device, autocast_context(device, opt), scorer=restored.scorer)
+    scores = score_clips(model, clips, opt, device, autocast_context(device, opt.bf16), scorer=restored.scorer)
     for name, score in zip(clips.names, scores["score"], strict=True):
         log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
     source = "--threshold" if opt.threshold is not None else restored.threshold_source
@@ -279,7 +279,7 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     opt, model = restored.opt, restored.model
     _, test_set = load_datasets(opt, need_train=False)
     _require_trained_rate(opt, restored.sample_rate, test_set)
-    scores = score_clips(model, test_set, opt, device, autocast_context(device, opt), scorer=restored.scorer)
+    scores = score_clips(model, test_set, opt, device, autocast_context(device, opt.bf16), scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv")
     write_json(folder / "metrics.json", metrics, "metrics file")
@@ -308,9 +308,9 @@ def test(opt: argparse.Namespace) -> dict | None:
     """Evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
     configure_logging()
     restored = restore(opt)
-    device = resolve_device(restored.opt)
+    device = resolve_device(restored.opt.device)
     choose_kernels(device, restored.opt.deterministic)
-    place_model(restored.model, device, restored.opt)
+    place_model(restored.model, device, restored.opt.channels_last)
     folder, lock = _claim_output_folder(restored.opt)
     try:
         configure_logging(folder / "test.log")
