@@ -43,13 +43,13 @@ from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
 from grlnet.run_folder import claim_run_folder, default_run_folder, refuse_earlier_run, setup_run_folder
 from grlnet.runtime import (
+    LearningRates,
     autocast_context,
-    build_model,
     build_optimizers,
     choose_kernels,
     compile_networks,
-    learning_rate_factor,
-    learning_rates,
+    compiled_step_context,
+    place_model,
     random_state,
     resolve_device,
     restore_random_state,
@@ -57,6 +57,7 @@ from grlnet.runtime import (
 )
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, StepSettings, format_step_stats
+from network import GRLNet
 from opts import (
     REMOVED_OPTIONS_COMMIT,
     RESUME_MAY_CHANGE,
@@ -132,7 +133,7 @@ class Run:
 
 def place(opt: argparse.Namespace) -> tuple[torch.device, Process]:
     """The device and, under torchrun, this process's place in the group."""
-    device = resolve_device(opt)
+    device = resolve_device(opt.device)
     process = init_process(device.type)
     if process.distributed and opt.update == "released":
         raise UserError("--update released runs in one process only (its two backward passes "
@@ -140,6 +141,12 @@ def place(opt: argparse.Namespace) -> tuple[torch.device, Process]:
     if device.type == "cuda":
         device = torch.device("cuda", process.local_rank)
     return device, process
+
+
+def learning_rates(opt: argparse.Namespace) -> LearningRates:
+    """The options' learning rates and how they follow the batch (``--learning_rate_scaling``)."""
+    return LearningRates(opt.r_g_net_learning_rate, opt.l_g_net_learning_rate, opt.d_net_learning_rate,
+                         opt.learning_rate_scaling, opt.batch_size)
 
 
 def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
@@ -158,13 +165,14 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
     resumed = read_resume_checkpoint(opt, process.world_size, data.train) if opt.resume else None
     folder = setup_run_folder(opt.output_dir, vars(opt), process.is_main)
     describe_run(opt, data, device, process)
-    model = build_model(opt, device)
+    model = GRLNet(network_length(opt), opt.global_filter)
     if opt.sync_batchnorm and process.distributed and device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # before place_model, whose channels-last keeps it
+    model = place_model(model, device, opt.channels_last)
     if process.rank:
         torch.manual_seed(opt.seed + 7919 * process.rank)  # each process its own noise
-    optimizers = build_optimizers(model, opt, device, process.world_size)
-    nets = compile_networks(model, device, opt, process)
+    optimizers = build_optimizers(model, learning_rates(opt), device, process.world_size)
+    nets = compile_networks(model, device, opt.compile, process)
     if opt.train_windows_per_clip:
         signals = torch.from_numpy(data.train.signals)
     else:
@@ -199,12 +207,12 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
              "s" * (opt.epochs != 1), opt.batch_size, opt.update, opt.noise, opt.snr, opt.global_filter, opt.seed,
              device, ", deterministic kernels" if opt.deterministic else "",
              f", {process.world_size} processes (batch {opt.batch_size} each)" if process.distributed else "",
-             ", bf16 autocast" if uses_bf16(device, opt) else ", fp32")
-    factor = learning_rate_factor(opt, process.world_size)
-    if factor != 1:
-        log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): %s", factor,
-                 opt.learning_rate_scaling, opt.batch_size * process.world_size,
-                 ", ".join(f"{name} {rate:g}" for name, rate in learning_rates(opt, process.world_size).items()))
+             ", bf16 autocast" if uses_bf16(device, opt.bf16) else ", fp32")
+    rates = learning_rates(opt)
+    if rates.factor(process.world_size) != 1:
+        log.info("learning rates x %.4g (--learning_rate_scaling %s, batch %d in all): %s",
+                 rates.factor(process.world_size), opt.learning_rate_scaling, opt.batch_size * process.world_size,
+                 ", ".join(f"{name} {rate:g}" for name, rate in rates.by_network(process.world_size).items()))
     fitted_on = (f"the windows of {opt.calibration_clips} normal training clips held out of training (the last in "
                  "name order, --calibration_clips)" if opt.calibration_clips else "the training windows")
     log.info("score: %s (--score); every score is computed and logged; the feature scores are fitted on %s",
@@ -416,7 +424,9 @@ class Trainer:
         checked = self.step
         while self.step < len(batches) and not self.stop_requested:
             x = windows[batches[self.step]]
-            stats = step_fn(run.nets, run.model, run.optimizers, x, run.step_settings, autocast_context(run.device, opt))
+            with compiled_step_context(run.device, opt.compile, opt.update):
+                stats = step_fn(run.nets, run.model, run.optimizers, x, run.step_settings,
+                                autocast_context(run.device, opt.bf16))
             self.step_stats[self.step] = stats.stacked()
             self.step += 1
             bar.update()
@@ -444,7 +454,7 @@ class Trainer:
         on every window in the last epoch, on ``--eval_windows_per_clip`` of each clip before it."""
         run, data = self.run, self.run.data
         share_buffers(run.model, run.process)
-        autocast = autocast_context(run.device, run.opt)
+        autocast = autocast_context(run.device, run.opt.bf16)
         normal = data.train if data.feature_fit is None else data.feature_fit
         per_clip = self.evaluated_windows_per_clip()
         started = time.perf_counter()
@@ -576,7 +586,7 @@ def scoring_of(opt: argparse.Namespace) -> Scoring:
                    threshold=opt.threshold, output=opt.output, output_dir=opt.output_dir, overwrite=opt.overwrite,
                    score=opt.score, network_length=network_length(opt), global_filter=opt.global_filter,
                    deterministic=opt.deterministic, run_options=options_of_every_run(), data=data_settings(opt),
-                   settings=scoring_settings(opt), options=opt)
+                   settings=scoring_settings(opt), device=opt.device, bf16=opt.bf16, channels_last=opt.channels_last)
 
 
 def restore(opt: argparse.Namespace) -> Restored:

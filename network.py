@@ -5,10 +5,7 @@ Module and attribute names follow the authors' release so that their state dicts
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 GLOBAL_FILTERS = ("released", "learned")
@@ -17,6 +14,10 @@ LOCAL_KERNEL = 3
 DISCRIMINATOR_KERNEL = 5
 DISCRIMINATOR_STRIDE = 2
 DISCRIMINATOR_CONVS = 4
+# D's layers form one Sequential, as released (state-dict keys "discriminator.<index>"): the convolution
+# blocks take its first D_CONVOLUTION_LAYERS places, then come Flatten, the Linear at D_LINEAR, the Sigmoid.
+D_CONVOLUTION_LAYERS = 11
+D_LINEAR = 12
 
 
 class GlobalFilterLayer(nn.Module):
@@ -68,43 +69,6 @@ def build_global_filter(kind: str, signal_length: int) -> nn.Module:
     raise ValueError(f"unknown global filter {kind!r}; choose one of {', '.join(GLOBAL_FILTERS)}")
 
 
-def _batch_norm_2d(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A BatchNorm1d layer applied to a [B, C, 1, L] tensor (the module itself takes 2-D or 3-D input).
-
-    Same arithmetic and buffer updates as the module's own forward, for the default settings built here.
-    """
-    if isinstance(norm, nn.SyncBatchNorm):  # accepts any rank and synchronises its statistics itself
-        return norm(x)
-    if norm.training:
-        norm.num_batches_tracked.add_(1)
-    return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.training,
-                        norm.momentum, norm.eps)
-
-
-def _layer_2d(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """One layer of a 1-D stack applied to its input viewed as a one-row image [B, C, 1, L]."""
-    if isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)):
-        weight = layer.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        convolve = F.conv2d if isinstance(layer, nn.Conv1d) else F.conv_transpose2d
-        return convolve(x, weight, layer.bias, stride=(1, layer.stride[0]))
-    if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-        return _batch_norm_2d(layer, x)
-    return layer(x)  # ReLU, Tanh: elementwise, layout kept
-
-
-def run_stack(layers: Iterable[nn.Module], x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """Apply a stack of 1-D layers to [B, C, L]; ``channels_last`` runs it as 2-D convolutions on
-    channels-last one-row images, the layout cuDNN's fast kernels use, so no layout copies are made."""
-    if not channels_last:
-        for layer in layers:
-            x = layer(x)
-        return x
-    image = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-    for layer in layers:
-        image = _layer_2d(layer, image)
-    return image.squeeze(2)
-
-
 def _encoder(kernel: int) -> nn.Sequential:
     # The last two blocks put ReLU before BatchNorm, as the release does (state-dict indices rely on it).
     return nn.Sequential(
@@ -128,7 +92,6 @@ class _Generator(nn.Module):
     """Global filter, then a convolutional auto-encoder; output length equals input length."""
 
     kernel: int
-    channels_last = False  # set by ``use_channels_last``
 
     def __init__(self, signal_length: int, global_filter: str = "released"):
         super().__init__()
@@ -138,16 +101,15 @@ class _Generator(nn.Module):
         self.decoder = _decoder(self.kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        autoencoder = (*self.encoder, *self.decoder)
-        return run_stack(autoencoder, self.gfl(x), self.channels_last)  # [B, 1, L] -> [B, 1, L]
+        return self.decoder(self.encoder(self.gfl(x)))  # [B, 1, L] -> [B, 1, L]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's output, [B, 1, L] -> [B, 512, L - 4 * (kernel - 1)]: a feature space of the scores."""
-        return run_stack(self.encoder, self.gfl(x), self.channels_last)
+        return self.encoder(self.gfl(x))
 
     def decode(self, code: torch.Tensor) -> torch.Tensor:
         """The reconstruction from ``encode``'s output; ``decode(encode(x))`` equals ``forward(x)``."""
-        return run_stack(self.decoder, code, self.channels_last)
+        return self.decoder(code)
 
 
 class Regional_G_Net(_Generator):
@@ -177,8 +139,6 @@ class D_Net(nn.Module):
     ``logits`` returns the value before the Sigmoid, for a numerically stable loss.
     """
 
-    channels_last = False  # set by ``use_channels_last``
-
     def __init__(self, signal_length: int, global_filter: str = "released"):
         super().__init__()
         if discriminator_feature_length(signal_length) < 1:
@@ -196,13 +156,28 @@ class D_Net(nn.Module):
             nn.Sigmoid(),
         )
 
+    @property
+    def convolutions(self) -> nn.Sequential:
+        """The four strided convolutions with their BatchNorm and ReLU layers: [B, 1, L] -> [B, 512, L4]."""
+        return self.discriminator[:D_CONVOLUTION_LAYERS]
+
+    @property
+    def head(self) -> nn.Sequential:
+        """Flatten and the linear layer: [B, 512, L4] -> [B, 1], the value before the Sigmoid."""
+        return self.discriminator[D_CONVOLUTION_LAYERS:D_LINEAR + 1]
+
+    @property
+    def linear(self) -> nn.Linear:
+        """The head's linear layer, one weight per value of ``features``' output."""
+        return self.discriminator[D_LINEAR]
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last convolution's output, [B, 1, L] -> [B, 512, L4]: a feature space of the scores."""
-        return run_stack(self.discriminator[:-3], self.gfl(x), self.channels_last)
+        return self.convolutions(self.gfl(x))
 
     def logits_of_features(self, features: torch.Tensor) -> torch.Tensor:
-        """The value before the Sigmoid from ``features``' output (flatten, linear): [B]."""
-        return self.discriminator[-3:-1](features).squeeze(1)
+        """The value before the Sigmoid from ``features``' output: [B]."""
+        return self.head(features).squeeze(1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.logits_of_features(self.features(x))
@@ -222,14 +197,3 @@ class GRLNet(nn.Module):
         self.regional = Regional_G_Net(signal_length, global_filter)
         self.local = Local_G_Net(signal_length, global_filter)
         self.discriminator = D_Net(signal_length, global_filter)
-
-
-def use_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
-    """Run every GRLNet network in ``model`` as channels-last 2-D convolutions (faster on CUDA).
-
-    Parameters, buffers and state-dict keys are unchanged; only the forward's memory layout differs.
-    """
-    for module in model.modules():
-        if isinstance(module, (_Generator, D_Net)):
-            module.channels_last = enabled
-    return model

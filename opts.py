@@ -17,6 +17,7 @@ from typing import NamedTuple, TypeVar
 
 from data import DataSettings
 from data.console import UserError
+from grlnet.runtime import LEARNING_RATE_BATCH
 from grlnet.scores import DEFAULT_SCORE, PAPER_SCORE, SCORES
 from grlnet.scoring import ScoringSettings
 from grlnet.steps import StepSettings
@@ -43,8 +44,6 @@ WAV_PRESET = {
 }
 PRESETS = {"csv": RELEASE_PRESET, "synthetic": DEMO_PRESET, "wav": WAV_PRESET}
 WINDOW_BUDGETS = ("train_windows_per_clip", "eval_windows_per_clip")  # how many of a clip's windows an epoch uses
-# The batch the release's learning rates are set for; --learning_rate_scaling sqrt scales from it.
-LEARNING_RATE_BATCH = RELEASE_PRESET["batch_size"]
 
 
 def str2bool(value: str | bool) -> bool:

@@ -62,13 +62,12 @@ from grlnet.runtime import (
     build_optimizers,
     choose_kernels,
     compile_networks,
-    learning_rates,
     resolve_device,
 )
 from grlnet.scores import PAPER_SCORE
 from grlnet.scoring import fit_normal_windows, score_clips
 from grlnet.steps import Networks, released_step, standard_step
-from main import batch_order
+from main import batch_order, learning_rates
 from network import GRLNet
 from opts import (
     WAV_PRESET,
@@ -278,9 +277,14 @@ def with_options(opt: argparse.Namespace, **changes) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(opt), **changes})
 
 
-def eager_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> Networks:
+def eager_networks(model: GRLNet, device: torch.device) -> Networks:
     """The networks as ``compile_networks`` returns them without compilation."""
-    return compile_networks(model, device, with_options(opt, compile=False))
+    return compile_networks(model, device, use_compile=False)
+
+
+def train_model(opt: argparse.Namespace, device: torch.device) -> GRLNet:
+    """GRLNet as train.py builds it for ``opt`` in one process, on ``device``, in training mode."""
+    return build_model(network_length(opt), opt.global_filter, device, opt.channels_last).train()
 
 
 def release_loader(opt: argparse.Namespace, train_set: ClipSet) -> DataLoader:
@@ -301,8 +305,8 @@ def release_bench(opt: argparse.Namespace, device: torch.device, train_set: Clip
     torch.manual_seed(opt.seed)
     model = GRLNet(network_length(opt)).to(device).train()
     optimizers = {name: torch.optim.Adam(getattr(model, name).parameters(), lr=rate)
-                  for name, rate in learning_rates(opt).items()}
-    batches, nets = endless(release_loader(opt, train_set)), eager_networks(model, device, opt)
+                  for name, rate in learning_rates(opt).by_network().items()}
+    batches, nets = endless(release_loader(opt, train_set)), eager_networks(model, device)
     settings = step_settings(opt)
 
     def step() -> None:
@@ -337,8 +341,8 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
     choose_kernels(device, opt.deterministic)
     torch.compiler.reset()  # a fresh compilation for each batch size, as in a fresh run
     torch.manual_seed(opt.seed)
-    model = build_model(opt, device).train()
-    optimizers = build_optimizers(model, opt, device)
+    model = train_model(opt, device)
+    optimizers = build_optimizers(model, learning_rates(opt), device)
     windows, _ = train_set.windows(opt.segment_length, opt.segment_hop)
     windows = windows.to(device)  # resident on the device, as the Trainer keeps them
     indices, settings = endless_batch_indices(len(windows), opt, device), step_settings(opt)
@@ -358,8 +362,8 @@ def fast_bench(opt: argparse.Namespace, device: torch.device, train_set: ClipSet
         score_clips(model, test_set, scoring_settings(opt), device, autocast(), scorer=FeatureScorer(fitted["models"]))
         model.train()
 
-    return Bench("fast", step_with(compile_networks(model, device, opt, compile_mode=compile_mode)),
-                 step_with(eager_networks(model, device, opt)), fit, score)
+    return Bench("fast", step_with(compile_networks(model, device, opt.compile, compile_mode=compile_mode)),
+                 step_with(eager_networks(model, device)), fit, score)
 
 
 # ---------------------------------------------------------------- measuring
@@ -476,10 +480,10 @@ def check_equivalence(opt: argparse.Namespace, device: torch.device, train_set: 
                       test_set: ClipSet) -> bool:
     """Train a few fp32 steps, score the test set with and without bf16 autocast, compare AUCs."""
     torch.manual_seed(opt.seed)
-    model = build_model(opt, device).train()
-    optimizers = build_optimizers(model, opt, device)
+    model = train_model(opt, device)
+    optimizers = build_optimizers(model, learning_rates(opt), device)
     windows, _ = train_set.windows(opt.segment_length, opt.segment_hop)
-    indices, nets = endless_batch_indices(len(windows), opt), eager_networks(model, device, opt)
+    indices, nets = endless_batch_indices(len(windows), opt), eager_networks(model, device)
     for _ in range(EQUIVALENCE_STEPS):
         x = windows[next(indices)].to(device)
         standard_step(nets, model, optimizers, x, step_settings(opt), contextlib.nullcontext())
@@ -580,7 +584,7 @@ def time_epoch(args: argparse.Namespace, device: torch.device, root: Path) -> No
 
 def bench(args: argparse.Namespace) -> None:
     """Make the data, measure both paths at every batch size, print the ratio at batch 2 last."""
-    device = resolve_device(args)
+    device = resolve_device(args.device)
     args = resolve_defaults(args, device)
     describe(args, device)
     with tempfile.TemporaryDirectory(prefix="grlnet-bench-") as root:

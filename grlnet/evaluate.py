@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import NamedTuple, TextIO
 
 import torch
 
@@ -34,7 +34,7 @@ class Scoring:
     (none: the labelled test set the options name) with their ``threshold`` and ``output`` (None: the
     stored threshold, scores.csv in the output folder), the score, the networks' length and filter, the
     option names every run's options.json holds (which tell a training run's folder), the data and scoring
-    settings, and ``options``, the resolved options that choosing the device and placing the networks read."""
+    settings, and where the networks run (``--device``, ``--bf16``, ``--channels_last``)."""
 
     checkpoint: str | None
     model_dir: str | None
@@ -50,7 +50,9 @@ class Scoring:
     run_options: frozenset[str]
     data: DataSettings
     settings: ScoringSettings
-    options: Any
+    device: str
+    bf16: bool
+    channels_last: bool
 
 
 class Restored(NamedTuple):
@@ -198,7 +200,6 @@ def _files_read(scoring: Scoring) -> list[str | Path]:
 def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None:
     """Score unlabelled ``--input`` files, decide each at the threshold, write them with the decisions."""
     scoring, model = restored.scoring, restored.model
-    opt = scoring.options
     threshold = scoring.threshold if scoring.threshold is not None else restored.threshold
     if threshold is None:
         raise UserError(f"no decision threshold for --score {scoring.score}: give --threshold (the release's files "
@@ -210,7 +211,8 @@ def score_inputs(restored: Restored, device: torch.device, folder: Path) -> None
     clips = load_unlabelled(list(scoring.inputs), scoring.data)
     _refuse_read(output, clips.names)  # a file reached through a link in an input folder
     _require_trained_rate(scoring.checkpoint, restored.sample_rate, clips)
-    scores = score_clips(model, clips, scoring.settings, device, autocast_context(device, opt), scorer=restored.scorer)
+    scores = score_clips(model, clips, scoring.settings, device, autocast_context(device, scoring.bf16),
+                         scorer=restored.scorer)
     for name, score in zip(clips.names, scores["score"], strict=True):
         log.info("%s  score %.6f  %s", name, score, decide(score, threshold))
     source = "--threshold" if scoring.threshold is not None else restored.threshold_source
@@ -224,7 +226,7 @@ def evaluate_test_set(restored: Restored, device: torch.device, folder: Path) ->
     scoring, model = restored.scoring, restored.model
     _, test_set = load_datasets(scoring.data, need_train=False)
     _require_trained_rate(scoring.checkpoint, restored.sample_rate, test_set)
-    scores = score_clips(model, test_set, scoring.settings, device, autocast_context(device, scoring.options),
+    scores = score_clips(model, test_set, scoring.settings, device, autocast_context(device, scoring.bf16),
                          scorer=restored.scorer)
     metrics = labelled_metrics(test_set.binary_labels(), scores["score"], test_set.names, scores)
     write_scores_csv(test_set, scores, folder / "scores.csv", scoring.score)
@@ -255,9 +257,9 @@ def run_test(restored: Restored) -> dict | None:
     """Evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files with the restored
     networks, logging to test.log in the output folder."""
     scoring = restored.scoring
-    device = resolve_device(scoring.options)
+    device = resolve_device(scoring.device)
     choose_kernels(device, scoring.deterministic)
-    place_model(restored.model, device, scoring.options)
+    place_model(restored.model, device, scoring.channels_last)
     folder, lock = _claim_output_folder(scoring)
     try:
         configure_logging(folder / "test.log")

@@ -1,12 +1,14 @@
 """Where and how the networks run: device, kernel choice, bf16 autocast, channels-last, fused Adam,
-torch.compile and DistributedDataParallel wrappers (BENCHMARKS.md measures all but DDP)."""
+torch.compile and DistributedDataParallel wrappers (BENCHMARKS.md measures all but DDP). torch's
+process-wide settings change only where a run asks for them (``choose_kernels``, ``step_settings``)."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch._functorch.config
@@ -14,21 +16,23 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from data.console import UserError
+from grlnet.channels_last import use_channels_last
 from grlnet.distributed import SINGLE_PROCESS, Process
 from grlnet.steps import Networks
-from network import GRLNet, use_channels_last
-from opts import LEARNING_RATE_BATCH, network_length
+from network import NETWORKS, GRLNet
 
 log = logging.getLogger("grlnet")
+# The batch the learning rates are set for: the release's (--learning_rate_scaling sqrt scales from it).
+LEARNING_RATE_BATCH = 2
 
 
-def resolve_device(opt: argparse.Namespace) -> torch.device:
+def resolve_device(device: str) -> torch.device:
     """``--device auto`` picks CUDA when present; asking for CUDA without one is an error."""
-    if opt.device == "cuda" and not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda (or --cuda) was given but no CUDA device is available")
-    if opt.device == "auto":
+    if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(opt.device)
+    return torch.device(device)
 
 
 def choose_kernels(device: torch.device, deterministic: bool) -> None:
@@ -59,51 +63,61 @@ def restore_random_state(saved: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(saved["cuda"], device)
 
 
-def uses_bf16(device: torch.device, opt: argparse.Namespace) -> bool:
+def uses_bf16(device: torch.device, bf16: bool) -> bool:
     """Whether the networks run under bf16 autocast: with ``--bf16`` on CUDA. CPUs stay fp32: on one with
     AMX bf16 made a step 2.2 times faster, but one of six real-data runs diverged and runs did not
     repeat; with AVX512-BF16 alone it was 1.5 times slower (BENCHMARKS.md)."""
-    return opt.bf16 and device.type == "cuda"
+    return bf16 and device.type == "cuda"
 
 
-def autocast_context(device: torch.device, opt: argparse.Namespace) -> contextlib.AbstractContextManager:
+def autocast_context(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast where ``uses_bf16``; else a null context (fp32)."""
-    if uses_bf16(device, opt):
+    if uses_bf16(device, bf16):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def build_model(opt: argparse.Namespace, device: torch.device) -> GRLNet:
-    """GRLNet as the options define it (the window or signal length, the filter layer), on ``device``."""
-    return place_model(GRLNet(network_length(opt), opt.global_filter), device, opt)
+def build_model(signal_length: int, global_filter: str, device: torch.device, channels_last: bool) -> GRLNet:
+    """GRLNet for ``signal_length`` (the window or signal length) with its filter layer, on ``device``."""
+    return place_model(GRLNet(signal_length, global_filter), device, channels_last)
 
 
-def place_model(model: GRLNet, device: torch.device, opt: argparse.Namespace) -> GRLNet:
+def place_model(model: GRLNet, device: torch.device, channels_last: bool) -> GRLNet:
     """Move the networks to ``device``; on CUDA with ``--channels_last`` they run channels-last."""
-    return use_channels_last(model.to(device), device.type == "cuda" and opt.channels_last)
+    model.to(device)
+    return use_channels_last(model) if device.type == "cuda" and channels_last else model
 
 
-def learning_rate_factor(opt: argparse.Namespace, processes: int = 1) -> float:
-    """What the learning rates are multiplied by: 1, or with ``--learning_rate_scaling sqrt`` the square
-    root of the batch of all processes together over the batch the rates are set for."""
-    if opt.learning_rate_scaling == "sqrt":
-        return math.sqrt(opt.batch_size * processes / LEARNING_RATE_BATCH)
-    return 1.0
+@dataclass(frozen=True)
+class LearningRates:
+    """Each network's Adam learning rate as the options set it, for a batch of ``LEARNING_RATE_BATCH``,
+    and how the rates follow the batch: ``scaling`` "none", or "sqrt" of the batch of all processes
+    together (``batch_size`` each) over ``LEARNING_RATE_BATCH``."""
+
+    regional: float
+    local: float
+    discriminator: float
+    scaling: str = "none"
+    batch_size: int = LEARNING_RATE_BATCH
+
+    def factor(self, processes: int = 1) -> float:
+        """What the options' rates are multiplied by over ``processes`` processes."""
+        if self.scaling == "sqrt":
+            return math.sqrt(self.batch_size * processes / LEARNING_RATE_BATCH)
+        return 1.0
+
+    def by_network(self, processes: int = 1) -> dict[str, float]:
+        """The rates in use, by the network's attribute name in GRLNet."""
+        factor = self.factor(processes)
+        return {"regional": self.regional * factor, "local": self.local * factor,
+                "discriminator": self.discriminator * factor}
 
 
-def learning_rates(opt: argparse.Namespace, processes: int = 1) -> dict[str, float]:
-    """Each network's Adam learning rate, by the network's attribute name in GRLNet: the options' rates
-    times ``learning_rate_factor``."""
-    factor = learning_rate_factor(opt, processes)
-    return {"regional": opt.r_g_net_learning_rate * factor, "local": opt.l_g_net_learning_rate * factor,
-            "discriminator": opt.d_net_learning_rate * factor}
-
-
-def build_optimizers(model: GRLNet, opt: argparse.Namespace, device: torch.device, processes: int = 1) -> dict:
-    """Adam per network at ``learning_rates``; fused kernels on CUDA."""
+def build_optimizers(model: GRLNet, rates: LearningRates, device: torch.device, processes: int = 1) -> dict:
+    """Adam per network at ``rates.by_network(processes)``; fused kernels on CUDA."""
     fused = {"fused": True} if device.type == "cuda" else {}
     return {name: torch.optim.Adam(getattr(model, name).parameters(), lr=rate, **fused)
-            for name, rate in learning_rates(opt, processes).items()}
+            for name, rate in rates.by_network(processes).items()}
 
 
 class _Logits(nn.Module):
@@ -117,38 +131,72 @@ class _Logits(nn.Module):
         return self.discriminator.logits(x)
 
 
-def _compiles(device: torch.device, opt: argparse.Namespace) -> bool:
+def _compiles(device: torch.device, use_compile: bool) -> bool:
     """Whether this run compiles its networks: on CUDA with ``--compile``."""
-    return device.type == "cuda" and opt.compile
+    return device.type == "cuda" and use_compile
 
 
-def _compile(module: nn.Module, device: torch.device, opt: argparse.Namespace, mode: str):
-    """torch.compile on CUDA with ``--compile``, in ``mode``; a compiler that fails falls back to eager code."""
-    if not _compiles(device, opt):
+def _failure_cause(err: Exception) -> str:
+    """The exception behind a compile failure, in one line: its type and its message's first line."""
+    cause = getattr(err, "inner_exception", None) or err.__cause__ or err
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+
+
+class CompiledOrEager:
+    """A network compiled by torch.compile at its first call; where the compiler fails on it (that call or
+    a recompilation), the failure is logged with its cause, and that call and every later one run eagerly."""
+
+    def __init__(self, module: nn.Module, name: str, mode: str):
+        self.eager, self.name = module, name
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = torch.compile(module, mode=mode)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except torch._dynamo.exc.TorchDynamoException as err:  # the backend's failures included
+                log.warning("torch.compile failed on the %s network (%s); it runs eagerly", self.name,
+                            _failure_cause(err))
+                self.compiled = None
+        return self.eager(x)
+
+
+def _compile(module: nn.Module, name: str, device: torch.device, use_compile: bool,
+             mode: str) -> nn.Module | CompiledOrEager:
+    """``module`` compiled in ``mode`` (``CompiledOrEager``) on CUDA with ``--compile``; else itself."""
+    if not _compiles(device, use_compile):
         return module
-    # Compilation happens at the first call; with this set, a failure there warns and runs eagerly.
-    torch._dynamo.config.suppress_errors = True
-    # The release's step back-propagates twice through one forward (retain_graph=True), which a
-    # compiled backward allows only without donated buffers.
-    torch._functorch.config.donated_buffer = opt.update != "released"
     try:
-        return torch.compile(module, mode=mode)
+        return CompiledOrEager(module, name, mode)
     except RuntimeError as err:  # e.g. a Python version torch.compile does not support
         log.warning("torch.compile unavailable (%s); running eagerly", err)
         return module
 
 
-def compile_networks(model: GRLNet, device: torch.device, opt: argparse.Namespace,
-                     process: Process = SINGLE_PROCESS, compile_mode: str = "default") -> Networks:
+def compile_networks(model: GRLNet, device: torch.device, use_compile: bool, process: Process = SINGLE_PROCESS,
+                     compile_mode: str = "default") -> Networks:
     """Wrap the networks for this run: DistributedDataParallel over several processes, then
-    torch.compile on CUDA when ``--compile``, in torch.compile's ``compile_mode`` (train.py: its default;
-    bench.py measures "reduce-overhead", CUDA graphs); checkpoints always come from the unwrapped ``model``."""
+    torch.compile on CUDA when ``use_compile`` (``--compile``), in torch.compile's ``compile_mode``
+    (train.py: its default; bench.py measures "reduce-overhead", CUDA graphs); checkpoints always come
+    from the unwrapped ``model``."""
     modules = [model.regional, model.local, _Logits(model.discriminator)]
     d_no_sync = contextlib.nullcontext
     if process.distributed:
         ids = [process.local_rank] if device.type == "cuda" else None
         modules = [DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False) for m in modules]
         d_no_sync = modules[2].no_sync
-    regional, local, d_logits = (_compile(m, device, opt, compile_mode) for m in modules)
-    cuda_graphs = _compiles(device, opt) and compile_mode == "reduce-overhead"
+    regional, local, d_logits = (_compile(m, name, device, use_compile, compile_mode)
+                                 for m, name in zip(modules, NETWORKS, strict=True))
+    cuda_graphs = _compiles(device, use_compile) and compile_mode == "reduce-overhead"
     return Networks(regional, local, d_logits, d_no_sync, cuda_graphs)
+
+
+def compiled_step_context(device: torch.device, use_compile: bool, update: str) -> contextlib.AbstractContextManager:
+    """torch's settings for one training step, in effect during the step only. The release's step
+    (``update`` "released") back-propagates twice through one forward (retain_graph=True), which a
+    compiled backward allows only without donated buffers; torch reads that setting when it compiles
+    the forward and again in the backward, so the whole step runs inside it."""
+    if _compiles(device, use_compile) and update == "released":
+        return torch._functorch.config.patch(donated_buffer=False)
+    return contextlib.nullcontext()

@@ -83,8 +83,8 @@ def test_d_inverted_by_construction_while_the_feature_distance_ranks_right():
     with torch.no_grad():
         features = model.discriminator.features(torch.from_numpy(test.signals).unsqueeze(1))  # [16, 512, L4]
         anomaly_direction = features[8:].mean(0) - features[:8].mean(0)
-        model.discriminator.discriminator[-2].weight.copy_(-anomaly_direction.reshape(1, -1))
-        model.discriminator.discriminator[-2].bias.zero_()
+        model.discriminator.linear.weight.copy_(-anomaly_direction.reshape(1, -1))
+        model.discriminator.linear.bias.zero_()
     scorer = FeatureScorer(fit_normal_windows(model, train, scoring_settings(opt), torch.device("cpu")))
     scores = score_clips(model, test, scoring_settings(opt), torch.device("cpu"), scorer=scorer)
     assert roc_auc_score(test.labels, scores["paper"]) == 0.0  # every anomaly scores as more normal

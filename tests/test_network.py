@@ -8,6 +8,7 @@ import torch
 from conftest import REPO
 from torch import nn
 
+from grlnet.channels_last import ChannelsLastBatchNorm1d, ChannelsLastConv1d, use_channels_last
 from network import (
     D_Net,
     GlobalFilterLayer,
@@ -16,8 +17,6 @@ from network import (
     Local_G_Net,
     Regional_G_Net,
     discriminator_feature_length,
-    run_stack,
-    use_channels_last,
 )
 
 KEYS_FILE = REPO.parent / "shared" / "state_dict_keys_233472.json"
@@ -40,7 +39,15 @@ def test_discriminator_linear_size_follows_length():
     assert discriminator_feature_length(RELEASE_LENGTH) == 14589
     # By hand: 1000 -> 498 -> 247 -> 122 -> 59.
     assert discriminator_feature_length(1000) == 59
-    assert D_Net(1000).discriminator[12].in_features == 512 * 59
+    assert D_Net(1000).linear.in_features == 512 * 59
+
+
+def test_discriminator_parts_are_the_released_sequential_in_order():
+    d = D_Net(1000)
+    parts = [*d.convolutions, *d.head, d.discriminator[-1]]
+    assert [id(layer) for layer in parts] == [id(layer) for layer in d.discriminator]
+    assert isinstance(d.convolutions[-1], nn.ReLU) and isinstance(d.head[0], nn.Flatten)
+    assert d.linear is d.discriminator[12] and isinstance(d.discriminator[-1], nn.Sigmoid)
 
 
 def test_global_filter_equals_numpy_fft_of_layernorm():
@@ -130,17 +137,18 @@ def test_eval_outputs_equal_a_functional_reimplementation_of_the_release():
 
 def _stacks(model: GRLNet) -> dict[str, nn.Sequential]:
     return {"regional": nn.Sequential(*model.regional.encoder, *model.regional.decoder),
-            "discriminator": model.discriminator.discriminator[:-3]}
+            "discriminator": model.discriminator.convolutions}
 
 
 @pytest.mark.parametrize("stack_name", ["regional", "discriminator"])
 def test_channels_last_stack_computes_the_same_function_in_float64(stack_name):
     torch.manual_seed(1)
     plain = _stacks(GRLNet(640))[stack_name].double().train()
-    as_images = copy.deepcopy(plain)
+    as_images = use_channels_last(copy.deepcopy(plain))
     x = torch.randn(2, 1, 640, dtype=torch.float64, requires_grad=True)
-    expected, found = plain(x), run_stack(as_images, x, channels_last=True)
+    expected, found = plain(x), as_images(x)
     assert found.shape == expected.shape
+    assert {ChannelsLastConv1d, ChannelsLastBatchNorm1d} <= {type(layer) for layer in as_images}
     torch.testing.assert_close(found, expected, rtol=1e-10, atol=1e-10)
     # Gradients of the input and of every parameter; a conv bias just before a BatchNorm has a true
     # gradient of zero, so the tolerance is scaled by the largest gradient of the stack.
@@ -164,10 +172,23 @@ def test_channels_last_model_keeps_its_state_dict_and_outputs():
     torch.manual_seed(2)
     plain = GRLNet(1024).eval()
     fast = use_channels_last(copy.deepcopy(plain))
-    assert fast.regional.channels_last and fast.discriminator.channels_last
     assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
     x = torch.randn(3, 1, 1024)
     with torch.no_grad():
+        # Channels innermost from the first layer to the last: the stacks make no layout copies.
+        assert fast.regional.encode(x).stride(1) == 1 and fast.discriminator.features(x).stride(1) == 1
+        assert plain.regional.encode(x).stride(-1) == 1
         for name in ("regional", "local"):
             torch.testing.assert_close(getattr(fast, name)(x), getattr(plain, name)(x), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(fast.discriminator(x), plain.discriminator(x), rtol=1e-4, atol=1e-6)
+
+
+def test_sync_batchnorm_layers_run_channels_last_too():
+    torch.manual_seed(3)
+    plain = nn.SyncBatchNorm.convert_sync_batchnorm(GRLNet(512)).train()  # one process: no synchronisation
+    fast = use_channels_last(copy.deepcopy(plain))
+    x = torch.randn(2, 1, 512)
+    found, expected = fast.discriminator.features(x), plain.discriminator.features(x)
+    torch.testing.assert_close(found, expected, rtol=1e-4, atol=1e-5)
+    assert found.stride(1) == 1
+    torch.testing.assert_close(fast.state_dict(), plain.state_dict(), rtol=1e-5, atol=1e-6)  # buffers moved alike

@@ -1,15 +1,21 @@
 """Kernel choice (cuDNN autotuning by default, repeatable kernels with --deterministic), the
-optimizers' learning rates under --learning_rate_scaling, and torch.compile's mode."""
+optimizers' learning rates under --learning_rate_scaling, torch.compile's mode, its failures and the
+torch settings a compiled run leaves as they were."""
 import contextlib
+import logging
 import os
 
 import pytest
 import torch
+import torch._functorch.config
 from torch._inductor import config as inductor
 
-from grlnet.runtime import build_model, build_optimizers, choose_kernels, compile_networks
+from grlnet.runtime import build_model, build_optimizers, choose_kernels, compile_networks, compiled_step_context
 from grlnet.steps import STEPS
-from opts import parse_opts, step_settings
+from main import learning_rates
+from opts import network_length, parse_opts, step_settings
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # CUDA: compile_networks only wraps, no GPU is needed
 
 
 @pytest.fixture
@@ -59,29 +65,93 @@ def test_cpu_leaves_cuda_settings_alone(kernel_settings):
 ])
 def test_learning_rate_scaling_gives_the_square_root_rule(scaling, batch, processes, regional, d):
     opt = parse_opts(["--batch_size", str(batch), "--learning_rate_scaling", scaling, "--synthetic_train_clips", "4"])
-    optimizers = build_optimizers(build_model(opt, torch.device("cpu")), opt, torch.device("cpu"), processes)
+    optimizers = build_optimizers(cpu_model(opt), learning_rates(opt), CPU, processes)
     rates = {name: optimizer.param_groups[0]["lr"] for name, optimizer in optimizers.items()}
     assert rates == pytest.approx({"regional": regional, "local": regional, "discriminator": d}, rel=1e-12)
 
 
+def cpu_model(opt) -> torch.nn.Module:
+    return build_model(network_length(opt), opt.global_filter, CPU, opt.channels_last)
+
+
+def compiler_settings() -> tuple:
+    """The process-wide torch.compile settings a run must leave as it found them."""
+    return torch._dynamo.config.suppress_errors, torch._functorch.config.donated_buffer
+
+
+SMALL = ["--mess_length", "512", "--segment_length", "256", "--synthetic_train_clips", "4"]
+
+
 @pytest.mark.parametrize("mode, cuda_graphs", [("default", False), ("reduce-overhead", True)])
 def test_compile_mode_reaches_torch_compile_and_cuda_graphs_mark_every_step(monkeypatch, mode, cuda_graphs):
-    # _compile sets both torch settings; torch's own patch restores them after the test.
-    with torch._dynamo.config.patch(suppress_errors=False), torch._functorch.config.patch(donated_buffer=True):
-        _check_compile_mode(monkeypatch, mode, cuda_graphs)
-
-
-def _check_compile_mode(monkeypatch, mode: str, cuda_graphs: bool) -> None:
+    before = compiler_settings()
     modes, marks = [], []
     monkeypatch.setattr(torch, "compile", lambda module, mode: modes.append(mode) or module)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
-    opt = parse_opts(["--mess_length", "512", "--segment_length", "256", "--synthetic_train_clips", "4"])
-    model = build_model(opt, torch.device("cpu")).train()
-    optimizers = build_optimizers(model, opt, torch.device("cpu"))
-    assert compile_networks(model, torch.device("cpu"), opt, compile_mode=mode).cuda_graphs is False  # no compiling
-    nets = compile_networks(model, torch.device("cuda"), opt, compile_mode=mode)  # wraps only: no GPU needed
+    opt = parse_opts(SMALL)
+    model = cpu_model(opt).train()
+    optimizers = build_optimizers(model, learning_rates(opt), CPU)
+    assert compile_networks(model, CPU, True, compile_mode=mode).cuda_graphs is False  # no compiling on the CPU
+    nets = compile_networks(model, CUDA, True, compile_mode=mode)
     assert modes == [mode] * 3 and nets.cuda_graphs is cuda_graphs
     x = 0.05 * torch.randn(2, 1, 256)
-    for step in STEPS.values():
-        step(nets, model, optimizers, x, step_settings(opt), contextlib.nullcontext())
+    for update, step in STEPS.items():
+        with compiled_step_context(CUDA, True, update):
+            step(nets, model, optimizers, x, step_settings(opt), contextlib.nullcontext())
     assert len(marks) == (2 if cuda_graphs else 0)  # one mark at the start of each step
+    assert compiler_settings() == before
+
+
+def failing_backend(graph, example_inputs):
+    raise RuntimeError("no C++ compiler found")
+
+
+@pytest.fixture
+def fresh_compiler():
+    """torch.compile's caches emptied before and after the test."""
+    torch.compiler.reset()
+    yield
+    torch.compiler.reset()
+
+
+def test_a_compile_failure_is_logged_with_its_cause_and_the_network_runs_eagerly(monkeypatch, caplog, fresh_compiler):
+    before = compiler_settings()
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, mode: compile_(module, backend=failing_backend))
+    model = cpu_model(parse_opts(SMALL)).eval()
+    nets = compile_networks(model, CUDA, True)
+    x = 0.05 * torch.randn(2, 1, 256)
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="grlnet"):
+        found = nets.regional(x)
+        nets.regional(x)  # eager from now on: no second attempt, no second warning
+        torch.testing.assert_close(found, model.regional(x), rtol=0, atol=0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [("torch.compile failed on the regional network (RuntimeError: no C++ compiler found); "
+                         "it runs eagerly")]
+    assert compiler_settings() == before
+
+
+def test_release_step_backward_twice_compiles_with_donated_buffers_off_during_the_step_only(fresh_compiler):
+    # The release's step back-propagates twice through one forward (retain_graph=True). With dynamic
+    # shapes AOT autograd compiles the backward with the forward, the case where torch refuses the first
+    # of the two backward passes through a graph compiled with donated buffers, its default.
+    before = compiler_settings()
+    assert torch._functorch.config.donated_buffer
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    compiled = torch.compile(network, backend="aot_eager", dynamic=True)
+
+    def step(batch: int) -> None:
+        loss = compiled(torch.randn(batch, 8)).square().sum()
+        loss.backward(retain_graph=True)
+        loss.backward()
+
+    with compiled_step_context(CUDA, True, "released"):
+        assert not torch._functorch.config.donated_buffer
+        step(4)
+        step(5)
+    assert compiler_settings() == before
+    with pytest.raises(RuntimeError, match="donated buffers"):  # the same step outside its settings
+        step(6)
+    assert isinstance(compiled_step_context(CPU, True, "released"), contextlib.nullcontext)  # no compiling, no change
+    assert isinstance(compiled_step_context(CUDA, True, "standard"), contextlib.nullcontext)

@@ -139,7 +139,7 @@ def run_baseline(opt: argparse.Namespace, epochs: int = EPOCHS) -> dict:
     section too, for DCASE names); writes scores.csv (and machine_ids.csv or sections.csv) to ``opt.output_dir``."""
     train, test = load_datasets(data_settings(opt))
     rate = sample_rate_of(train)
-    model = train_baseline(train, rate, epochs, opt.seed, resolve_device(opt))
+    model = train_baseline(train, rate, epochs, opt.seed, resolve_device(opt.device))
     scores = score_baseline(model, test, rate)
     metrics = labelled_metrics(test.binary_labels(), scores, test.names)
     if opt.output_dir:  # None unless given: the baseline makes no run folder of its own
