@@ -13,6 +13,7 @@ import main
 from data.console import UserError
 from data.signals import read_wav
 from grlnet.checkpoint import load_file, save_checkpoint
+from grlnet.evaluate import load_scoring_checkpoint
 from opts import VALUES_BEFORE_ADDED, parse_opts, parse_test_args
 
 
@@ -113,8 +114,7 @@ def test_a_checkpoint_saved_before_an_option_existed_scores_as_before(checkpoint
 
     older = with_changes(checkpoint, tmp_path / "older.pt", saved_before_the_new_options)
     assert score(older, tmp_path / "older") == score(checkpoint, tmp_path / "now")
-    restored = main.restore(parse_test_args(["--checkpoint", str(older)]))
-    assert restored.scoring.options.learning_rate_scaling == "none"
+    assert load_scoring_checkpoint(str(older), main.STORED_OPTIONS)["options"]["learning_rate_scaling"] == "none"
 
 
 def test_a_checkpoint_of_a_removed_study_option_scores_as_any_other(checkpoint, tmp_path):
@@ -158,19 +158,19 @@ def test_batch_size_precision_and_kernels_come_from_the_checkpoint_unless_given(
     state["options"].update(batch_size=4, bf16=False, deterministic=True)
     other = tmp_path / "other.pt"
     save_checkpoint(state, other)
-    stored = main.restore(parse_test_args(["--checkpoint", str(other)])).scoring.options
-    assert (stored.batch_size, stored.bf16, stored.deterministic) == (4, False, True)
+    stored = main.restore(parse_test_args(["--checkpoint", str(other)])).scoring
+    assert (stored.settings.batch_size, stored.bf16, stored.deterministic) == (4, False, True)
     given = main.restore(parse_test_args(["--checkpoint", str(other), "--batch_size", "16", "--bf16",
-                                          "--no-deterministic"])).scoring.options
-    assert (given.batch_size, given.bf16, given.deterministic) == (16, True, False)
+                                          "--no-deterministic"])).scoring
+    assert (given.settings.batch_size, given.bf16, given.deterministic) == (16, True, False)
 
 
 def test_given_options_that_agree_with_the_checkpoint_or_name_its_data_are_kept(checkpoint):
     same = main.restore(parse_test_args(["--checkpoint", str(checkpoint), "--segment_length", "256",
-                                         "--global_filter", "released", "--bf16", "True"])).scoring.options
-    assert (same.segment_length, same.global_filter, same.synthetic_test_clips) == (256, "released", 8)
+                                         "--global_filter", "released", "--bf16", "True"])).scoring
+    assert (same.settings.segment_length, same.global_filter, same.data.synthetic_test_clips) == (256, "released", 8)
     fewer = main.restore(parse_test_args(["--checkpoint", str(checkpoint), "--synthetic_test_clips", "4"]))
-    assert fewer.scoring.options.synthetic_test_clips == 4
+    assert fewer.scoring.data.synthetic_test_clips == 4
 
 
 def test_cli_refuses_a_segment_length_the_checkpoint_was_not_trained_with(checkpoint):

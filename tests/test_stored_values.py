@@ -275,7 +275,9 @@ def test_a_cut_score_file_is_called_cut_not_diverged(run, tmp_path):
 def test_a_score_that_is_not_a_finite_number_is_called_damaged(run, tmp_path, cell, shown):
     scores = _run_copy(run, tmp_path / "run")
     lines = scores.read_text().splitlines()
-    lines[2] = lines[2].rsplit(",", 1)[0] + f",{cell}"
+    cells = lines[2].split(",")
+    cells[-2] = cell  # the score column, before score_name
+    lines[2] = ",".join(cells)
     scores.write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=f"^{re.escape(str(scores))}, line 3: the score is {shown}, not a finite "
                                         "number; the file is damaged or was edited"):
