@@ -168,8 +168,8 @@ def trace(opt: argparse.Namespace, variant: str, steps: int, keep: int, traced: 
             if tracer:
                 tracer.begin_step(step)
             started = time.perf_counter()
-            stats = standard_step(run.nets, run.model, run.optimizers, windows[batches[step]], opt,
-                                  autocast_for(variant))
+            stats = standard_step(run.nets, run.model, run.optimizers, windows[batches[step]], run.step_settings,
+                                  autocast_for(variant)).stacked()
             seconds.append(time.perf_counter() - started)
             recent.append({"step": step, "stats": dict(zip(STEP_STATS, stats.tolist(), strict=True)),
                            "logits": logits.take(),

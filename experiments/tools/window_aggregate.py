@@ -35,8 +35,9 @@ from grlnet.features import FeatureScorer, window_features
 from grlnet.metrics import MAX_FPR
 from grlnet.results import read_columns
 from grlnet.scoring import CPU_SCORING_WINDOWS
+from main import STORED_OPTIONS
 from network import NETWORKS, GRLNet
-from opts import network_length
+from opts import data_settings, network_length
 
 SPACE, SCORE = "encoder", "encoder_knn"
 REFERENCE = "A mean"  # today's aggregate, the one the others are held against
@@ -115,7 +116,7 @@ def window_distances(model: GRLNet, scorer: FeatureScorer, clips: ClipSet, opt: 
 
 def measure_run(folder: Path) -> RunWindows:
     """A run's test windows scored with its final checkpoint's networks and stored encoder feature model."""
-    state = load_train_checkpoint(folder / "checkpoints" / "last.pt")
+    state = load_train_checkpoint(folder / "checkpoints" / "last.pt", STORED_OPTIONS)
     if state["step"]:
         raise UserError(f"{folder}: its last.pt was saved inside an epoch; score a checkpoint from an epoch's end")
     opt = run_options(folder, state)
@@ -123,7 +124,7 @@ def measure_run(folder: Path) -> RunWindows:
     for name in NETWORKS:
         load_weights(getattr(model, name), state["models"][name], f"{folder} ({name})")
     scorer = FeatureScorer({SPACE: state["feature_models"][SPACE]})
-    train, test = load_datasets(opt)
+    train, test = load_datasets(data_settings(opt))
     distances, window_levels, clip_index = window_distances(model, scorer, test, opt)
     return RunWindows(test.names, test.binary_labels(), level_db(test.signals), clip_index, distances,
                       window_levels, train.names, level_db(train.signals))
