@@ -25,7 +25,7 @@ from torch.utils.data import DistributedSampler
 from data import ClipSet, drawn_windows, hold_out_for_threshold, hold_out_last, load_datasets
 from data.console import DivergedError, UserError, progress
 from grlnet.checkpoint import StoredOptions, load_train_checkpoint, load_weights, save_checkpoint
-from grlnet.cli import close_logging, configure_logging, log
+from grlnet.cli import closing_log, configure_logging, log
 from grlnet.distributed import (
     SINGLE_PROCESS,
     Process,
@@ -36,14 +36,12 @@ from grlnet.distributed import (
     shutdown,
     wait_for_all,
 )
-from grlnet.evaluate import Restored, Scoring, load_scoring_checkpoint, restore_checkpoint, restore_released, run_test
-from grlnet.features import FeatureScorer
+from grlnet.evaluate import Restored, load_scoring_checkpoint, restore_checkpoint, restore_released, run_test
 from grlnet.metrics import format_held_out_threshold, format_labelled_metrics, held_out_threshold, labelled_metrics
 from grlnet.plots import redraw
 from grlnet.results import save_reconstruction_examples, write_group_tables, write_metrics_csv, write_scores_csv
 from grlnet.run_folder import claim_run_folder, default_run_folder, refuse_earlier_run, setup_run_folder
 from grlnet.runtime import (
-    LearningRates,
     autocast_context,
     build_optimizers,
     choose_kernels,
@@ -55,7 +53,7 @@ from grlnet.runtime import (
     restore_random_state,
     uses_bf16,
 )
-from grlnet.scoring import fit_normal_windows, score_clips
+from grlnet.scoring import fit_and_score
 from grlnet.steps import LOSSES, STEP_STATS, STEPS, Networks, StepSettings, format_step_stats
 from network import GRLNet
 from opts import (
@@ -65,6 +63,7 @@ from opts import (
     checkpoint_test_options,
     completed_options,
     data_settings,
+    learning_rates,
     network_length,
     option_defaults,
     options_of_every_run,
@@ -73,6 +72,7 @@ from opts import (
     scoring_settings,
     step_settings,
     stored_option_problems,
+    test_scoring,
 )
 
 REFRESH_EVERY = 20  # steps between progress-bar refreshes (the only host syncs on CUDA)
@@ -113,12 +113,14 @@ def load_run_data(opt: argparse.Namespace) -> RunData:
 
 @dataclass
 class Run:
-    """What the loop runs with: options, device and process, data, run folder (with its lock), the
+    """What the loop runs with: the parsed options and those stored with the run (the folder it runs in
+    filled in), device and process, data, run folder (with its lock), the
     networks, their optimizers and compiled forms, the step's settings, and on the device what the training
     windows come from: every training window [W, 1, L] (``--train_windows_per_clip 0``), else the training
     clips [N, T] that each epoch draws its windows from."""
 
     opt: argparse.Namespace
+    options: dict
     device: torch.device
     process: Process
     data: RunData
@@ -143,12 +145,6 @@ def place(opt: argparse.Namespace) -> tuple[torch.device, Process]:
     return device, process
 
 
-def learning_rates(opt: argparse.Namespace) -> LearningRates:
-    """The options' learning rates and how they follow the batch (``--learning_rate_scaling``)."""
-    return LearningRates(opt.r_g_net_learning_rate, opt.l_g_net_learning_rate, opt.d_net_learning_rate,
-                         opt.learning_rate_scaling, opt.batch_size)
-
-
 def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
     """Everything a run needs before its first step, and the checkpoint ``--resume`` names (read before
     options.json is rewritten), if any."""
@@ -159,12 +155,13 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
         refuse_earlier_run(Path(opt.output_dir), resume=opt.resume, overwrite=opt.overwrite,
                            run_options=options_of_every_run())  # before minutes of decoding; claimed below
     data = load_run_data(opt)
-    opt.output_dir = broadcast_value(opt.output_dir or default_run_folder(), process)
-    lock = claim_run_folder(opt.output_dir, resume=opt.resume, overwrite=opt.overwrite,
+    output_dir = broadcast_value(opt.output_dir or default_run_folder(), process)
+    lock = claim_run_folder(output_dir, resume=opt.resume, overwrite=opt.overwrite,
                             run_options=options_of_every_run(), is_main=process.is_main)
-    resumed = read_resume_checkpoint(opt, process.world_size, data.train) if opt.resume else None
-    folder = setup_run_folder(opt.output_dir, vars(opt), process.is_main)
-    describe_run(opt, data, device, process)
+    resumed = read_resume_checkpoint(opt, Path(output_dir), process.world_size, data.train) if opt.resume else None
+    options = {**vars(opt), "output_dir": output_dir}  # stored as run: with the folder it ran in
+    folder = setup_run_folder(output_dir, options, process.is_main)
+    describe_run(opt, data, device, process, folder)
     model = GRLNet(network_length(opt), opt.global_filter)
     if opt.sync_batchnorm and process.distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # before place_model, whose channels-last keeps it
@@ -178,11 +175,13 @@ def set_up(opt: argparse.Namespace) -> tuple[Run, tuple[Path, dict] | None]:
     else:
         signals, _ = data.train.windows(opt.segment_length, opt.segment_hop)
     signals = signals.to(device)  # on CUDA: resident on the GPU, no copies per step
-    run = Run(opt, device, process, data, folder, lock, model, optimizers, nets, step_settings(opt), signals)
+    run = Run(opt, options, device, process, data, folder, lock, model, optimizers, nets, step_settings(opt),
+              signals)
     return run, resumed
 
 
-def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, process: Process) -> None:
+def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, process: Process,
+                 folder: Path) -> None:
     """The first lines of every run: which data, which settings, where the results go."""
     train, test = data.train, data.test
     what = {"synthetic": "embedded synthetic valve data set (demo preset)",
@@ -218,7 +217,7 @@ def describe_run(opt: argparse.Namespace, data: RunData, device: torch.device, p
     log.info("score: %s (--score); every score is computed and logged; the feature scores are fitted on %s",
              opt.score, fitted_on)
     log.info("run folder: %s (options.json, train.log, metrics.csv, %s, checkpoints/, figures/)",
-             opt.output_dir, "scores.csv" if test is not None else "threshold_scores.csv")
+             folder, "scores.csv" if test is not None else "threshold_scores.csv")
 
 
 def training_files(train: ClipSet) -> list[str]:
@@ -226,12 +225,13 @@ def training_files(train: ClipSet) -> list[str]:
     return [Path(name).name for name in train.names]
 
 
-def read_resume_checkpoint(opt: argparse.Namespace, world_size: int, train: ClipSet) -> tuple[Path, dict]:
-    """The checkpoint ``--resume`` names (bare: the run folder's last one), refused when it is not a
+def read_resume_checkpoint(opt: argparse.Namespace, folder: Path, world_size: int, train: ClipSet
+                           ) -> tuple[Path, dict]:
+    """The checkpoint ``--resume`` names (bare: the run ``folder``'s last one), refused when it is not a
     train.py checkpoint, was saved with settings that define another run (opts.RESUME_MAY_CHANGE) or with a
     removed study option (opts.REMOVED_OPTIONS), on other training files than ``train``'s, or inside an
     epoch by another number of processes (whose batches were other ones)."""
-    path = Path(opt.output_dir) / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
+    path = folder / "checkpoints" / "last.pt" if opt.resume == "last" else Path(opt.resume)
     state = load_train_checkpoint(path, STORED_OPTIONS, RESUME_ENTRIES)
     removed = removed_options_used(state["options"])
     if removed:
@@ -365,7 +365,7 @@ class Trainer:
         return {
             "models": {name: module.state_dict() for name, module in run.model.named_children()},
             "optimizers": {name: o.state_dict() for name, o in run.optimizers.items()},
-            "options": vars(run.opt), "epoch": self.epoch, "step": self.step,
+            "options": run.options, "epoch": self.epoch, "step": self.step,
             "step_stats": None if self.step_stats is None else self.step_stats.cpu(),
             "metrics": self.history, "feature_models": self.feature_models,
             "rng": random_state(run.device), "world_size": run.process.world_size,
@@ -457,15 +457,14 @@ class Trainer:
         autocast = autocast_context(run.device, run.opt.bf16)
         normal = data.train if data.feature_fit is None else data.feature_fit
         per_clip = self.evaluated_windows_per_clip()
-        started = time.perf_counter()
         clips = data.threshold if data.test is None else data.test
         try:
-            self.feature_models = fit_normal_windows(run.model, normal, scoring_settings(run.opt), run.device, autocast, per_clip)
-            self.fit_seconds = round(time.perf_counter() - started, 2)
-            scores = score_clips(run.model, clips, scoring_settings(run.opt), run.device, autocast, run.process,
-                                 FeatureScorer(self.feature_models), per_clip)
+            evaluation = fit_and_score(run.model, normal, clips, scoring_settings(run.opt), run.device, autocast,
+                                       run.process, per_clip)
         except DivergedError as err:  # features.require_finite: the networks' outputs overflow
             raise diverged(f"{err} in the evaluation after epoch {self.epoch}", self.last_checkpoint, run.opt) from None
+        self.feature_models, self.fit_seconds = evaluation.feature_models, round(evaluation.fit_seconds, 2)
+        scores = evaluation.scores
         check_finite_scores(scores, self.epoch, self.last_checkpoint, run.opt)
         if data.test is None:
             return held_out_threshold(scores["score"], run.opt.threshold_quantile), scores
@@ -554,40 +553,30 @@ def train(opt: argparse.Namespace) -> dict:
     ``--resume`` continues (with the same batches and, in one process, the same noise), and exits
     with status 130.
     """
-    trainer = Trainer(*set_up(opt))
-    previous = {s: signal.signal(s, trainer.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        final = trainer.run_epochs()
-        wait_for_all(trainer.run.process)
-    except KeyboardInterrupt:
-        trainer.save()
-        log.info("interrupted: saved %s; continue with --resume --output_dir %s", trainer.last_checkpoint,
-                 trainer.run.folder)
-        raise SystemExit(130) from None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        process = trainer.run.process
-        if trainer.run.lock is not None:
-            trainer.run.lock.close()
-        del trainer  # its DistributedDataParallel wrappers hold the process group: free them first
-        gc.collect()
-        shutdown(process)
-    close_logging()  # an error leaves the log open: run_cli writes it there
+    with closing_log(opt):
+        trainer = Trainer(*set_up(opt))
+        previous = {s: signal.signal(s, trainer.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            final = trainer.run_epochs()
+            wait_for_all(trainer.run.process)
+        except KeyboardInterrupt:
+            trainer.save()
+            log.info("interrupted: saved %s; continue with --resume --output_dir %s", trainer.last_checkpoint,
+                     trainer.run.folder)
+            raise SystemExit(130) from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            process = trainer.run.process
+            if trainer.run.lock is not None:
+                trainer.run.lock.close()
+            del trainer  # its DistributedDataParallel wrappers hold the process group: free them first
+            gc.collect()
+            shutdown(process)
     return final
 
 
 # ---------------------------------------------------------------- test.py
-
-def scoring_of(opt: argparse.Namespace) -> Scoring:
-    """What test.py scores and where it writes, from its resolved options (opts.checkpoint_test_options or
-    opts.released_test_options)."""
-    return Scoring(checkpoint=opt.checkpoint, model_dir=opt.model_dir, inputs=tuple(opt.input or ()),
-                   threshold=opt.threshold, output=opt.output, output_dir=opt.output_dir, overwrite=opt.overwrite,
-                   score=opt.score, network_length=network_length(opt), global_filter=opt.global_filter,
-                   deterministic=opt.deterministic, run_options=options_of_every_run(), data=data_settings(opt),
-                   settings=scoring_settings(opt), device=opt.device, bf16=opt.bf16, channels_last=opt.channels_last)
-
 
 def restore(opt: argparse.Namespace) -> Restored:
     """The networks test.py's options name, with what scoring needs besides: a ``--checkpoint`` with the
@@ -597,11 +586,12 @@ def restore(opt: argparse.Namespace) -> Restored:
     if opt.checkpoint:
         state = load_scoring_checkpoint(opt.checkpoint, STORED_OPTIONS)
         options = checkpoint_test_options(opt, state["options"], state["sample_rate"], opt.checkpoint)
-        return restore_checkpoint(state, scoring_of(options))
-    return restore_released(scoring_of(released_test_options(opt)))
+        return restore_checkpoint(state, test_scoring(options))
+    return restore_released(test_scoring(released_test_options(opt)))
 
 
 def test(opt: argparse.Namespace) -> dict | None:
     """test.py's body: evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
     configure_logging()
-    return run_test(restore(opt))
+    with closing_log(opt):
+        return run_test(restore(opt))

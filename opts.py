@@ -17,7 +17,8 @@ from typing import NamedTuple, TypeVar
 
 from data import DataSettings
 from data.console import UserError
-from grlnet.runtime import LEARNING_RATE_BATCH
+from grlnet.evaluate import Scoring
+from grlnet.runtime import LEARNING_RATE_BATCH, LearningRates
 from grlnet.scores import DEFAULT_SCORE, PAPER_SCORE, SCORES
 from grlnet.scoring import ScoringSettings
 from grlnet.steps import StepSettings
@@ -25,9 +26,10 @@ from network import GLOBAL_FILTERS, discriminator_feature_length
 
 SettingsT = TypeVar("SettingsT")
 
-# Options whose default depends on the data (None on the parser, filled in by ``resolve_presets``).
+# Options whose default depends on the data (None on the parser, filled in by ``resolve_presets``). The
+# release's batch is the one its learning rates are set for (runtime.LEARNING_RATE_BATCH).
 RELEASE_PRESET = {
-    "mess_length": 233472, "segment_length": 0, "segment_hop": 0, "epochs": 1, "batch_size": 2,
+    "mess_length": 233472, "segment_length": 0, "segment_hop": 0, "epochs": 1, "batch_size": LEARNING_RATE_BATCH,
     "train_windows_per_clip": 0, "eval_windows_per_clip": 0, "score": PAPER_SCORE,
 }
 # Embedded synthetic valve data: short clips cut into windows so a 2-core CPU trains in minutes.
@@ -79,7 +81,7 @@ def _int_at_least(minimum: int, expected: str, name: str, maximum: int | None = 
     return parse
 
 
-# Also used by bench.py, reproduce.py and the baseline.
+# Also used by experiments/bench.py, reproduce.py and the baseline.
 positive_int = _int_at_least(1, "a positive integer", "positive_int")
 non_negative_int = _int_at_least(0, "an integer >= 0", "non_negative_int")  # counts that may be 0
 seed_value = _int_at_least(0, "an integer >= 0", "seed_value", maximum=2**31 - 1)  # torch's and numpy's seeds
@@ -558,6 +560,22 @@ def scoring_settings(opt: argparse.Namespace) -> ScoringSettings:
 def step_settings(opt: argparse.Namespace) -> StepSettings:
     """What a training step computes with: the update, the generators' noise and the losses' weights."""
     return settings(StepSettings, opt)
+
+
+def learning_rates(opt: argparse.Namespace) -> LearningRates:
+    """The three learning rates and how they follow the batch (``--learning_rate_scaling``)."""
+    return LearningRates(opt.r_g_net_learning_rate, opt.l_g_net_learning_rate, opt.d_net_learning_rate,
+                         opt.learning_rate_scaling, opt.batch_size)
+
+
+def test_scoring(opt: argparse.Namespace) -> Scoring:
+    """What test.py scores and where it writes, from its resolved options (``checkpoint_test_options`` or
+    ``released_test_options``)."""
+    return Scoring(checkpoint=opt.checkpoint, model_dir=opt.model_dir, inputs=tuple(opt.input or ()),
+                   threshold=opt.threshold, output=opt.output, output_dir=opt.output_dir, overwrite=opt.overwrite,
+                   score=opt.score, network_length=network_length(opt), global_filter=opt.global_filter,
+                   deterministic=opt.deterministic, run_options=options_of_every_run(), data=data_settings(opt),
+                   settings=scoring_settings(opt), device=opt.device, bf16=opt.bf16, channels_last=opt.channels_last)
 
 
 # test.py's --help: what scoring reads; the training options stay accepted (a checkpoint brings them).

@@ -65,13 +65,14 @@ from grlnet.runtime import (
     resolve_device,
 )
 from grlnet.scores import PAPER_SCORE
-from grlnet.scoring import fit_normal_windows, score_clips
+from grlnet.scoring import fit_and_score, fit_normal_windows, score_clips
 from grlnet.steps import Networks, released_step, standard_step
-from main import batch_order, learning_rates
+from main import batch_order
 from network import GRLNet
 from opts import (
     WAV_PRESET,
     data_settings,
+    learning_rates,
     network_length,
     non_negative_int,
     parse_opts,
@@ -146,6 +147,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "test set")
     p.add_argument("--epoch_clips", type=positive_int, default=1000,
                    help="training clips of the --epoch_data epoch (default 1000, a DCASE machine type)")
+    p.add_argument("--epoch_test_clips", type=non_negative_int, default=0,
+                   help="grow DIR/test to this many clips by repeating its clips, labels kept (default 0: DIR/test "
+                        "as it is; 200 for a DCASE machine type's test set)")
+    p.add_argument("--epoch_epochs", type=positive_int, default=1,
+                   help="epochs of the --epoch_data run (default 1; 8 is the WAV preset's whole run)")
+    p.add_argument("--epoch_output", type=Path, default=None, metavar="DIR",
+                   help="keep the --epoch_data run's folder (log, metrics.csv with each epoch's seconds) in DIR, "
+                        "which must not exist (default: a temporary folder, removed)")
     p.add_argument("--epoch_args", default="", metavar="OPTIONS",
                    help="more train.py options for the --epoch_data epoch, e.g. \"--batch_size 32 "
                         "--learning_rate_scaling sqrt\" (default: none, the WAV preset's batch 2)")
@@ -471,8 +480,7 @@ def run_batch(opt: argparse.Namespace, args: argparse.Namespace, device: torch.d
 def score_auc(model: GRLNet, train_set: ClipSet, test_set: ClipSet, opt: argparse.Namespace, device: torch.device,
               autocast: contextlib.AbstractContextManager) -> float:
     """The test AUC of ``model``'s score (``--score``), its feature statistics fitted and applied under ``autocast``."""
-    scorer = FeatureScorer(fit_normal_windows(model, train_set, scoring_settings(opt), device, autocast))
-    scores = score_clips(model, test_set, scoring_settings(opt), device, autocast, scorer=scorer)
+    scores = fit_and_score(model, train_set, test_set, scoring_settings(opt), device, autocast).scores
     return compute_metrics(test_set.binary_labels(), scores["score"])["auc"]
 
 
@@ -529,16 +537,27 @@ def wav_preset_data(args: argparse.Namespace, device: torch.device) -> tuple[arg
             ClipSet([f"test_{i}" for i in range(len(test))], test, test_labels))
 
 
-def grown_data_set(source: Path, clips: int, root: Path) -> Path:
+def grown_data_set(source: Path, clips: int, root: Path, test_clips: int = 0) -> Path:
     """A DCASE-layout data set under ``root``: ``clips`` training clips, links to ``source``'s training
-    clips repeated under new names, and ``source``'s test folder."""
+    clips repeated under new names, and ``source``'s test folder, or ``test_clips`` links to its clips
+    repeated under new names that keep each clip's label prefix (``normal_``, ``anomaly_``)."""
     originals = sorted((source / "train").glob("*.wav"))
+    tests = sorted((source / "test").glob("*.wav"))
     if not originals or not (source / "test").is_dir():
         raise UserError(f"{source}: --epoch_data needs a DCASE-layout folder with train/*.wav and test/")
     (root / "train").mkdir(parents=True)
     for index in range(clips):
         (root / "train" / f"normal_id_00_{index:08d}.wav").symlink_to(originals[index % len(originals)].resolve())
-    (root / "test").symlink_to((source / "test").resolve())
+    if not test_clips:
+        (root / "test").symlink_to((source / "test").resolve())
+        return root
+    if not tests:
+        raise UserError(f"{source / 'test'}: --epoch_test_clips needs test clips to repeat; the folder has no .wav")
+    (root / "test").mkdir()
+    for index in range(test_clips):
+        original = tests[index % len(tests)]
+        label = original.name.split("_", 1)[0]
+        (root / "test" / f"{label}_id_00_{index:08d}.wav").symlink_to(original.resolve())
     return root
 
 
@@ -562,23 +581,26 @@ def run_measured(command: list[str], stop_after: float | None = None) -> tuple[f
 
 
 def time_epoch(args: argparse.Namespace, device: torch.device, root: Path) -> None:
-    """One epoch of the WAV preset through train.py in a fresh process, decoding included (no cache), with
-    ``--epoch_args`` added to its options."""
-    data = grown_data_set(args.epoch_data, args.epoch_clips, root / "data")
+    """``--epoch_epochs`` epochs of the WAV preset through train.py in a fresh process, decoding included (no
+    cache), with ``--epoch_args`` added to its options."""
+    data = grown_data_set(args.epoch_data, args.epoch_clips, root / "data", args.epoch_test_clips)
+    run = args.epoch_output or root / "run"
     command = [sys.executable, str(REPO / "train.py"), "--data_root", str(data),
-               "--epochs", "1", "--device", device.type, "--seed", str(args.seed), "--no-cache", "--quiet",
-               "--bf16", str(args.bf16), "--output_dir", str(root / "run"), *shlex.split(args.epoch_args)]
+               "--epochs", str(args.epoch_epochs), "--device", device.type, "--seed", str(args.seed), "--no-cache",
+               "--quiet",               "--bf16", str(args.bf16), "--output_dir", str(run), *shlex.split(args.epoch_args)]
     seconds, peak = run_measured(command, args.epoch_seconds)
     extra = f", train.py {args.epoch_args}" if args.epoch_args else ""
-    checkpoint = root / "run" / "checkpoints" / "last.pt"
+    checkpoint = run / "checkpoints" / "last.pt"
     if args.epoch_seconds is None:
-        done = (f"end to end: {seconds:.1f} s, {args.epoch_clips / seconds:.2f} clips/s (decoding and evaluation "
-                "included)")
+        done = (f"end to end: {seconds:.1f} s, {args.epoch_clips * args.epoch_epochs / seconds:.2f} clips/s "
+                "(decoding and evaluation included)")
     elif checkpoint.exists():
         done = f"stopped after {seconds:.1f} s at training step {load_file(checkpoint)['step']} (decoding included)"
     else:
         done = f"stopped after {seconds:.1f} s, before its first training step"
-    print(f"epoch of {args.epoch_clips} training clips ({data}{extra}), {done}; peak host memory of train.py "
+    what = "epoch" if args.epoch_epochs == 1 else f"run of {args.epoch_epochs} epochs"
+    tests = f", {args.epoch_test_clips} test clips" if args.epoch_test_clips else ""
+    print(f"{what} of {args.epoch_clips} training clips{tests} ({data}{extra}), {done}; peak host memory of train.py "
           f"{peak:.2f} GiB", flush=True)
 
 

@@ -2,9 +2,10 @@
 and running a script's body so that mistakes a user can fix print one line instead of a traceback."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,6 +53,27 @@ def log_to_files(line: str) -> None:
             handler.handle(record)
 
 
+USER_ERRORS = (UserError, MemoryError, torch.OutOfMemoryError)  # what a user can fix: one line, no traceback
+
+
+def user_message(err: BaseException, opt: object | None) -> str:
+    """The line that reports one of ``USER_ERRORS``."""
+    return f"error: {err if isinstance(err, UserError) else out_of_memory_message(err, opt)}"
+
+
+@contextlib.contextmanager
+def closing_log(opt: object) -> Iterator[None]:
+    """A script body's log, closed when the body ends, whatever ends it; an error a user can fix is
+    written into the run's log file first, so the file ends with the line the console shows."""
+    try:
+        yield
+    except USER_ERRORS as err:
+        log_to_files(user_message(err, opt))
+        raise
+    finally:
+        close_logging()
+
+
 def run_cli(main_function: Callable[[Options], object], parse: Callable[[], Options],
             interrupted: str = "interrupted") -> None:
     """Parse a script's options and run its body; user errors, in the options too, and running out of
@@ -60,13 +82,11 @@ def run_cli(main_function: Callable[[Options], object], parse: Callable[[], Opti
     try:
         opt = parse()
         main_function(opt)
-    except (UserError, MemoryError, torch.OutOfMemoryError) as err:
+    except USER_ERRORS as err:
         if getattr(opt, "debug", False):
             raise
-        message = err if isinstance(err, UserError) else out_of_memory_message(err, opt)
-        log_to_files(f"error: {message}")
         close_logging()
-        print(printable(f"error: {message}"), flush=True)
+        print(printable(user_message(err, opt)), flush=True)
         raise SystemExit(3 if isinstance(err, DivergedError) else 2) from None
     except KeyboardInterrupt:  # train() saves and exits on its own; elsewhere there is nothing to keep
         close_logging()

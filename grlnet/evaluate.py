@@ -29,7 +29,7 @@ from network import NETWORKS, GRLNet
 
 @dataclass(frozen=True)
 class Scoring:
-    """What test.py scores and where it writes, built once from its resolved options (main.scoring_of):
+    """What test.py scores and where it writes, built once from its resolved options (opts.test_scoring):
     the networks' source (``checkpoint``, or the release's files in ``model_dir``), the ``inputs`` to score
     (none: the labelled test set the options name) with their ``threshold`` and ``output`` (None: the
     stored threshold, scores.csv in the output folder), the score, the networks' length and filter, the

@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from data.console import DivergedError, UserError
 from data.datasets import evenly_spaced
-from grlnet.scores import FEATURE_SPACES, feature_score
+from grlnet.scores import DISTANCES, FEATURE_SPACES, feature_score
 from network import GRLNet
 
 NEIGHBOURS = 5  # nearest normal windows averaged by the kNN distance
@@ -85,17 +85,32 @@ class FeatureScorer:
                            .fit(model["reference"]) for space, model in self.models.items()}
 
     def window_scores(self, features: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """Each feature score of a batch of windows, from their pooled features (``space_features``)."""
+        """Each distance's score in each fitted space (scores.feature_score names them) of a batch of windows,
+        from their pooled features (``space_features``)."""
         require_finite(features, "windows scored")
         scores = {}
         for space, model in self.models.items():
             standardised = (features[space].numpy() - model["mean"]) / model["scale"]
-            centred = standardised - model["location"]
-            # (x - m)^T P (x - m) per row: sklearn's mahalanobis() goes through pairwise_distances, 16x slower here
-            scores[feature_score(space, "mahalanobis")] = ((centred @ model["precision"]) * centred).sum(axis=1)
-            distances, _ = self.neighbours[space].kneighbors(standardised)
-            scores[feature_score(space, "knn")] = distances.mean(axis=1)
+            for distance in DISTANCES:
+                scores[feature_score(space, distance)] = DISTANCE_OF[distance](standardised, model,
+                                                                               self.neighbours[space])
         return scores
+
+
+def mahalanobis(standardised: np.ndarray, model: dict[str, np.ndarray], neighbours: NearestNeighbors) -> np.ndarray:
+    """Each standardised window's squared Mahalanobis distance from the space's Ledoit-Wolf model."""
+    centred = standardised - model["location"]
+    # (x - m)^T P (x - m) per row: sklearn's mahalanobis() goes through pairwise_distances, 16x slower here
+    return ((centred @ model["precision"]) * centred).sum(axis=1)
+
+
+def knn(standardised: np.ndarray, model: dict[str, np.ndarray], neighbours: NearestNeighbors) -> np.ndarray:
+    """Each standardised window's mean Euclidean distance to its ``NEIGHBOURS`` nearest normal windows."""
+    distances, _ = neighbours.kneighbors(standardised)
+    return distances.mean(axis=1)
+
+
+DISTANCE_OF = {"mahalanobis": mahalanobis, "knn": knn}  # each of scores.DISTANCES, computed
 
 
 def require_finite(features: dict[str, np.ndarray | torch.Tensor], windows: str) -> None:

@@ -1,10 +1,7 @@
-"""Figures of a run, drawn from its files (metrics.csv, scores.csv, figures/examples.npz) without the model.
-
-    python -m grlnet.plots runs/RUN     # (re)draws every figure it can into runs/RUN/figures/
-"""
+"""Figures of a run, drawn from its files (metrics.csv, scores.csv, figures/examples.npz) without the model
+(``python -m experiments.redraw runs/RUN`` draws them again)."""
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -251,21 +248,3 @@ def redraw(run_folder: str | Path) -> list[Path]:
     for draw, source, out_png in jobs:
         draw(source, out_png)
     return [out_png for _, _, out_png in jobs]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The CLI: redraw a run folder's figures and print their paths; user errors exit with status 2."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_folder", help="a run folder written by train.py or test.py")
-    args = parser.parse_args(argv)
-    try:
-        for path in redraw(args.run_folder):
-            print(path)
-    except UserError as err:
-        print(f"error: {err}", flush=True)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -178,7 +178,7 @@ def compile_networks(model: GRLNet, device: torch.device, use_compile: bool, pro
                      compile_mode: str = "default") -> Networks:
     """Wrap the networks for this run: DistributedDataParallel over several processes, then
     torch.compile on CUDA when ``use_compile`` (``--compile``), in torch.compile's ``compile_mode``
-    (train.py: its default; bench.py measures "reduce-overhead", CUDA graphs); checkpoints always come
+    (train.py: its default; experiments/bench.py measures "reduce-overhead", CUDA graphs); checkpoints always come
     from the unwrapped ``model``."""
     modules = [model.regional, model.local, _Logits(model.discriminator)]
     d_no_sync = contextlib.nullcontext

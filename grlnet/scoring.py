@@ -3,6 +3,7 @@ each averaged over a clip's windows, and the one ``--score`` picks for metrics a
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,3 +137,26 @@ def score_clips(model: GRLNet, clips: ClipSet, settings: ScoringSettings, device
     if settings.score not in ordered:
         raise UserError(f"--score {settings.score} needs the statistics of normal windows, and none were given")
     return {**ordered, CHOSEN: ordered[settings.score]}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every score of every clip (``score_clips``), the feature models fitted for it and the seconds fitting took."""
+
+    scores: dict[str, np.ndarray]
+    feature_models: dict[str, dict[str, torch.Tensor]]
+    fit_seconds: float
+
+
+def fit_and_score(model: GRLNet, normal: ClipSet, clips: ClipSet, settings: ScoringSettings, device: torch.device,
+                  autocast: contextlib.AbstractContextManager | None = None, process: Process = SINGLE_PROCESS,
+                  windows_per_clip: int = 0) -> Evaluation:
+    """An evaluation as train.py runs it after every epoch: the feature scores' models fitted again on the
+    ``normal`` clips' windows (the networks have moved since the last fit), then every score of ``clips``;
+    on every window, or on ``windows_per_clip`` evenly spaced ones of each clip, for fit and scores alike."""
+    started = time.perf_counter()
+    feature_models = fit_normal_windows(model, normal, settings, device, autocast, windows_per_clip)
+    fit_seconds = time.perf_counter() - started
+    scores = score_clips(model, clips, settings, device, autocast, process, FeatureScorer(feature_models),
+                         windows_per_clip)
+    return Evaluation(scores, feature_models, fit_seconds)

@@ -77,7 +77,7 @@ class Networks:
     local: Callable[[torch.Tensor], torch.Tensor]
     d_logits: Callable[[torch.Tensor], torch.Tensor]
     d_no_sync: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-    cuda_graphs: bool = False  # compiled in torch.compile's "reduce-overhead" mode (bench.py --compile_mode)
+    cuda_graphs: bool = False  # compiled in torch.compile's "reduce-overhead" mode (experiments/bench.py --compile_mode)
 
     def d_prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.d_logits(x))

@@ -23,7 +23,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402  (after the thread setting)
 
-from grlnet.cli import close_logging  # noqa: E402
 from opts import parse_opts  # noqa: E402
 
 # The decoded-recordings cache of the tests' runs (data/cache.py): a folder of their own, removed at the end.
@@ -53,14 +52,6 @@ def run_script(*args: str, check: bool = True, timeout: float = 300, cwd: Path =
     if check and result.returncode != 0:
         raise AssertionError(f"{args} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
-
-
-@pytest.fixture(autouse=True)
-def closed_logging():
-    """Close the project's log after each test: a run a test stops with an error keeps its handlers, whose
-    streams pytest has closed by the next test, and a later test would see each line logged twice."""
-    yield
-    close_logging()
 
 
 @pytest.fixture

@@ -104,6 +104,25 @@ def test_the_epoch_data_set_repeats_the_training_clips_under_new_names(tmp_path)
     assert (grown / "test").resolve() == (source / "test").resolve()
     with pytest.raises(UserError, match="needs a DCASE-layout folder with train/"):
         bench.grown_data_set(tmp_path / "empty", 5, tmp_path / "other")
+    with pytest.raises(UserError, match=r"test: --epoch_test_clips needs test clips to repeat"):
+        bench.grown_data_set(source, 5, tmp_path / "no_tests", test_clips=4)
+
+
+def test_the_epoch_data_set_grows_the_test_clips_keeping_their_labels(tmp_path):
+    source = tmp_path / "source"
+    (source / "train").mkdir(parents=True)
+    (source / "test").mkdir()
+    (source / "train" / "normal_id_00_00000000.wav").write_bytes(b"")
+    for name in ("anomaly_id_00_00000096.wav", "normal_id_00_00000013.wav", "normal_id_00_00000036.wav"):
+        (source / "test" / name).write_bytes(name.encode())
+    grown = bench.grown_data_set(source, 2, tmp_path / "grown", test_clips=7)
+    clips = sorted((grown / "test").iterdir(), key=lambda clip: clip.name[-12:])  # in the order they were made
+    assert [clip.name for clip in clips] == [
+        "anomaly_id_00_00000000.wav", "normal_id_00_00000001.wav", "normal_id_00_00000002.wav",
+        "anomaly_id_00_00000003.wav", "normal_id_00_00000004.wav", "normal_id_00_00000005.wav",
+        "anomaly_id_00_00000006.wav"]
+    assert [clip.read_text()[:-4] for clip in clips] == [
+        "anomaly_id_00_00000096", "normal_id_00_00000013", "normal_id_00_00000036"] * 2 + ["anomaly_id_00_00000096"]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -155,6 +174,23 @@ def test_the_epoch_runs_train_py_with_the_epoch_args_added(tmp_path, monkeypatch
     assert command[-4:] == ["--batch_size", "32", "--learning_rate_scaling", "sqrt"]
     assert ("train.py --batch_size 32 --learning_rate_scaling sqrt), end to end: 2.0 s, 1.50 clips/s "
             "(decoding and evaluation included); peak host memory of train.py 0.50 GiB") in capsys.readouterr().out
+
+
+def test_a_whole_run_kept_in_its_folder_counts_the_clips_of_every_epoch(tmp_path, monkeypatch, capsys):
+    source = one_clip_dcase_folder(tmp_path / "source")
+    (source / "test" / "normal_id_00_00000001.wav").write_bytes(b"")
+    commands = []
+    monkeypatch.setattr(bench, "run_measured", lambda command, stop_after: commands.append(command) or (2.0, 0.5))
+    args = bench.parse_args(["--epoch_data", str(source), "--epoch_clips", "3", "--epoch_test_clips", "2",
+                             "--epoch_epochs", "8", "--epoch_output", str(tmp_path / "kept")])
+    bench.time_epoch(args, torch.device("cpu"), tmp_path / "root")
+    (command,) = commands
+    assert command[command.index("--epochs") + 1] == "8"
+    assert command[command.index("--output_dir") + 1] == str(tmp_path / "kept")
+    assert len(list((tmp_path / "root" / "data" / "test").iterdir())) == 2
+    out = capsys.readouterr().out
+    assert "run of 8 epochs of 3 training clips, 2 test clips (" in out
+    assert "end to end: 2.0 s, 12.00 clips/s (decoding and evaluation included)" in out
 
 
 def test_a_stopped_epoch_reports_the_step_train_py_saved(tmp_path, monkeypatch, capsys):

@@ -37,7 +37,7 @@ def test_demo_train_then_test_reproduces_metrics(tmp_path):
     for figure in figures:
         assert (run / "figures" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         (run / "figures" / figure).unlink()
-    redrawn = run_script("-m", "grlnet.plots", str(run))
+    redrawn = run_script("-m", "experiments.redraw", str(run))
     assert sorted(Path(line).name for line in redrawn.stdout.split()) == figures
     assert all((run / "figures" / figure).stat().st_size > 0 for figure in figures)
 

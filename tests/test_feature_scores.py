@@ -14,9 +14,9 @@ import main
 from data import ClipSet, hold_out_last, load_datasets
 from data.console import UserError
 from grlnet.checkpoint import load_file
-from grlnet.features import FeatureScorer, fit_space, fit_windows, pooled
-from grlnet.scores import DEFAULT_SCORE, FEATURE_SCORES, SCORES
-from grlnet.scoring import fit_normal_windows, score_clips, scoring_batch_size
+from grlnet.features import DISTANCE_OF, FeatureScorer, fit_space, fit_windows, pooled
+from grlnet.scores import DEFAULT_SCORE, DISTANCES, FEATURE_SCORES, REGISTRY, SCORES
+from grlnet.scoring import fit_and_score, fit_normal_windows, score_clips, scoring_batch_size
 from network import GRLNet
 from opts import data_settings, network_length, parse_opts, parse_test_args, scoring_settings
 
@@ -90,6 +90,20 @@ def test_d_inverted_by_construction_while_the_feature_distance_ranks_right():
     assert roc_auc_score(test.labels, scores["paper"]) == 0.0  # every anomaly scores as more normal
     assert roc_auc_score(test.labels, scores["discriminator_mahalanobis"]) == 1.0
     assert np.array_equal(scores["score"], scores[DEFAULT_SCORE])
+    evaluation = fit_and_score(model, train, test, scoring_settings(opt), torch.device("cpu"))
+    assert evaluation.scores.keys() == scores.keys() and evaluation.fit_seconds > 0
+    assert all(np.allclose(evaluation.scores[name], scores[name], rtol=1e-9) for name in scores)
+    refitted = fit_normal_windows(model, train, scoring_settings(opt), torch.device("cpu"))
+    assert all(torch.equal(evaluation.feature_models[space][entry], refitted[space][entry])
+               for space in refitted for entry in refitted[space])
+
+
+def test_every_score_is_registered_once_with_what_fits_and_computes_it():
+    assert SCORES == ("paper", "encoder_mahalanobis", "encoder_knn", "discriminator_mahalanobis", "discriminator_knn")
+    assert not REGISTRY["paper"].fitted
+    assert [(REGISTRY[name].space, REGISTRY[name].distance) for name in FEATURE_SCORES] == [
+        ("encoder", "mahalanobis"), ("encoder", "knn"), ("discriminator", "mahalanobis"), ("discriminator", "knn")]
+    assert set(DISTANCE_OF) == set(DISTANCES) and DEFAULT_SCORE in FEATURE_SCORES
 
 
 def test_calibration_clips_fit_the_feature_scores_on_held_out_clips_only():

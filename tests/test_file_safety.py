@@ -296,7 +296,6 @@ def test_two_test_runs_in_the_same_second_get_their_own_folders(run, tmp_path, m
     monkeypatch.setattr(evaluate, "datetime", _SameSecond)
     for _ in range(2):
         main.test(parse_test_args(["--checkpoint", str(run / "checkpoints" / "last.pt"), "--quiet"]))
-    close_logging()
     folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert folders == ["test-20240102-030405", "test-20240102-030405-2"]
     for name in folders:

@@ -12,7 +12,9 @@ from conftest import run_script
 
 from data import ClipSet
 from data.console import UserError
+from experiments import redraw
 from grlnet import plots, results
+from grlnet.cli import run_cli
 from grlnet.metrics import equal_error_rate
 from network import GRLNet
 
@@ -104,7 +106,7 @@ def test_roc_marks_the_metrics_eer_point(tmp_path):
 
 
 def test_cli_on_an_empty_folder_exits_2_naming_it(tmp_path):
-    result = run_script("-m", "grlnet.plots", str(tmp_path), check=False, timeout=60)
+    result = run_script("-m", "experiments.redraw", str(tmp_path), check=False, timeout=60)
     assert result.returncode == 2
     assert result.stdout.startswith("error: ") and str(tmp_path) in result.stdout
     assert "Traceback" not in result.stderr
@@ -113,7 +115,7 @@ def test_cli_on_an_empty_folder_exits_2_naming_it(tmp_path):
 def test_cli_on_a_missing_folder_exits_2_naming_it(tmp_path, capsys):
     missing = tmp_path / "no_such_run"
     with pytest.raises(SystemExit) as exit_info:
-        plots.main([str(missing)])
+        run_cli(redraw.print_redrawn, lambda: redraw.parse_args([str(missing)]))
     assert exit_info.value.code == 2
     assert capsys.readouterr().out == f"error: {missing}: run folder not found\n"
 

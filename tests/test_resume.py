@@ -3,6 +3,7 @@ the settings it was saved with; divergence stops."""
 import dataclasses
 import errno
 import json
+import logging
 import os
 import re
 import signal
@@ -164,6 +165,15 @@ def test_divergence_before_any_save_says_none_was_saved_and_is_logged(tmp_path, 
                "--d_net_learning_rate 0.0001; --overwrite replaces this run)")
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
     assert (tmp_path / "train.log").read_text().splitlines()[-1].endswith(f" {message}")
+
+
+def test_a_run_that_fails_closes_its_log_with_the_error_as_its_last_line(tmp_path, monkeypatch):
+    """main.train called directly (not through run_cli) leaves no handler behind."""
+    _diverge_at(monkeypatch, 3, "loss_d", float("inf"))
+    with pytest.raises(DivergedError) as err:
+        main.train(parse_opts([*TINY, "--output_dir", str(tmp_path)]))
+    assert logging.getLogger("grlnet").handlers == []
+    assert (tmp_path / "train.log").read_text().splitlines()[-1].endswith(f" error: {err.value}")
 
 
 def test_a_full_disk_and_running_out_of_memory_are_logged_in_train_log(tmp_path, monkeypatch, capsys):

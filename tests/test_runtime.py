@@ -12,8 +12,7 @@ from torch._inductor import config as inductor
 
 from grlnet.runtime import build_model, build_optimizers, choose_kernels, compile_networks, compiled_step_context
 from grlnet.steps import STEPS
-from main import learning_rates
-from opts import network_length, parse_opts, step_settings
+from opts import learning_rates, network_length, parse_opts, step_settings
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # CUDA: compile_networks only wraps, no GPU is needed
 

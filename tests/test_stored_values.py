@@ -1,6 +1,6 @@
 """Every stored value a decision uses is checked where it is read (issue 32, part B): a checkpoint's threshold,
 feature models, BatchNorm statistics, options and resume state; file names that are not UTF-8; a diverged run's
-checkpoint; and a damaged score file named as such by grlnet.plots."""
+checkpoint; and a damaged score file named as such by experiments.redraw."""
 import os
 import re
 import shutil
@@ -253,7 +253,7 @@ def test_weights_that_become_infinite_are_never_saved(tmp_path, monkeypatch):
     assert all(torch.isfinite(t).all() for t in state["models"]["local"].values() if t.is_floating_point())
 
 
-# ---------------------------------------------------------------- item 13: grlnet.plots names the real cause
+# ---------------------------------------------------------------- item 13: experiments.redraw names the real cause
 
 def _run_copy(run: Path, folder: Path) -> Path:
     shutil.copytree(run, folder)
@@ -265,7 +265,7 @@ def test_a_cut_score_file_is_called_cut_not_diverged(run, tmp_path):
     text = scores.read_bytes()
     scores.write_bytes(text[:len(text) - 40])  # the last row loses its last cells
     lines = text.decode().count("\n")
-    result = run_script("-m", "grlnet.plots", str(tmp_path / "run"), check=False)
+    result = run_script("-m", "experiments.redraw", str(tmp_path / "run"), check=False)
     assert result.returncode == 2
     assert re.fullmatch(rf"error: {re.escape(str(scores))}, line {lines}: \d+ cells where the header names 12 "
                         r"columns; the file is cut short or damaged", result.stdout.splitlines()[-1])

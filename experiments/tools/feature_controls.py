@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from data import ClipSet, load_datasets
 from grlnet.features import FeatureScorer, fit_space, fit_windows
 from grlnet.scores import FEATURE_SCORES
-from grlnet.scoring import fit_normal_windows, score_clips
+from grlnet.scoring import fit_and_score
 from network import GRLNet
 from opts import data_settings, network_length, parse_opts, scoring_settings, seed_value
 
@@ -50,7 +50,7 @@ def untrained_aucs(train: ClipSet, test: ClipSet, opt: argparse.Namespace, seed:
     """AUC of every score of freshly initialised networks (``seed``), feature statistics fitted as in training."""
     torch.manual_seed(seed)
     model, cpu = GRLNet(network_length(opt), opt.global_filter), torch.device("cpu")
-    scores = score_clips(model, test, scoring_settings(opt), cpu, scorer=FeatureScorer(fit_normal_windows(model, train, scoring_settings(opt), cpu)))
+    scores = fit_and_score(model, train, test, scoring_settings(opt), cpu).scores
     return {name: float(roc_auc_score(test.binary_labels(), scores[name])) for name in ("paper", *FEATURE_SCORES)}
 
 

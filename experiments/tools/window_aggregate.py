@@ -31,15 +31,15 @@ from data import ClipSet, load_datasets
 from data.console import UserError, make_folder
 from data.files import write_text
 from grlnet.checkpoint import load_train_checkpoint, load_weights
-from grlnet.features import FeatureScorer, window_features
+from grlnet.features import FeatureScorer
 from grlnet.metrics import MAX_FPR
 from grlnet.results import read_columns
-from grlnet.scoring import CPU_SCORING_WINDOWS
+from grlnet.scoring import outputs_per_window
 from main import STORED_OPTIONS
 from network import NETWORKS, GRLNet
-from opts import data_settings, network_length
+from opts import data_settings, network_length, scoring_settings
 
-SPACE, SCORE = "encoder", "encoder_knn"
+SCORE = "encoder_knn"
 REFERENCE = "A mean"  # today's aggregate, the one the others are held against
 AUC_MARGIN = 0.01  # the rule: a candidate's mean AUC on each set may fall at most this far below A's
 CHANCE = 0.5
@@ -106,12 +106,12 @@ def run_options(folder: Path, state: dict) -> argparse.Namespace:
 
 def window_distances(model: GRLNet, scorer: FeatureScorer, clips: ClipSet, opt: argparse.Namespace
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every window's encoder_knn distance [W], RMS level in dB [W] and clip index [W], in the run's batches."""
-    model.eval()
-    windows, clip_index = clips.windows(opt.segment_length, opt.segment_hop)
-    distances = [scorer.window_scores(window_features(model, windows[start:start + CPU_SCORING_WINDOWS]))[SCORE]
-                 for start in range(0, len(windows), CPU_SCORING_WINDOWS)]
-    return np.concatenate(distances), level_db(windows[:, 0].numpy()), clip_index.numpy()
+    """Every window's encoder_knn distance [W], RMS level in dB [W] and clip index [W], scored as train.py
+    scores them (grlnet.scoring.outputs_per_window, on the CPU)."""
+    names, outputs, clip_index = outputs_per_window(model, clips, scoring_settings(opt), torch.device("cpu"),
+                                                    scorer=scorer)
+    windows, _ = clips.windows(opt.segment_length, opt.segment_hop)
+    return outputs[:, names.index(SCORE)].numpy(), level_db(windows[:, 0].numpy()), clip_index.numpy()
 
 
 def measure_run(folder: Path) -> RunWindows:
@@ -123,7 +123,7 @@ def measure_run(folder: Path) -> RunWindows:
     model = GRLNet(network_length(opt), opt.global_filter)
     for name in NETWORKS:
         load_weights(getattr(model, name), state["models"][name], f"{folder} ({name})")
-    scorer = FeatureScorer({SPACE: state["feature_models"][SPACE]})
+    scorer = FeatureScorer(state["feature_models"])
     train, test = load_datasets(data_settings(opt))
     distances, window_levels, clip_index = window_distances(model, scorer, test, opt)
     return RunWindows(test.names, test.binary_labels(), level_db(test.signals), clip_index, distances,
