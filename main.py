@@ -592,6 +592,6 @@ def restore(opt: argparse.Namespace) -> Restored:
 
 def test(opt: argparse.Namespace) -> dict | None:
     """test.py's body: evaluate a labelled test set (scores.csv, metrics.json) or score ``--input`` files."""
-    configure_logging()
     with closing_log(opt):
+        configure_logging()
         return run_test(restore(opt))

@@ -587,7 +587,7 @@ def time_epoch(args: argparse.Namespace, device: torch.device, root: Path) -> No
     run = args.epoch_output or root / "run"
     command = [sys.executable, str(REPO / "train.py"), "--data_root", str(data),
                "--epochs", str(args.epoch_epochs), "--device", device.type, "--seed", str(args.seed), "--no-cache",
-               "--quiet",               "--bf16", str(args.bf16), "--output_dir", str(run), *shlex.split(args.epoch_args)]
+               "--quiet", "--bf16", str(args.bf16), "--output_dir", str(run), *shlex.split(args.epoch_args)]
     seconds, peak = run_measured(command, args.epoch_seconds)
     extra = f", train.py {args.epoch_args}" if args.epoch_args else ""
     checkpoint = run / "checkpoints" / "last.pt"

@@ -11,6 +11,7 @@ from grlnet.plots import redraw
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The run folder to redraw."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_folder", help="a run folder written by train.py or test.py")
     return parser.parse_args(argv)
